@@ -1,0 +1,1 @@
+"""Shared code of dyadic-face: corpus reading, audio features, cache, datasets, metrics, config, I/O."""

@@ -1,0 +1,153 @@
+"""Audio: WAV reading (soundfile), resampling, and per-motion-frame features (log-mel or a speech encoder).
+
+Feature frame ``t`` summarises the audio window that *ends* at the end of motion frame ``t``
+(``[(t + 1) * hop - win, (t + 1) * hop)`` samples, ``hop = sample_rate / fps``), so features are causal:
+a streaming system has frame ``t``'s feature as soon as frame ``t``'s audio has arrived.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .data_config import AudioConfig
+
+log = logging.getLogger(__name__)
+
+
+class AudioError(ValueError):
+    pass
+
+
+def read_wav(path: str | Path, target_rate: int, what: str = "") -> np.ndarray:
+    """Mono float32 audio at ``target_rate``; averages channels and resamples, each with a log line."""
+    path = Path(path)
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError on truncated or foreign files
+        raise AudioError(f"{what}cannot read audio file {path}: {e}") from e
+    if data.shape[0] == 0:
+        raise AudioError(f"{what}audio file {path} holds no samples")
+    if data.shape[1] > 1:
+        log.info("%s%s has %d channels: averaging to mono", what, path, data.shape[1])
+        data = data.mean(axis=1, keepdims=True)
+    audio = data[:, 0]
+    if not np.isfinite(audio).all():
+        bad = int(np.flatnonzero(~np.isfinite(audio))[0])
+        raise AudioError(f"{what}audio file {path} holds NaN/Inf (first at sample {bad})")
+    if rate != target_rate:
+        log.info("%s%s is at %d Hz: resampling to %d Hz", what, path, rate, target_rate)
+        audio = resample(audio, rate, target_rate)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def resample(audio: np.ndarray, orig: int, new: int) -> np.ndarray:
+    import torchaudio.functional as AF
+    return AF.resample(torch.from_numpy(np.asarray(audio, np.float32)), int(orig), int(new)).numpy()
+
+
+def hop_length(sample_rate: int, fps: float) -> int:
+    hop = sample_rate / fps
+    if abs(hop - round(hop)) > 1e-6:
+        raise AudioError(f"sample_rate {sample_rate} / fps {fps} is not an integer number of samples per frame")
+    return int(round(hop))
+
+
+class LogMel:
+    """Causal log-mel features at the motion rate (one feature frame per motion frame)."""
+
+    def __init__(self, cfg: AudioConfig, sample_rate: int, fps: float):
+        import torchaudio.transforms as T
+        self.hop = hop_length(sample_rate, fps)
+        self.win = int(round(cfg.window_frames * self.hop))
+        self.dim = cfg.n_mels
+        self.mel = T.MelSpectrogram(sample_rate=sample_rate, n_fft=self.win, win_length=self.win,
+                                    hop_length=self.hop, f_min=cfg.f_min, f_max=min(cfg.f_max, sample_rate / 2),
+                                    n_mels=cfg.n_mels, center=False, power=2.0)
+
+    @torch.no_grad()
+    def __call__(self, audio: np.ndarray, num_frames: int) -> np.ndarray:
+        need = num_frames * self.hop
+        if len(audio) < need:
+            raise AudioError(f"audio has {len(audio)} samples, fewer than {need} for {num_frames} frames")
+        x = torch.from_numpy(np.ascontiguousarray(audio[:need], np.float32))
+        x = torch.nn.functional.pad(x, (self.win - self.hop, 0))
+        mel = self.mel(x)                              # (n_mels, num_frames)
+        feats = torch.log(mel + 1e-6).T.contiguous()
+        assert feats.shape[0] == num_frames, (feats.shape, num_frames)
+        return feats.numpy().astype(np.float32)
+
+
+class PretrainedEncoder:
+    """A transformers speech encoder (wav2vec2 / HuBERT) resampled to the motion rate.
+
+    Loaded from ``cfg.pretrained`` (local path or hub name) or built with random weights from
+    ``cfg.pretrained_config`` (tests). The encoder sees whole chunks (it is not causal); its features are
+    linearly interpolated from its own rate to ``fps``.
+    """
+
+    def __init__(self, cfg: AudioConfig, sample_rate: int, fps: float):
+        try:
+            import transformers
+        except ImportError as e:  # optional extra
+            raise ImportError("audio.kind=pretrained needs transformers: pip install 'dyadic-face[audio-encoders]'") from e
+        self.cfg, self.sample_rate, self.fps = cfg, sample_rate, fps
+        if cfg.pretrained:
+            self.model = transformers.AutoModel.from_pretrained(cfg.pretrained)
+        elif cfg.pretrained_config:
+            kinds = {"wav2vec2": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model),
+                     "hubert": (transformers.HubertConfig, transformers.HubertModel)}
+            if cfg.pretrained_kind not in kinds:
+                raise ValueError(f"audio.pretrained_kind must be one of {sorted(kinds)}, got {cfg.pretrained_kind!r}")
+            conf_cls, model_cls = kinds[cfg.pretrained_kind]
+            torch.manual_seed(0)
+            self.model = model_cls(conf_cls(**cfg.pretrained_config))
+        else:
+            raise ValueError("audio.kind=pretrained needs audio.pretrained (path or hub name) or audio.pretrained_config")
+        self.model.eval()
+        self.dim = int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def __call__(self, audio: np.ndarray, num_frames: int) -> np.ndarray:
+        sr_in = self.cfg.encoder_sample_rate
+        hop = hop_length(self.sample_rate, self.fps)
+        x = audio[: num_frames * hop]
+        if self.sample_rate != sr_in:
+            x = resample(x, self.sample_rate, sr_in)
+        chunk = int(self.cfg.chunk_seconds * sr_in)
+        pieces = []
+        for start in range(0, len(x), chunk):
+            seg = torch.from_numpy(np.ascontiguousarray(x[start:start + chunk]))[None]
+            if seg.shape[1] < 400:          # shorter than the conv receptive field: pad
+                seg = torch.nn.functional.pad(seg, (0, 400 - seg.shape[1]))
+            out = self.model(seg, output_hidden_states=True)
+            pieces.append(out.hidden_states[self.cfg.layer][0])
+        h = torch.cat(pieces, 0)                     # (n_enc, dim) at the encoder's rate
+        enc_rate = h.shape[0] / (len(x) / sr_in)
+        t_motion = (np.arange(num_frames) + 0.5) / self.fps
+        pos = np.clip(t_motion * enc_rate - 0.5, 0, h.shape[0] - 1)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, h.shape[0] - 1)
+        w = torch.from_numpy((pos - lo).astype(np.float32))[:, None]
+        feats = h[lo] * (1 - w) + h[hi] * w
+        return feats.numpy().astype(np.float32)
+
+
+def make_feature_extractor(cfg: AudioConfig, sample_rate: int, fps: float):
+    if cfg.kind == "logmel":
+        return LogMel(cfg, sample_rate, fps)
+    if cfg.kind == "pretrained":
+        return PretrainedEncoder(cfg, sample_rate, fps)
+    raise ValueError(f"audio.kind must be 'logmel' or 'pretrained', got {cfg.kind!r}")
+
+
+def describe_features(cfg: AudioConfig, extractor) -> dict:
+    d = {"kind": cfg.kind, "dim": int(extractor.dim)}
+    if cfg.kind == "logmel":
+        d.update(n_mels=cfg.n_mels, window_frames=cfg.window_frames, f_min=cfg.f_min, f_max=cfg.f_max, causal=True)
+    else:
+        d.update(pretrained=cfg.pretrained or f"random:{cfg.pretrained_kind}", layer=cfg.layer, causal=False)
+    return d

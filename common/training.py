@@ -1,0 +1,229 @@
+"""Building blocks shared by both stages' training loops (each stage keeps its own readable loop).
+
+- :class:`TrainConfig`: the training knobs every stage config embeds as ``train``.
+- :func:`make_accelerator`: the Accelerator, trackers (wandb offline by default, lazily imported), and the
+  guard against ``accelerate launch`` starting several processes that each train alone.
+- :class:`EpochSampler`: a seeded permutation per epoch, so a resumed run sees the same batches.
+- :class:`CheckpointManager`: ``accelerator.save_state`` into ``step-XXXXXXXX/`` folders, completed by a
+  manifest of checksums written last; verification, fallback to the previous good one, rotation.
+- :class:`NonFiniteGuard`: skips NaN/Inf losses and stops after K in a row.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Sampler
+
+from .checkpoint import file_sha256
+from .io import write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100
+    max_steps: int = 2000
+    grad_clip: float = 1.0
+    seed: int = 0
+    num_workers: int = 0
+    mixed_precision: str = "no"       # "no" | "bf16" | "fp16" (accelerate)
+    log_every: int = 20
+    val_every: int = 500
+    save_every: int = 500
+    keep_last: int = 3
+    max_nonfinite: int = 5            # NaN/Inf losses in a row before training stops
+    tracker: str = "none"             # "none" | "wandb" | "tensorboard"
+    project: str = "dyadic-face"
+    progress: bool = True
+
+
+class DistributedLaunchError(RuntimeError):
+    pass
+
+
+def make_accelerator(train: TrainConfig, out_dir: str | Path, run_config: dict | None = None):
+    """An Accelerator for this run; refuses several processes that would each train alone."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    log_with = None
+    if train.tracker == "wandb":
+        try:
+            import wandb  # noqa: F401
+            os.environ.setdefault("WANDB_MODE", "offline")
+            log_with = "wandb"
+        except ImportError:
+            log.warning("tracker=wandb but wandb is not installed: logging locally only")
+    elif train.tracker == "tensorboard":
+        log_with = "tensorboard"
+    elif train.tracker not in ("none", "", None):
+        raise ValueError(f"train.tracker must be none, wandb or tensorboard, got {train.tracker!r}")
+    acc = Accelerator(mixed_precision=train.mixed_precision, log_with=log_with,
+                      project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir)))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and acc.num_processes == 1:
+        raise DistributedLaunchError(
+            f"WORLD_SIZE={world} but accelerate runs this process alone ({acc.distributed_type}): every process "
+            "would train its own copy. On CPU, FSDP is never chosen by accelerate: use "
+            "`accelerate launch --config_file configs/accelerate/cpu2.yaml ...` (or ACCELERATE_USE_CPU=1 torchrun); "
+            "on GPUs use configs/accelerate/fsdp.yaml.")
+    if log_with is not None:
+        try:
+            acc.init_trackers(train.project, config=_flat(run_config or {}))
+        except Exception as e:  # not logged in, offline problems...: train on, log locally
+            log.warning("tracker %s could not start (%s): logging locally only", log_with, e)
+            acc.log_with = []
+    return acc
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+def lr_at(step: int, train: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < train.warmup_steps:
+        return train.lr * (step + 1) / train.warmup_steps
+    t = min(1.0, (step - train.warmup_steps) / max(1, train.max_steps - train.warmup_steps))
+    return train.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+class EpochSampler(Sampler):
+    """A fixed, seeded permutation per epoch (``set_epoch``), so batches are reproducible after a resume."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+class NonFiniteGuard:
+    """Call with each loss: returns False (skip the step) for NaN/Inf; raises after ``limit`` in a row."""
+
+    def __init__(self, limit: int = 5):
+        self.limit, self.in_a_row, self.total = limit, 0, 0
+
+    def __call__(self, loss: torch.Tensor, step: int) -> bool:
+        if torch.isfinite(loss.detach()).all():
+            self.in_a_row = 0
+            return True
+        self.in_a_row += 1
+        self.total += 1
+        log.warning("step %d: non-finite loss (%s): step skipped (%d in a row)", step, loss.item(), self.in_a_row)
+        if self.in_a_row >= self.limit:
+            raise FloatingPointError(f"{self.in_a_row} non-finite losses in a row up to step {step}: stopping; "
+                                     "lower the learning rate or check the data (train.max_nonfinite)")
+        return False
+
+
+MANIFEST_NAME = "checkpoint.json"
+
+
+class CheckpointManager:
+    """``out/checkpoints/step-XXXXXXXX/``: accelerate state + ``checkpoint.json`` (step, checksums) written last.
+
+    A folder without a valid manifest (killed mid-save, truncated, corrupted) is never resumed from.
+    """
+
+    def __init__(self, out_dir: str | Path, keep_last: int = 3):
+        self.root = Path(out_dir) / "checkpoints"
+        self.keep_last = max(1, keep_last)
+
+    def _dirs(self):
+        if not self.root.is_dir():
+            return []
+        return sorted((p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("step-")),
+                      key=lambda p: int(p.name.split("-")[1]))
+
+    def verify(self, path: Path) -> tuple[bool, str]:
+        m = path / MANIFEST_NAME
+        if not m.is_file():
+            return False, "no checkpoint.json (the save did not complete)"
+        try:
+            manifest = json.loads(m.read_text())
+            for name, info in manifest["files"].items():
+                f = path / name
+                if not f.is_file():
+                    return False, f"{name} is missing"
+                if f.stat().st_size != info["size"]:
+                    return False, f"{name} has {f.stat().st_size} bytes, expected {info['size']} (truncated?)"
+                if file_sha256(f) != info["sha256"]:
+                    return False, f"{name} checksum mismatch (corrupted)"
+        except (ValueError, KeyError, TypeError) as e:
+            return False, f"unreadable checkpoint.json ({e})"
+        return True, "ok"
+
+    def latest_good(self) -> tuple[Path, int] | None:
+        for p in reversed(self._dirs()):
+            ok, why = self.verify(p)
+            if ok:
+                return p, int(json.loads((p / MANIFEST_NAME).read_text())["step"])
+            log.warning("checkpoint %s is not usable: %s; trying the previous one", p, why)
+        return None
+
+    def save(self, accelerator, step: int, extra: dict | None = None) -> Path:
+        path = self.root / f"step-{step:08d}"
+        if accelerator.is_main_process and path.exists():
+            shutil.rmtree(path)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(path))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            files = {}
+            for f in sorted(path.rglob("*")):
+                if f.is_file() and f.name != MANIFEST_NAME:
+                    files[str(f.relative_to(path))] = {"size": f.stat().st_size, "sha256": file_sha256(f)}
+            write_json(path / MANIFEST_NAME, {"step": step, "files": files, **(extra or {})})
+            self._rotate()
+        accelerator.wait_for_everyone()
+        return path
+
+    def _rotate(self):
+        dirs = self._dirs()
+        good = [p for p in dirs if (p / MANIFEST_NAME).is_file()]
+        for p in good[:-self.keep_last]:
+            shutil.rmtree(p, ignore_errors=True)
+        # incomplete folders older than the newest good one are debris of killed saves
+        if good:
+            newest = int(good[-1].name.split("-")[1])
+            for p in dirs:
+                if not (p / MANIFEST_NAME).is_file() and int(p.name.split("-")[1]) < newest:
+                    shutil.rmtree(p, ignore_errors=True)
+
+    def resume(self, accelerator) -> int:
+        """Load the newest good checkpoint into ``accelerator``; returns its step (0 when none)."""
+        found = self.latest_good()
+        if found is None:
+            return 0
+        path, step = found
+        accelerator.load_state(str(path))
+        log.info("resumed from %s (step %d)", path, step)
+        return step

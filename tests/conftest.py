@@ -1,0 +1,56 @@
+"""Shared fixtures: one small synthetic corpus and its cache, built once per test session."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from common.data_config import DataConfig  # noqa: E402
+
+CORPUS_DIALOGS = 8
+CORPUS_SECONDS = 12.0
+
+
+@pytest.fixture(scope="session")
+def corpus_root(tmp_path_factory) -> Path:
+    """Data root of a synthetic corpus (8 dialogs x 12 s), index at dataset_jsons/synthetic.json."""
+    from common.synthetic import make_corpus
+    root = tmp_path_factory.mktemp("corpus")
+    make_corpus(root, num_dialogs=CORPUS_DIALOGS, seconds=CORPUS_SECONDS, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_cfg(corpus_root) -> DataConfig:
+    return DataConfig(data_root=str(corpus_root), index="dataset_jsons/synthetic.json")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(data_cfg, tmp_path_factory) -> Path:
+    """The preprocessed cache of ``corpus_root`` (read-only for tests: copy it before changing it)."""
+    from common.preprocess import preprocess
+    out = tmp_path_factory.mktemp("cache")
+    preprocess(data_cfg, out, workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_corpus_root(tmp_path_factory) -> Path:
+    """A 3-dialog x 4 s corpus, cheap to copy and break."""
+    from common.synthetic import make_corpus
+    root = tmp_path_factory.mktemp("small_corpus")
+    make_corpus(root, num_dialogs=3, seconds=4.0, seed=1)
+    return root
+
+
+@pytest.fixture
+def broken_corpus(small_corpus_root, tmp_path) -> Path:
+    """A private copy of the small corpus that a test may damage."""
+    dst = tmp_path / "corpus"
+    shutil.copytree(small_corpus_root, dst)
+    return dst
