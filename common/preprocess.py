@@ -6,6 +6,7 @@ manifest and one set of statistics, byte-identical to an unsharded run), paralle
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -26,14 +27,14 @@ from .splits import assign_splits
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
-_extractor = None  # one per worker process
+_extractors: dict = {}  # one per audio config, per process (a speech encoder is costly to build)
 
 
 def _get_extractor(cfg: DataConfig):
-    global _extractor
-    if _extractor is None:
-        _extractor = make_feature_extractor(cfg.audio, cfg.sample_rate, cfg.fps)
-    return _extractor
+    key = json.dumps([config_lib.to_dict(cfg.audio), cfg.sample_rate, cfg.fps], sort_keys=True)
+    if key not in _extractors:
+        _extractors[key] = make_feature_extractor(cfg.audio, cfg.sample_rate, cfg.fps)
+    return _extractors[key]
 
 
 def _sums(x: np.ndarray) -> dict:
