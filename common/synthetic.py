@@ -1,0 +1,532 @@
+"""Synthetic dyadic corpus in the users' layout (see ``docs/SYNTHETIC.md`` for every process and parameter).
+
+``make_corpus(out_dir, ...)`` writes ``out_dir/dataset_jsons/<index_name>`` and, per dialog and participant,
+``synthetic/<dialog>/<pid>/{audio.wav, state.npy, features/emica_flame.npz}`` exactly like the corpus described
+in ``DATA_FORMAT.md``. The content has learnable, documented structure:
+
+* turn-taking: a semi-Markov process of turns made of phrases, pauses, overlaps and backchannels; the
+  per-frame states (0 idle, 1 listen, 2 speak, 3 crosstalk) are derived from the resulting voice activity;
+* audio: each person's microphone carries a harmonic "voice" (per-person pitch and timbre, phrase
+  declination, stressed syllables) modulated by a syllable envelope, a near-silent noise floor, and a 3 %
+  bleed of the partner;
+* motion (30 fps): the jaw and ``SPEECH_EXP_DIMS`` follow one's own syllable envelope ``SPEECH_LAG_FRAMES``
+  late, ``PITCH_EXP_DIM`` follows one's own intonation, ``LISTENER_EXP_DIMS`` integrate the partner's voice
+  activity, ``BACKCHANNEL_EXP_DIMS`` and neck-pose nods fire after the partner's phrase ends,
+  ``SPEECH_SECONDARY_DIMS`` / ``LISTENER_SECONDARY_DIMS`` carry smaller loadings of the speech envelope and
+  the listener integrator, and every expression dim carries a smooth idle drift and a per-person offset
+  (``DRIFT_ONLY_EXP_DIMS`` carry nothing else).
+
+Everything is a function of ``seed`` (byte-identical files for the same arguments); a person's style is a
+function of the person number only, so the same ``P....`` id behaves alike in every dialog and corpus.
+numpy / scipy / soundfile only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import lfilter
+
+# ---------------------------------------------------------------------------------------------------------
+# The structured dims (indices into expression_params[:, 0, :], jaw_params[:, 0, :], pose_params[:, 0, :]).
+# ---------------------------------------------------------------------------------------------------------
+EXPRESSION_DIMS = 100
+SHAPE_DIMS = 300
+SPEECH_LAG_FRAMES = 2                 # jaw / speech dims at frame t follow the envelope of frame t - 2
+JAW_DIM = 0                           # jaw_params[:, 0, JAW_DIM]: opening, follows own syllable envelope
+MOTION_JAW_INDEX = 50                 # where the jaw lands in the 51-dim motion (expression[:50] ++ jaw[:1])
+JAW_MAX = 0.35                        # rad
+FAST_SPEECH_EXP_DIMS = (0, 1)         # follow the lagged envelope directly
+SLOW_SPEECH_EXP_DIMS = (2, 3)         # follow it through a one-pole low-pass (SPEECH_SMOOTH_TAU_S)
+SPEECH_EXP_DIMS = FAST_SPEECH_EXP_DIMS + SLOW_SPEECH_EXP_DIMS
+SPEECH_SMOOTH_TAU_S = 0.15
+PITCH_EXP_DIM = 4                     # brow: follows own intonation (semitones) while speaking, lagged
+LISTENER_EXP_DIMS = (5, 6, 7)         # smile: leaky integrator of the partner's voice activity
+LISTENER_TAU_S = 1.5
+BACKCHANNEL_EXP_DIMS = (8, 9)         # bump after the partner's phrase ends (with a nod)
+SPEECH_SECONDARY_DIMS = tuple(range(10, 30))    # smaller loadings of the smoothed speech envelope
+LISTENER_SECONDARY_DIMS = tuple(range(30, 40))  # smaller loadings of the listener integrator
+STRUCTURED_EXP_DIMS = (SPEECH_EXP_DIMS + (PITCH_EXP_DIM,) + LISTENER_EXP_DIMS + BACKCHANNEL_EXP_DIMS
+                       + SPEECH_SECONDARY_DIMS + LISTENER_SECONDARY_DIMS)
+DRIFT_ONLY_EXP_DIMS = tuple(range(40, EXPRESSION_DIMS))   # idle drift + person offset only
+NOD_POSE_DIM = 0                      # pose_params[:, 0, 0] (neck pitch): damped oscillation bursts
+NOD_DELAY_FRAMES = (3, 8)             # a nod starts 3..8 frames after the partner's phrase end
+EXPRESSION_CLIP = 3.0
+BLEED = 0.03                          # partner's voice leaking into each microphone
+NOISE_FLOOR = 3e-4                    # std of the microphone noise floor
+SPEECH_FLOOR = 0.12                   # envelope level between syllables while speaking (voicing continues)
+TICKS_PER_FRAME = 40                  # control rate of the audio processes: fps * 40 (1200 Hz at 30 fps)
+PERSON_SEED = 0x5EED_FACE             # person styles depend on the person number only
+
+IDLE, LISTEN, SPEAK, CROSSTALK = 0, 1, 2, 3
+SPLIT_DECOYS = ("train", "val", "test", "seamless_mini")   # the index's split field is random on purpose
+
+_DIM = np.arange(EXPRESSION_DIMS)
+DRIFT_STD = (0.22 * (1.0 + _DIM / 6.0) ** -0.75).astype(np.float64)     # idle drift std per expression dim
+OFFSET_STD = (0.50 * (1.0 + _DIM / 6.0) ** -0.75).astype(np.float64)    # person offset std per dim
+SPEECH_PATTERN = np.array([1.2, -0.9, 0.8, -0.6])      # signs and sizes of the speech couplings (dims 0-3)
+SMILE_PATTERN = np.array([1.0, 0.7, -0.5])              # listener couplings (dims 5-7)
+BACKCHANNEL_PATTERN = np.array([0.8, 0.6])              # backchannel bump (dims 8-9)
+_LOADINGS = np.random.default_rng(PERSON_SEED - 1)
+# signed loadings, shrinking with the dim index like the rest of the spectrum
+SPEECH_SECONDARY_LOADING = (_LOADINGS.choice([-1.0, 1.0], len(SPEECH_SECONDARY_DIMS))
+                            * _LOADINGS.uniform(0.6, 1.0, len(SPEECH_SECONDARY_DIMS))
+                            * 0.5 * (1.0 + (np.arange(len(SPEECH_SECONDARY_DIMS)) / 10.0)) ** -1.0)
+LISTENER_SECONDARY_LOADING = (_LOADINGS.choice([-1.0, 1.0], len(LISTENER_SECONDARY_DIMS))
+                              * _LOADINGS.uniform(0.6, 1.0, len(LISTENER_SECONDARY_DIMS)) * 0.25)
+VOWEL_FORMANTS = np.array([[730.0, 1090.0], [270.0, 2290.0], [300.0, 870.0]])   # /a/, /i/, /u/
+_TABLE_N = 2048
+
+
+@dataclass(frozen=True)
+class PersonStyle:
+    """Everything about a person that stays the same across dialogs."""
+    person: int
+    f0: float                  # Hz, base pitch
+    syllable_rate: float       # Hz
+    tilt: float                # spectral tilt of the voice
+    formant_scale: float
+    talk_scale: float          # multiplies turn lengths
+    backchannel_prob: float    # chance to vocalise a backchannel at a partner's phrase end
+    nod_prob: float            # chance to nod at a partner's phrase end
+    nod_amp: float             # rad
+    nod_freq: float            # Hz
+    jaw_gain: float
+    speech_gain: np.ndarray    # (4,) multiplies SPEECH_PATTERN
+    brow_gain: float           # per semitone
+    smile_gain: np.ndarray     # (3,) multiplies SMILE_PATTERN
+    bc_gain: np.ndarray        # (2,) multiplies BACKCHANNEL_PATTERN
+    head_gain: float           # speaking head bob
+    exp_offset: np.ndarray     # (100,)
+    pose_offset: np.ndarray    # (3,)
+    shape: np.ndarray          # (300,)
+    cam_scale: float
+
+    @property
+    def pid(self) -> str:
+        return f"P{self.person:04d}"
+
+
+def person_style(person: int) -> PersonStyle:
+    """The style of person number ``person`` (independent of the corpus seed)."""
+    rng = np.random.default_rng([PERSON_SEED, int(person)])
+    high = rng.random() < 0.5
+    return PersonStyle(
+        person=int(person),
+        f0=float(rng.uniform(165.0, 250.0) if high else rng.uniform(90.0, 150.0)),
+        syllable_rate=float(rng.uniform(4.0, 6.0)),
+        tilt=float(rng.uniform(0.8, 1.4)),
+        formant_scale=float(rng.uniform(1.05, 1.2) if high else rng.uniform(0.9, 1.05)),
+        talk_scale=float(rng.uniform(0.7, 1.4)),
+        backchannel_prob=float(rng.uniform(0.15, 0.45)),
+        nod_prob=float(rng.uniform(0.5, 0.9)),
+        nod_amp=float(rng.uniform(0.04, 0.09)),
+        nod_freq=float(rng.uniform(2.0, 3.0)),
+        jaw_gain=float(rng.uniform(0.75, 1.15)),
+        speech_gain=rng.uniform(0.7, 1.3, 4),
+        brow_gain=float(rng.uniform(0.15, 0.3)),
+        smile_gain=rng.uniform(0.6, 1.4) * rng.uniform(0.85, 1.15, 3),
+        bc_gain=rng.uniform(0.6, 1.4) * rng.uniform(0.85, 1.15, 2),
+        head_gain=float(rng.uniform(0.5, 1.5)),
+        exp_offset=rng.standard_normal(EXPRESSION_DIMS) * OFFSET_STD,
+        pose_offset=rng.standard_normal(3) * np.array([0.04, 0.04, 0.02]),
+        shape=rng.standard_normal(SHAPE_DIMS) * 0.8 / (1.0 + np.arange(SHAPE_DIMS) / 20.0),
+        cam_scale=float(rng.uniform(7.5, 9.5)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Turn-taking
+# ---------------------------------------------------------------------------------------------------------
+P_OVERLAP = 0.2        # next turn starts before the current one ends (crosstalk 0.15-0.6 s)
+P_SAME = 0.15          # the same person takes the next turn after a pause
+TURN_GAMMA = (2.0, 1.6)            # shape, scale (s): mean turn 3.2 s before talk_scale
+TURN_RANGE = (0.6, 10.0)
+PHRASE_RANGE = (0.5, 2.2)          # s
+PHRASE_PAUSE = (0.2, 0.5)          # s, within a turn
+TURN_PAUSE = (0.2, 1.5)            # s, between turns
+SAME_SPEAKER_PAUSE = (0.5, 1.5)
+OVERLAP_RANGE = (0.15, 0.6)
+BACKCHANNEL_LEN = (0.2, 0.45)      # s, starts 0.25 s before .. 0.05 s after the speaker's phrase end
+
+
+def turn_timeline(rng: np.random.Generator, duration: float, styles: tuple[PersonStyle, PersonStyle]
+                  ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """Voiced segments (start, end) in seconds for both persons: a semi-Markov process over turns."""
+    segs: tuple[list, list] = ([], [])
+    spk = int(rng.integers(2))
+    t = float(rng.uniform(0.1, 1.0))
+    while t < duration:
+        lst = 1 - spk
+        turn_len = float(np.clip(rng.gamma(*TURN_GAMMA) * styles[spk].talk_scale, *TURN_RANGE))
+        turn_end = t + turn_len
+        while True:
+            end = min(t + float(rng.uniform(*PHRASE_RANGE)), turn_end)
+            if turn_end - end < PHRASE_RANGE[0]:            # no room for another phrase: end the turn here
+                end = turn_end
+            segs[spk].append((t, end))
+            if end >= turn_end:
+                break
+            if rng.random() < styles[lst].backchannel_prob:
+                b0 = end + float(rng.uniform(-0.25, 0.05))
+                segs[lst].append((b0, b0 + float(rng.uniform(*BACKCHANNEL_LEN))))
+            t = end + float(rng.uniform(*PHRASE_PAUSE))
+        r = rng.random()
+        if r < P_OVERLAP:
+            spk, t = lst, turn_end - float(rng.uniform(*OVERLAP_RANGE))
+        elif r < P_OVERLAP + P_SAME:
+            t = turn_end + float(rng.uniform(*SAME_SPEAKER_PAUSE))
+        else:
+            spk, t = lst, turn_end + float(rng.uniform(*TURN_PAUSE))
+    return segs
+
+
+def states_from_activity(va_self: np.ndarray, va_partner: np.ndarray) -> np.ndarray:
+    """0 idle, 1 listen (self silent, partner speaking), 2 speak, 3 crosstalk, per frame."""
+    return (2 * va_self.astype(np.int64) + va_partner.astype(np.int64)).choose([IDLE, LISTEN, SPEAK, CROSSTALK])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Small signal helpers
+# ---------------------------------------------------------------------------------------------------------
+def _one_pole(x: np.ndarray, tau_frames: float, axis: int = 0) -> np.ndarray:
+    a = float(np.exp(-1.0 / max(tau_frames, 1e-6)))
+    return lfilter([1.0 - a], [1.0, -a], x, axis=axis)
+
+
+def _lag(x: np.ndarray, n: int) -> np.ndarray:
+    """``y[t] = x[t - n]`` (zeros before the start)."""
+    y = np.zeros_like(x)
+    y[n:] = x[:len(x) - n] if n > 0 else x
+    return y
+
+
+def _smooth_noise(rng: np.random.Generator, n: int, std: np.ndarray, tau_frames: np.ndarray) -> np.ndarray:
+    """(n, D) stationary smooth noise: white noise through two one-pole low-passes (time constant per dim),
+    scaled to ``std`` per dim. A burn-in of 4 time constants starts it in its stationary distribution."""
+    std = np.asarray(std, np.float64)
+    tau_frames = np.broadcast_to(np.asarray(tau_frames, np.float64), std.shape)
+    burn = int(np.ceil(4 * tau_frames.max()))
+    eps = rng.standard_normal((n + burn, len(std)))
+    out = np.empty((n, len(std)))
+    for d in range(len(std)):
+        a = float(np.exp(-1.0 / tau_frames[d]))
+        b, den = [1.0 - a], [1.0, -a]
+        y = lfilter(b, den, lfilter(b, den, eps[:, d]))
+        # stationary std of the cascade for unit white input: sum of the squared impulse response
+        h = lfilter(b, den, lfilter(b, den, np.r_[1.0, np.zeros(int(12 * tau_frames[d]) + 8)]))
+        out[:, d] = y[burn:] * (std[d] / np.sqrt(np.sum(h * h)))
+    return out
+
+
+def _voice_tables(style: PersonStyle, sample_rate: int) -> np.ndarray:
+    """(3 vowels, _TABLE_N) one period of the person's voice per vowel, peak-normalised."""
+    fmax = min(8000.0, 0.45 * sample_rate)
+    k = np.arange(1, max(2, int(fmax / (style.f0 * 1.45))) + 1)
+    freqs = k * style.f0
+    x = np.arange(_TABLE_N) / _TABLE_N
+    tables = np.empty((len(VOWEL_FORMANTS), _TABLE_N))
+    basis = np.sin(2 * np.pi * np.outer(k, x) + (k[:, None] * 0.7) % (2 * np.pi))
+    for v, formants in enumerate(VOWEL_FORMANTS * style.formant_scale):
+        gain = 0.3 + sum(np.exp(-0.5 * ((freqs - f) / (80.0 + 0.08 * f)) ** 2) for f in formants)
+        amp = k ** -style.tilt * gain
+        w = amp @ basis
+        tables[v] = w / np.abs(w).max()
+    return tables
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One dialog
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class _Track:
+    audio_voice: np.ndarray     # (n_samples,) float64, own voice only
+    env: np.ndarray             # (T,) syllable envelope per frame, 0..1
+    va: np.ndarray              # (T,) bool voice activity per frame
+    pitch: np.ndarray           # (T,) semitones vs the person's f0 while voiced, 0 elsewhere
+
+
+def _speaker_track(rng: np.random.Generator, style: PersonStyle, segs: list[tuple[float, float]],
+                   n_frames: int, n_samples: int, fps: float, sample_rate: int) -> _Track:
+    cr = fps * TICKS_PER_FRAME                                   # control rate (ticks / s)
+    n_ticks = n_frames * TICKS_PER_FRAME
+    duration = n_ticks / cr
+    tick_t = (np.arange(n_ticks) + 0.5) / cr
+
+    mask = np.zeros(n_ticks, bool)
+    for s, e in segs:
+        i0, i1 = max(0, int(round(s * cr))), min(n_ticks, int(round(e * cr)))
+        if i1 > i0:
+            mask[i0:i1] = True
+    ramp = max(3, int(round(0.02 * cr)))
+    win = np.hanning(ramp + 2)[1:-1]
+    soft_mask = np.convolve(mask.astype(np.float64), win / win.sum(), mode="same")
+
+    # syllables: a renewal process at the person's rate; louder syllables are stressed (higher pitch)
+    n_syl = int(duration * style.syllable_rate * 1.6) + 16
+    period = rng.uniform(0.65, 1.35, n_syl) / style.syllable_rate
+    onset = np.cumsum(period) - period[0] * rng.random()
+    dur = period * rng.uniform(0.55, 0.85, n_syl)
+    amp = rng.uniform(0.45, 1.0, n_syl)
+    vowel = rng.integers(0, len(VOWEL_FORMANTS), n_syl)
+    accent = (amp - 0.45) * 4.0                                  # semitones, 0..2.2
+    si = np.clip(np.searchsorted(onset, tick_t, side="right") - 1, 0, n_syl - 1)
+    ph = (tick_t - onset[si]) / dur[si]
+    inside = (ph >= 0) & (ph < 1)
+    bump = np.where(inside, np.sin(np.pi * np.clip(ph, 0, 1)), 0.0)
+    env = (SPEECH_FLOOR + (1.0 - SPEECH_FLOOR) * amp[si] * bump ** 2) * soft_mask
+
+    # intonation: phrase declination (+1.5 -> -1.5 st), accents on stressed syllables, slow wander
+    d = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    if len(starts):
+        ri = np.clip(np.searchsorted(starts, np.arange(n_ticks), side="right") - 1, 0, len(starts) - 1)
+        rel = np.clip((np.arange(n_ticks) - starts[ri]) / np.maximum(ends[ri] - starts[ri], 1), 0, 1)
+    else:
+        rel = np.zeros(n_ticks)
+    wander = np.repeat(_smooth_noise(rng, n_frames, np.array([1.0]), np.array([0.5 * fps]))[:, 0], TICKS_PER_FRAME)
+    pitch_st = 3.0 * (0.5 - rel) + accent[si] * bump + wander
+    f0 = style.f0 * 2.0 ** (pitch_st / 12.0)
+
+    # audio at the sample rate: wavetable voice (vowel per syllable) + a little breath noise
+    t_s = np.arange(n_samples) / sample_rate
+    f0_s = np.interp(t_s, tick_t, f0)
+    env_s = np.interp(t_s, tick_t, env)
+    tick_of_s = np.minimum((t_s * cr).astype(np.int64), n_ticks - 1)
+    vowel_s = vowel[si][tick_of_s]
+    phase = np.cumsum(f0_s / sample_rate)
+    idx = ((phase - np.floor(phase)) * _TABLE_N).astype(np.int64) & (_TABLE_N - 1)
+    tables = _voice_tables(style, sample_rate)
+    voice = tables.ravel()[vowel_s * _TABLE_N + idx] + 0.05 * rng.standard_normal(n_samples, dtype=np.float32)
+    voice *= env_s
+
+    frames = slice(0, n_frames * TICKS_PER_FRAME)
+    env_f = env[frames].reshape(n_frames, TICKS_PER_FRAME).mean(1)
+    mask_f = mask[frames].reshape(n_frames, TICKS_PER_FRAME)
+    va = mask_f.mean(1) >= 0.5
+    pitch_f = (pitch_st * mask).reshape(n_frames, TICKS_PER_FRAME).sum(1) / np.maximum(mask_f.sum(1), 1)
+    return _Track(voice, env_f, va, np.where(va, pitch_f, 0.0))
+
+
+def _motion(rng: np.random.Generator, style: PersonStyle, own: _Track, partner: _Track, fps: float
+            ) -> dict[str, np.ndarray]:
+    """FLAME coefficient tracks (T, K) of one participant from both tracks."""
+    T = len(own.env)
+    L = SPEECH_LAG_FRAMES
+    env_lag = _lag(own.env, L)
+    va_lag = _lag(own.va.astype(np.float64), L)
+    pitch_lag = _lag(own.pitch, L)
+
+    # expression: person offset + idle drift + couplings
+    taus = rng.uniform(1.0, 3.0, EXPRESSION_DIMS) * fps
+    exp = style.exp_offset[None, :] + _smooth_noise(rng, T, DRIFT_STD, taus)
+    gains = SPEECH_PATTERN * style.speech_gain
+    slow_env = _one_pole(env_lag, SPEECH_SMOOTH_TAU_S * fps) * 1.5
+    for j, d in enumerate(SPEECH_EXP_DIMS):
+        exp[:, d] += gains[j] * (env_lag if d in FAST_SPEECH_EXP_DIMS else slow_env)
+    exp[:, PITCH_EXP_DIM] += style.brow_gain * pitch_lag * va_lag
+    exp[:, list(SPEECH_SECONDARY_DIMS)] += (slow_env * style.speech_gain.mean())[:, None] * SPEECH_SECONDARY_LOADING
+
+    listen = _one_pole(partner.va.astype(np.float64), LISTENER_TAU_S * fps)
+    exp[:, list(LISTENER_EXP_DIMS)] += listen[:, None] * (SMILE_PATTERN * style.smile_gain)[None, :]
+    exp[:, list(LISTENER_SECONDARY_DIMS)] += (listen * style.smile_gain.mean())[:, None] * LISTENER_SECONDARY_LOADING
+
+    # nods + backchannel expression after the partner's phrase ends (while not speaking oneself)
+    pv = partner.va
+    ends = np.flatnonzero(pv[:-1] & ~pv[1:]) + 1
+    ends = ends[~own.va[ends]]
+    keep = rng.random(len(ends)) < style.nod_prob
+    delay = rng.integers(NOD_DELAY_FRAMES[0], NOD_DELAY_FRAMES[1] + 1, len(ends))
+    strength = rng.uniform(0.6, 1.0, len(ends))
+    impulses = np.zeros(T)
+    onsets = ends + delay
+    ok = keep & (onsets < T)
+    np.add.at(impulses, onsets[ok], strength[ok])
+    n = np.arange(int(1.2 * fps))
+    nod_kernel = np.sin(2 * np.pi * style.nod_freq * n / fps) * np.exp(-n / (0.35 * fps))
+    bc_kernel = np.hanning(int(0.6 * fps) + 2)[1:-1]
+    nods = np.convolve(impulses, nod_kernel)[:T] * style.nod_amp
+    bc = np.convolve(impulses, bc_kernel)[:T]
+    exp[:, list(BACKCHANNEL_EXP_DIMS)] += bc[:, None] * (BACKCHANNEL_PATTERN * style.bc_gain)[None, :]
+    np.clip(exp, -EXPRESSION_CLIP, EXPRESSION_CLIP, out=exp)
+
+    jaw = _smooth_noise(rng, T, np.array([0.004, 0.005, 0.005]), np.array([0.2, 0.3, 0.3]) * fps)
+    jaw[:, JAW_DIM] = np.clip(0.015 + style.jaw_gain * 0.3 * env_lag + jaw[:, JAW_DIM], 0.0, JAW_MAX)
+
+    pose = style.pose_offset[None, :] + _smooth_noise(rng, T, np.array([0.02, 0.03, 0.015]),
+                                                      np.array([1.0, 1.5, 2.0]) * fps)
+    pose[:, NOD_POSE_DIM] += nods + 0.02 * style.head_gain * slow_env
+
+    cam0 = np.array([rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03), style.cam_scale * rng.uniform(0.97, 1.03)])
+    cam = cam0[None, :] + _smooth_noise(rng, T, np.array([0.003, 0.003, 0.02]), np.array([2.0, 2.0, 3.0]) * fps)
+    return {"expression": exp, "jaw": jaw, "pose": pose, "cam": cam}
+
+
+@dataclass
+class _Participant:
+    style: PersonStyle
+    audio: np.ndarray           # (n_samples,) float32 microphone
+    states: np.ndarray          # (T,) int64
+    expression: np.ndarray      # (T, 100)
+    jaw: np.ndarray
+    pose: np.ndarray
+    cam: np.ndarray
+
+
+def generate_dialog(rng: np.random.Generator, styles: tuple[PersonStyle, PersonStyle], n_frames: int,
+                    fps: float = 30.0, sample_rate: int = 48000) -> list[_Participant]:
+    """Both participants of one dialog, time-aligned, ``n_frames`` frames and the matching audio."""
+    n_samples = int(np.ceil(n_frames * sample_rate / fps))
+    segs = turn_timeline(rng, n_frames / fps, styles)
+    tracks = [_speaker_track(rng, styles[i], segs[i], n_frames, n_samples, fps, sample_rate) for i in (0, 1)]
+    delay = max(1, int(round(0.004 * sample_rate)))
+    out = []
+    for i in (0, 1):
+        own, partner = tracks[i], tracks[1 - i]
+        level = 0.5 * rng.uniform(0.7, 1.3)                              # microphone gain
+        mic = own.audio_voice + BLEED * _lag(partner.audio_voice, delay)
+        mic = level * mic + NOISE_FLOOR * rng.standard_normal(n_samples)
+        m = _motion(rng, styles[i], own, partner, fps)
+        out.append(_Participant(styles[i], mic.astype(np.float32), states_from_activity(own.va, partner.va),
+                                m["expression"], m["jaw"], m["pose"], m["cam"]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------------------
+def _savez_deterministic(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez`` without its wall-clock zip timestamps (same arrays -> same bytes); no pickles."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+
+
+def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    """Mono 32-bit float WAV; the PEAK chunk's wall-clock timestamp is zeroed so the bytes are reproducible."""
+    sf.write(str(path), audio, sample_rate, subtype="FLOAT", format="WAV")
+    with open(path, "r+b") as f:
+        head = f.read(4096)
+        pos = 12
+        while pos + 8 <= len(head):
+            cid, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+            if cid == b"PEAK":
+                f.seek(pos + 12)                     # PEAK: id, size, version (4), timestamp (4), ...
+                f.write(b"\0\0\0\0")
+                break
+            if cid == b"data":
+                break
+            pos += 8 + size + (size & 1)
+
+
+def _record(dialog: str, pid: str, frames_num: int, valid: int, split: str) -> dict:
+    base = f"synthetic/{dialog}/{pid}"
+    return {
+        "video_path": f"{base}/video.mp4",
+        "frame_dir": f"{base}/frames",
+        "frames_num": int(frames_num),
+        "audio_path": f"{base}/audio.wav",
+        "valid_frames_num": int(valid),
+        "fan_crop_frames_dir": f"{base}/frames",
+        "pixelai_kp": f"{base}/features/pixelai_bbox.npy",
+        "flame_coeff_save_path": f"{base}/features/emica_flame.npz",
+        "speaker_id": [pid],
+        "state_path": f"{base}/state.npy",
+        "motion_feature_path": "",
+        "split": split,
+    }
+
+
+# length messiness (per participant), all far inside the readers' 1 s tolerance (at most ~0.27 s in total)
+MESS_FRAMES_SHORTER = (0, 4)        # npz length = nominal - U{0..4} frames (partners differ by a few frames)
+MESS_VALID_PROB = 0.15              # valid_frames_num = npz length - U{1..3} with this probability
+MESS_AUDIO_MS = (-20, 40)           # audio length = npz length / fps + U[-20, 40] ms
+MESS_STATE_PROB = 0.2               # state.npy one frame longer than the npz with this probability
+_MARGIN_FRAMES = 4                  # generated beyond the nominal length so the longer files hold real data
+
+
+def _pair_persons(rng: np.random.Generator, pool: np.ndarray, num_dialogs: int) -> list[tuple[int, int]]:
+    """Two distinct persons per dialog, every person used about equally often (shuffled rounds of the pool)."""
+    slots: list[int] = []
+    while len(slots) < 2 * num_dialogs:
+        slots += [int(p) for p in rng.permutation(pool)]
+    slots = slots[:2 * num_dialogs]
+    for i in range(0, len(slots), 2):
+        if slots[i] == slots[i + 1]:
+            j = next((j for j in range(i + 2, len(slots)) if slots[j] != slots[i]), None)
+            if j is None:
+                slots[i + 1] = int(rng.choice([int(p) for p in pool if p != slots[i]]))
+            else:
+                slots[i + 1], slots[j] = slots[j], slots[i + 1]
+    return [(slots[i], slots[i + 1]) for i in range(0, len(slots), 2)]
+
+
+def make_corpus(out_dir: str | Path, num_dialogs: int = 10, seconds: float = 60.0, seed: int = 0,
+                fps: int = 30, sample_rate: int = 48000, index_name: str = "synthetic.json",
+                progress: Callable[[str], None] | None = None) -> Path:
+    """Write a synthetic corpus under ``out_dir`` in the users' layout; returns the index JSON path.
+
+    ``progress``, if given, is called with each dialog id once its files are written. The index is written
+    last (atomically), so a corpus with an index is complete.
+    """
+    if num_dialogs < 1:
+        raise ValueError(f"num_dialogs must be >= 1, got {num_dialogs}")
+    if not seconds >= 1.0:
+        raise ValueError(f"seconds must be >= 1, got {seconds}")
+    if fps <= 0 or sample_rate <= 0:
+        raise ValueError(f"fps and sample_rate must be positive, got {fps}, {sample_rate}")
+    out = Path(out_dir)
+    rng = np.random.default_rng([int(seed), 0])
+    n_persons = max(4, int(round(num_dialogs * 2 / 3)))
+    pool = np.sort(rng.choice(max(1000, 4 * n_persons), n_persons, replace=False))
+    styles = {int(p): person_style(int(p)) for p in pool}
+    pairs = _pair_persons(rng, pool, num_dialogs)
+    nominal = int(round(seconds * fps))
+
+    index: dict[str, dict] = {}
+    for i in range(num_dialogs):
+        did = f"V00_S{int(seed):04d}_I{i:08d}"
+        pa, pb = pairs[i]
+        drng = np.random.default_rng([int(seed), 1, i])
+        parts = generate_dialog(drng, (styles[int(pa)], styles[int(pb)]), nominal + _MARGIN_FRAMES, fps, sample_rate)
+        index[did] = {}
+        for p in parts:
+            pid = p.style.pid
+            T = nominal - int(drng.integers(MESS_FRAMES_SHORTER[0], MESS_FRAMES_SHORTER[1] + 1))
+            valid = T - int(drng.integers(1, 4)) if drng.random() < MESS_VALID_PROB else T
+            n_audio = int(round(T * sample_rate / fps)) + int(round(
+                drng.integers(MESS_AUDIO_MS[0], MESS_AUDIO_MS[1] + 1) * sample_rate / 1000))
+            n_states = T + 1 if drng.random() < MESS_STATE_PROB else T
+            split = str(SPLIT_DECOYS[int(drng.integers(len(SPLIT_DECOYS)))])
+            rec = _record(did, pid, T, valid, split)
+            index[did][pid] = rec
+            (out / rec["flame_coeff_save_path"]).parent.mkdir(parents=True, exist_ok=True)
+            _write_wav(out / rec["audio_path"], p.audio[:n_audio], sample_rate)
+            np.save(out / rec["state_path"], p.states[:n_states])
+            shape = np.broadcast_to(p.style.shape.astype(np.float32)[None, None, :], (T, 1, SHAPE_DIMS))
+            _savez_deterministic(
+                out / rec["flame_coeff_save_path"],
+                shape_params=shape,
+                expression_params=p.expression[:T, None, :].astype(np.float32),
+                pose_params=p.pose[:T, None, :].astype(np.float32),
+                jaw_params=p.jaw[:T, None, :].astype(np.float32),
+                cam=p.cam[:T, None, :].astype(np.float32),
+            )
+        if progress is not None:
+            progress(did)
+
+    index_path = out / "dataset_jsons" / index_name
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = index_path.with_name(f".{index_path.name}.tmp")
+    tmp.write_text(json.dumps(index, indent=2) + "\n")
+    os.replace(tmp, index_path)
+    return index_path

@@ -1,0 +1,355 @@
+"""The synthetic corpus generator: layout, file formats, and the documented structure in the data."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from common import synthetic as syn
+from common.synthetic import make_corpus
+
+SEED = 3
+DIALOGS = 4
+SECONDS = 12.0
+FPS = 30
+SR = 48000
+HOP = SR // FPS
+RECORD_KEYS = ["video_path", "frame_dir", "frames_num", "audio_path", "valid_frames_num", "fan_crop_frames_dir",
+               "pixelai_kp", "flame_coeff_save_path", "speaker_id", "state_path", "motion_feature_path", "split"]
+NPZ_DIMS = {"shape_params": 300, "expression_params": 100, "pose_params": 3, "jaw_params": 3, "cam": 3}
+PARTNER_STATE = np.array([0, 2, 1, 3])     # idle<->idle, listen<->speak, crosstalk<->crosstalk
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    index_path = make_corpus(root, num_dialogs=DIALOGS, seconds=SECONDS, seed=SEED)
+    return root, index_path, json.loads(index_path.read_text())
+
+
+def load_participant(root: Path, rec: dict):
+    with np.load(root / rec["flame_coeff_save_path"], allow_pickle=False) as z:
+        flame = {k: z[k] for k in z.files}
+    states = np.load(root / rec["state_path"], allow_pickle=False)
+    audio, rate = sf.read(str(root / rec["audio_path"]), dtype="float32")
+    return flame, states, audio, rate
+
+
+def frame_rms(audio: np.ndarray, T: int) -> np.ndarray:
+    return np.sqrt((audio[:T * HOP].astype(np.float64).reshape(T, HOP) ** 2).mean(1))
+
+
+def dialogs(corpus):
+    """Per dialog: [(pid, flame, states, audio) x 2] cropped to the common length T, and T."""
+    root, _, index = corpus
+    out = []
+    for did in sorted(index):
+        parts = [(pid, *load_participant(root, index[did][pid])[:3]) for pid in sorted(index[did])]
+        T = min(min(len(f["jaw_params"]), len(s), len(a) // HOP) for _, f, s, a in parts)
+        out.append(([(pid, {k: v[:T] for k, v in f.items()}, s[:T], a[:T * HOP]) for pid, f, s, a in parts], T))
+    return out
+
+
+def talks(states: np.ndarray) -> bool:
+    """Speaks and listens >= 1 s each (in a short dialog one person can hold the floor throughout)."""
+    return (states == 2).sum() >= FPS and (states == 1).sum() >= FPS
+
+
+def corr(a, b) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_index_layout_and_records(corpus):
+    root, index_path, index = corpus
+    assert index_path == root / "dataset_jsons" / "synthetic.json"
+    assert sorted(index) == [f"V00_S{SEED:04d}_I{i:08d}" for i in range(DIALOGS)]
+    for did, recs in index.items():
+        assert len(recs) == 2
+        for pid, rec in recs.items():
+            assert re.fullmatch(r"P\d{4}", pid)
+            assert list(rec) == RECORD_KEYS                          # same fields, same order as the users' index
+            base = f"synthetic/{did}/{pid}/"
+            for key in ("video_path", "frame_dir", "audio_path", "fan_crop_frames_dir", "pixelai_kp",
+                        "flame_coeff_save_path", "state_path"):
+                assert rec[key].startswith(base), (key, rec[key])
+            assert rec["audio_path"] == base + "audio.wav"
+            assert rec["flame_coeff_save_path"] == base + "features/emica_flame.npz"
+            assert rec["state_path"] == base + "state.npy"
+            for key in ("audio_path", "flame_coeff_save_path", "state_path"):
+                assert (root / rec[key]).is_file()
+            assert rec["speaker_id"] == [pid]
+            assert rec["motion_feature_path"] == ""
+            assert rec["split"] in syn.SPLIT_DECOYS
+            assert isinstance(rec["frames_num"], int) and isinstance(rec["valid_frames_num"], int)
+        assert len(set(recs)) == 2
+
+
+def test_flame_npz_shapes_dtypes_and_ranges(corpus):
+    root, _, index = corpus
+    for did, recs in index.items():
+        for pid, rec in recs.items():
+            flame, states, *_ = load_participant(root, rec)
+            assert set(flame) == set(NPZ_DIMS)
+            T = len(flame["expression_params"])
+            assert T == rec["frames_num"]
+            for key, k in NPZ_DIMS.items():
+                a = flame[key]
+                assert a.shape == (T, 1, k) and a.dtype == np.float32, (key, a.shape, a.dtype)
+                assert np.isfinite(a).all()
+            shape = flame["shape_params"]
+            assert (shape == shape[:1]).all()                        # identity constant over time
+            np.testing.assert_array_equal(shape[0, 0], syn.person_style(int(pid[1:])).shape.astype(np.float32))
+            exp = flame["expression_params"][:, 0]
+            assert np.abs(exp).max() <= syn.EXPRESSION_CLIP
+            assert np.abs(exp).mean() < 1.0
+            jaw = flame["jaw_params"][:, 0]
+            assert jaw[:, syn.JAW_DIM].min() >= 0 and jaw[:, syn.JAW_DIM].max() <= syn.JAW_MAX
+            if talks(states):
+                assert jaw[:, syn.JAW_DIM].max() > 0.15              # the mouth does open
+            assert np.abs(jaw[:, 1:]).max() < 0.05
+            assert np.abs(flame["pose_params"]).max() < 0.5
+            # idle drift: every expression dim moves, larger dims move more (a PCA-like spectrum)
+            sd = exp.std(0)
+            assert (sd > 1e-3).all()
+            assert sd[:10].mean() > sd[90:].mean() * 2
+
+
+def test_wav_is_48k_mono_float32(corpus):
+    root, _, index = corpus
+    for recs in index.values():
+        for rec in recs.values():
+            info = sf.info(str(root / rec["audio_path"]))
+            assert (info.samplerate, info.channels, info.format, info.subtype) == (SR, 1, "WAV", "FLOAT")
+            audio, _ = sf.read(str(root / rec["audio_path"]), dtype="float32")
+            assert audio.ndim == 1 and np.isfinite(audio).all() and np.abs(audio).max() < 1.0
+            if talks(np.load(root / rec["state_path"])):
+                assert np.abs(audio).max() > 0.1
+
+
+def test_states_complementary_and_match_speech_energy(corpus):
+    counts = np.zeros(4, int)
+    speak_rms, listen_rms, idle_rms = [], [], []
+    for parts, T in dialogs(corpus):
+        (_, _, sa, aa), (_, _, sb, ab) = parts
+        for s in (sa, sb):
+            assert np.issubdtype(s.dtype, np.integer) and s.min() >= 0 and s.max() <= 3
+        np.testing.assert_array_equal(PARTNER_STATE[sa], sb)
+        for s, a in ((sa, aa), (sb, ab)):
+            counts += np.bincount(s, minlength=4)
+            rms = frame_rms(a, T)
+            speak_rms.append(rms[s == 2])
+            listen_rms.append(rms[s == 1])
+            idle_rms.append(rms[s == 0])
+    assert (counts[:3] > 0).all(), counts
+    speak, listen, idle = map(np.concatenate, (speak_rms, listen_rms, idle_rms))
+    assert np.median(speak) > 10 * np.median(listen)              # own voice vs partner's 3 % bleed
+    assert np.median(listen) > 2 * np.median(idle)                 # the bleed is there, the floor is lower
+    assert np.quantile(speak, 0.2) > 20 * syn.NOISE_FLOOR          # speaking frames are loud nearly always
+    assert np.quantile(idle, 0.9) < 5 * syn.NOISE_FLOOR            # idle frames near-silent
+
+
+def test_jaw_and_speech_dims_follow_own_lagged_audio_not_partner(corpus):
+    L = syn.SPEECH_LAG_FRAMES
+    checked = 0
+    for parts, T in dialogs(corpus):
+        for i in (0, 1):
+            _, flame, states, own_audio = parts[i]
+            if not talks(states):
+                continue
+            checked += 1
+            partner_audio = parts[1 - i][3]
+            own, other = frame_rms(own_audio, T), frame_rms(partner_audio, T)
+            jaw = flame["jaw_params"][:, 0, syn.JAW_DIM]
+            c_own = corr(jaw[L:], own[:-L])
+            c_other = corr(jaw[L:], other[:-L])
+            assert c_own > 0.8, c_own
+            assert c_other < 0.3 and c_own - c_other > 0.6, (c_own, c_other)
+            lags = [corr(jaw[k:], own[:T - k]) for k in range(6)]
+            assert int(np.argmax(lags)) == L, lags                    # the documented lag, not another one
+            # speech dims: compare frame-to-frame changes (the smooth idle drift and the offset drop out)
+            exp = flame["expression_params"][:, 0].astype(np.float64)
+            d_own, d_other = np.diff(own[:-L]), np.diff(other[:-L])
+            for d in syn.FAST_SPEECH_EXP_DIMS:
+                dx = np.diff(exp[L:, d])
+                assert abs(corr(dx, d_own)) > 0.7, (d, corr(dx, d_own))
+                assert abs(corr(dx, d_own)) > abs(corr(dx, d_other)) + 0.4
+            assert abs(corr(np.diff(exp[L:, 60]), d_own)) < 0.3     # an unstructured dim carries no speech
+    assert checked >= 4
+
+
+def test_listener_dims_build_up_while_partner_speaks(corpus):
+    sign = np.sign(syn.SMILE_PATTERN)
+    gaps, rises, control_rises = [], [], []
+    for parts, _ in dialogs(corpus):
+        for _, flame, s, _ in parts:
+            exp = flame["expression_params"][:, 0].astype(np.float64)
+            smile = exp[:, list(syn.LISTENER_EXP_DIMS)] @ sign
+            control = exp[:, [70, 71, 72]].sum(1)                   # unstructured dims, same treatment
+            listen, speak = s == 1, s == 2
+            if talks(s):
+                gaps.append(smile[listen].mean() - smile[speak].mean())
+            # every listening stretch of >= 0.6 s: the smile ends higher than it started
+            d = np.diff(np.r_[0, listen.astype(np.int8), 0])
+            for a, b in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)):
+                if b - a >= 18:
+                    rises.append(smile[b - 1] - smile[a])
+                    control_rises.append(control[b - 1] - control[a])
+    assert len(gaps) >= 3 and len(rises) >= 5, (gaps, rises)
+    assert np.mean(gaps) > 0.2, gaps
+    assert np.mean(np.array(rises) > 0) >= 0.8, rises
+    assert np.mean(rises) > 0.3, rises
+    assert abs(np.mean(control_rises)) < 0.5 * np.mean(rises)
+
+
+def test_secondary_dims_carry_speech_and_listening(corpus):
+    speech_gap, listen_gap = [], []
+    for parts, _ in dialogs(corpus):
+        for _, flame, s, _ in parts:
+            exp = flame["expression_params"][:, 0].astype(np.float64)
+            sp = exp[:, list(syn.SPEECH_SECONDARY_DIMS)] @ np.sign(syn.SPEECH_SECONDARY_LOADING)
+            li = exp[:, list(syn.LISTENER_SECONDARY_DIMS)] @ np.sign(syn.LISTENER_SECONDARY_LOADING)
+            listen, speak = s == 1, s == 2
+            if talks(s):
+                speech_gap.append(sp[speak].mean() - sp[listen].mean())
+                listen_gap.append(li[listen].mean() - li[speak].mean())
+    assert len(speech_gap) >= 3
+    assert np.mean(speech_gap) > 0.3 and min(speech_gap) > 0, speech_gap
+    assert np.mean(listen_gap) > 0.3, listen_gap
+
+
+def test_nods_follow_partner_phrase_ends(corpus):
+    after, elsewhere = [], []
+    for parts, T in dialogs(corpus):
+        for i in (0, 1):
+            _, flame, s, _ = parts[i]
+            partner_speaks = np.isin(parts[1 - i][2], (2, 3))
+            own_speaks = np.isin(s, (2, 3))
+            ends = np.flatnonzero(partner_speaks[:-1] & ~partner_speaks[1:]) + 1
+            ends = ends[~own_speaks[ends]]
+            pitch = flame["pose_params"][:, 0, syn.NOD_POSE_DIM].astype(np.float64)
+            wiggle = np.abs(np.diff(pitch, 2))                      # the nod's oscillation, not the slow drift
+            near = np.zeros(len(wiggle), bool)
+            for e in ends:
+                near[e + syn.NOD_DELAY_FRAMES[0]:e + syn.NOD_DELAY_FRAMES[1] + 20] = True
+            after.append(wiggle[near])
+            elsewhere.append(wiggle[~near])
+    assert np.mean(np.concatenate(after)) > 2 * np.mean(np.concatenate(elsewhere))
+
+
+def test_lengths_disagree_only_a_little(corpus):
+    root, _, index = corpus
+    partner_diffs, audio_offsets = [], []
+    for did, recs in index.items():
+        lengths = []
+        npz_lens = []
+        for rec in recs.values():
+            flame, states, audio, rate = load_participant(root, rec)
+            T = len(flame["expression_params"])
+            npz_lens.append(T)
+            assert rec["frames_num"] == T and 0 < rec["valid_frames_num"] <= T
+            assert T - rec["valid_frames_num"] <= 3
+            assert len(states) in (T, T + 1)
+            offset_s = len(audio) / rate - T / FPS
+            assert -0.021 <= offset_s <= 0.041
+            audio_offsets.append(offset_s)
+            lengths += [rec["valid_frames_num"], T, len(states), len(audio) / HOP]
+        assert max(lengths) - min(lengths) <= 0.3 * FPS, (did, lengths)
+        assert abs(SECONDS * FPS - max(npz_lens)) <= 4
+        partner_diffs.append(abs(npz_lens[0] - npz_lens[1]))
+    assert any(d > 0 for d in partner_diffs)                         # the messiness is really there
+    assert any(abs(o) > 1e-3 for o in audio_offsets)
+
+
+def test_same_seed_same_bytes_other_seed_differs(corpus, tmp_path):
+    root, _, index = corpus
+    again = make_corpus(tmp_path / "again", num_dialogs=DIALOGS, seconds=SECONDS, seed=SEED).parent.parent
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert len(files) == 1 + DIALOGS * 2 * 3
+    for rel in files:
+        assert (root / rel).read_bytes() == (again / rel).read_bytes(), rel
+
+    other = make_corpus(tmp_path / "other", num_dialogs=DIALOGS, seconds=SECONDS, seed=SEED + 1)
+    other_index = json.loads(other.read_text())
+    assert set(other_index).isdisjoint(index)                        # dialog ids carry the seed
+    a_rec = next(iter(next(iter(index.values())).values()))
+    b_rec = next(iter(next(iter(other_index.values())).values()))
+    a, *_ = load_participant(root, a_rec)
+    b, *_ = load_participant(other.parent.parent, b_rec)
+    n = min(len(a["expression_params"]), len(b["expression_params"]))
+    assert not np.allclose(a["expression_params"][:n], b["expression_params"][:n])
+    sa = (root / a_rec["audio_path"]).read_bytes()
+    sb = (other.parent.parent / b_rec["audio_path"]).read_bytes()
+    assert sa != sb
+
+
+def test_no_wall_clock_in_files(corpus):
+    """Same bytes on another day too: zip entries carry a fixed date, the WAV PEAK chunk a zero timestamp."""
+    import zipfile
+    root, _, index = corpus
+    rec = next(iter(next(iter(index.values())).values()))
+    with zipfile.ZipFile(root / rec["flame_coeff_save_path"]) as zf:
+        infos = zf.infolist()
+    assert sorted(i.filename for i in infos) == sorted(f"{k}.npy" for k in NPZ_DIMS)
+    assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in infos)
+    head = (root / rec["audio_path"]).read_bytes()[:4096]
+    pos, peak = 12, None
+    while pos + 8 <= len(head) and head[pos:pos + 4] != b"data":
+        size = int.from_bytes(head[pos + 4:pos + 8], "little")
+        if head[pos:pos + 4] == b"PEAK":
+            peak = pos
+        pos += 8 + size + (size & 1)
+    if peak is not None:                                             # libsndfile adds one to float WAVs
+        assert head[peak + 12:peak + 16] == b"\0\0\0\0"
+
+
+def test_persons_recur_with_a_consistent_style(tmp_path):
+    index = json.loads(make_corpus(tmp_path, num_dialogs=9, seconds=2.0, seed=5).read_text())
+    appearances: dict[str, list[str]] = {}
+    for did, recs in index.items():
+        for pid in recs:
+            appearances.setdefault(pid, []).append(did)
+    assert len(appearances) == 6                                     # pool of about 2/3 * dialogs persons
+    assert sorted(len(v) for v in appearances.values()) == [3] * 6    # every person in several dialogs
+    pid, dids = max(appearances.items(), key=lambda kv: len(kv[1]))
+    shapes = []
+    for did in dids:
+        with np.load(tmp_path / index[did][pid]["flame_coeff_save_path"]) as z:
+            shapes.append(z["shape_params"][0, 0])
+    for s in shapes[1:]:
+        np.testing.assert_array_equal(s, shapes[0])
+    a, b = syn.person_style(7), syn.person_style(7)
+    np.testing.assert_array_equal(a.exp_offset, b.exp_offset)
+    assert a.f0 == b.f0 and syn.person_style(8).f0 != a.f0
+    assert 90 <= a.f0 <= 250
+
+
+def test_state_derivation():
+    a = np.array([0, 0, 1, 1, 0, 1], bool)
+    b = np.array([0, 1, 0, 1, 1, 0], bool)
+    np.testing.assert_array_equal(syn.states_from_activity(a, b), [0, 1, 2, 3, 1, 2])
+    np.testing.assert_array_equal(syn.states_from_activity(b, a), [0, 2, 1, 3, 2, 1])
+
+
+@pytest.mark.parametrize("kw", [{"num_dialogs": 0}, {"seconds": 0.5}, {"fps": 0}])
+def test_bad_arguments(tmp_path, kw):
+    with pytest.raises(ValueError):
+        make_corpus(tmp_path, **{"num_dialogs": 1, "seconds": 2.0, **kw})
+    assert not (tmp_path / "dataset_jsons").exists()
+
+
+def test_cli_writes_index_and_reports_it(tmp_path, capsys):
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "scripts" / "make_synthetic_corpus.py"
+    spec = importlib.util.spec_from_file_location("make_synthetic_corpus", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "cli"
+    assert mod.main(["--out", str(out), "--dialogs", "2", "--seconds", "2", "--seed", "4"]) == 0
+    index = out / "dataset_jsons" / "synthetic.json"
+    assert str(index) in capsys.readouterr().out
+    assert sorted(json.loads(index.read_text())) == ["V00_S0004_I00000000", "V00_S0004_I00000001"]
