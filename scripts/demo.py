@@ -1,11 +1,14 @@
 """The main job on the synthetic default, end to end: ``make demo`` (or ``make demo DEMO=smoke``).
 
-Each step runs the same command a user would type (printed before it runs), so the demo doubles as a recipe.
-Steps already done (their outputs exist) are skipped, so an interrupted demo resumes.
+corpus -> preprocess -> stage 1 (tokenizer) -> tokenize -> stage 2 (GPT, and its speaker-only ablation)
+-> sample the test dialogs (dyad and listener modes) -> baselines -> evaluate everything -> REPORT.md
+(+ a short rendered clip). Each step runs the command a user would type, printed before it runs, so the demo
+doubles as a recipe. Training resumes and finished steps are skipped, so an interrupted demo resumes.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -15,18 +18,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 PRESETS = {
-    # dialogs x seconds of synthetic corpus, workers; configs per stage
-    "full": {"dialogs": 40, "seconds": 60, "workers": 2, "out": "runs/demo"},
-    "smoke": {"dialogs": 6, "seconds": 12, "workers": 1, "out": "runs/demo-smoke"},
+    "full": {"dialogs": 40, "seconds": 60, "workers": 1, "out": "runs/demo",
+             "stage1": [], "stage2": [], "samples": 1},
+    "smoke": {"dialogs": 6, "seconds": 12, "workers": 1, "out": "runs/demo-smoke",
+              "stage1": ["train.max_steps=60", "train.val_every=30", "train.save_every=30", "val_windows=16"],
+              "stage2": ["train.max_steps=60", "train.val_every=30", "train.save_every=30", "val_windows=16"],
+              "samples": 1},
 }
 
 
-def run(cmd: list[str], log: list[str]) -> None:
-    line = " ".join(shlex.quote(c) for c in cmd)
-    print(f"\n$ {line}", flush=True)
-    t0 = time.time()
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    log.append(f"- `{line}` ({time.time() - t0:.0f} s)")
+class Demo:
+    def __init__(self, out: Path):
+        self.out = out
+        self.log: list[str] = []
+        self.py = sys.executable
+
+    def run(self, *cmd, skip_if: Path | None = None) -> None:
+        cmd = [str(c) for c in cmd]
+        line = " ".join(shlex.quote(c) for c in cmd)
+        if skip_if is not None and Path(skip_if).exists():
+            print(f"\n(skip, {skip_if} exists) $ {line}", flush=True)
+            self.log.append(f"- `{line}` (already done)")
+            return
+        print(f"\n$ {line}", flush=True)
+        t0 = time.time()
+        subprocess.run(cmd, cwd=ROOT, check=True)
+        self.log.append(f"- `{line}` ({time.time() - t0:.0f} s)")
 
 
 def main(argv=None):
@@ -36,24 +53,108 @@ def main(argv=None):
     args = ap.parse_args(argv)
     p = PRESETS[args.preset]
     out = Path(args.out or p["out"])
-    py = sys.executable
+    out.mkdir(parents=True, exist_ok=True)
+    d = Demo(out)
+    py = d.py
     data, cache = out / "data", out / "cache"
-    steps: list[str] = []
+    s1, s2, s2so = out / "stage1", out / "stage2", out / "stage2_speaker_only"
+    preds, bases = out / "predictions", out / "baselines"
     t0 = time.time()
 
-    index = data / "dataset_jsons" / "synthetic.json"
-    if not index.is_file():
-        run([py, "scripts/make_synthetic_corpus.py", "--out", str(data), "--dialogs", str(p["dialogs"]),
-             "--seconds", str(p["seconds"]), "--seed", "0"], steps)
-    run([py, "scripts/preprocess.py", "--config", "configs/data/synthetic.yaml", "--data-root", str(data),
-         "--out", str(cache), "--workers", str(p["workers"])], steps)
+    d.run(py, "scripts/make_synthetic_corpus.py", "--out", data, "--dialogs", p["dialogs"], "--seconds", p["seconds"],
+          "--seed", 0, skip_if=data / "dataset_jsons" / "synthetic.json")
+    d.run(py, "scripts/preprocess.py", "--config", "configs/data/synthetic.yaml", "--data-root", data, "--out", cache,
+          "--workers", p["workers"], "--quiet")
 
-    have_stage1 = (ROOT / "stage1_vq" / "train.py").is_file()
-    if not have_stage1:
-        print(f"\nDemo stopped after preprocessing ({time.time() - t0:.0f} s): stage 1 (tokenizer) and stage 2 (GPT) "
-              f"are not in this checkout yet. The cache is in {cache}.")
-        return 0
+    # stage 1: tokenizer, its reconstruction table, tokens for stage 2
+    d.run(py, "stage1_vq/train.py", "--config", "configs/stage1_vq_tiny.yaml", f"cache={cache}", f"out_dir={s1}",
+          *p["stage1"], skip_if=s1 / "tokenizer.pt")
+    tok = s1 / "tokenizer.pt"
+    d.run(py, "-m", "stage1_vq.evaluate", "--ckpt", tok, "--cache", cache, "--split", "test",
+          "--json", out / "stage1_recon.json")
+    d.run(py, "-m", "stage1_vq.tokenize", "--ckpt", tok, "--cache", cache)
+
+    # stage 2: the dyadic GPT and its speaker-only ablation
+    d.run(py, "stage2_gpt/train.py", "--config", "configs/stage2_gpt_tiny.yaml", f"cache={cache}", f"tokenizer={tok}",
+          f"out_dir={s2}", *p["stage2"], skip_if=s2 / "gpt.pt")
+    d.run(py, "stage2_gpt/train.py", "--config", "configs/stage2_gpt_tiny.yaml", f"cache={cache}", f"tokenizer={tok}",
+          f"out_dir={s2so}", "model.speaker_only=true", *p["stage2"], skip_if=s2so / "gpt.pt")
+
+    # sample every test dialog: dyad mode, listener mode (each side given in turn), speaker-only ablation
+    methods = {}
+    for name, ckpt, mode in (("model_dyad", s2 / "gpt.pt", "dyad"), ("model_listener", s2 / "gpt.pt", "listener"),
+                             ("speaker_only", s2so / "gpt.pt", "dyad")):
+        d.run(py, "scripts/sample.py", "--ckpt", ckpt, "--tokenizer", tok, "--cache", cache, "--split", "test",
+              "--mode", mode, "--out", preds / name, "--samples", p["samples"], "--quiet",
+              *([] if name == "model_dyad" else ["--no-plot"]))
+        methods[name] = preds / name
+
+    # baselines and the comparison
+    d.run(py, "scripts/baselines.py", "--cache", cache, "--out", bases)
+    for b in sorted(x for x in bases.iterdir() if x.is_dir()):
+        methods[f"baseline_{b.name}"] = b
+    compare = out / "compare.json"
+    d.run(py, "scripts/evaluate.py", "--cache", cache, "--split", "test", "--out", compare,
+          "--markdown", out / "compare.md", "--plots", out / "plots",
+          "--compare", *[f"{k}={v}" for k, v in methods.items()])
+
+    clip = None
+    if (ROOT / "scripts" / "render.py").is_file():
+        test_ids = [x["id"] for x in json.loads((cache / "manifest.json").read_text())["dialogs"] if x["split"] == "test"]
+        clip = out / "clip.mp4"
+        d.run(py, "scripts/render.py", "--pred", preds / "model_dyad" / test_ids[0], "--gt", cache,
+              "--seconds", 5, "--out", clip)
+
+    report = write_report(out, d.log, time.time() - t0, clip)
+    print(f"\nDemo finished in {time.time() - t0:.0f} s. Report: {report}")
     return 0
+
+
+def _fmt(x):
+    return "n/a" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))
+
+
+def verdict(compare: dict) -> list[str]:
+    """Plain statements: does the model beat the mean baseline and the speaker-only ablation?"""
+    means = compare.get("methods", {})
+    lines = []
+    model = means.get("model_dyad", {}).get("metrics", {})
+    for other in ("baseline_mean", "speaker_only"):
+        o = means.get(other, {}).get("metrics", {})
+        if not o or not model:
+            lines.append(f"- {other}: not evaluated")
+            continue
+        keys = ["p_fid_exp", "p_fid_jaw", "mse_exp", "mse_jaw"]
+        if other == "speaker_only":
+            keys += [f"{k}@listen" for k in ("fid_exp", "p_fid_exp", "mse_exp")]
+        wins = [k for k in keys if k in model and k in o and model[k] < o[k]]
+        losses = [k for k in keys if k in model and k in o and model[k] >= o[k]]
+        if losses:
+            lines.append(f"- model vs {other}: better on {', '.join(wins) or 'nothing'}; "
+                         f"**NOT better on {', '.join(losses)}** "
+                         + "; ".join(f"{k}: {_fmt(model[k])} vs {_fmt(o[k])}" for k in losses))
+        else:
+            lines.append(f"- model vs {other}: better on all of {', '.join(wins)}")
+    return lines
+
+
+def write_report(out: Path, log: list[str], seconds: float, clip: Path | None) -> Path:
+    compare = json.loads((out / "compare.json").read_text())
+    recon = json.loads((out / "stage1_recon.json").read_text())
+    md = [f"# dyadic-face demo report", "", f"Run directory: `{out}`; finished in {seconds / 60:.1f} minutes.", "",
+          "## Does the model beat the baselines?", "", *verdict(compare), "",
+          "## Comparison on the test split (mean over dialogs, bootstrap 95% CI)", "",
+          (out / "compare.md").read_text().strip(), "",
+          "## Tokenizer reconstruction (test split)", "", "```", json.dumps(recon, indent=1)[:4000], "```", ""]
+    plots = sorted((out / "plots").glob("*.png")) + sorted((out / "predictions" / "model_dyad").glob("*/*.png"))
+    if plots:
+        md += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(out)})" for p in plots[:8]] + [""]
+    if clip is not None and clip.exists():
+        md += ["## Clip", "", f"[{clip.name}]({clip.relative_to(out)})", ""]
+    md += ["## Commands", "", *log, ""]
+    path = out / "REPORT.md"
+    path.write_text("\n".join(md))
+    return path
 
 
 if __name__ == "__main__":
