@@ -15,7 +15,8 @@ over sequences — as DualTalk's ``metric/metric.py`` does:
 ``ds_*`` keys are the dataset-level variants (statistics over the concatenation of all sequences);
 ``<key>@<state>`` keys restrict to frames whose state (of the generated person) is speak/listen/idle/crosstalk,
 computed over the concatenation of those frames across sequences (single short runs of a state are too few
-frames for a covariance), only where at least ``min_state_frames`` frames exist. See docs/METRICS.md.
+frames for a covariance), only where at least ``min_state_frames`` frames exist (default: 2 x group width + 1,
+so the P-FD covariance is not singular); SID is not computed per state. See docs/METRICS.md.
 """
 from __future__ import annotations
 
@@ -80,7 +81,9 @@ def sid(pred: np.ndarray, gt: np.ndarray, k: int) -> float:
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a.reshape(-1), b.reshape(-1))[0, 1])
+    """Pearson r of all values; NaN when either side is constant (as in the reference)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.corrcoef(a.reshape(-1), b.reshape(-1))[0, 1])
 
 
 def rpcc(pred: np.ndarray, gt: np.ndarray, partner: np.ndarray) -> float:
@@ -179,7 +182,7 @@ def evaluate_sequences(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], p
                 need = min_state_frames or max(2 * width + 1, 30)   # P-FD fits a 2*width-dim covariance
                 if mask.sum() < need:
                     continue
-                m = group_metrics(cat[0][mask][:, sl], cat[1][mask][:, sl], cat[2][mask][:, sl], g, with_sid)
+                m = group_metrics(cat[0][mask][:, sl], cat[1][mask][:, sl], cat[2][mask][:, sl], g, with_sid=False)
                 for k, v in m.items():
                     result[f"{k}@{name}"] = v
             result[f"frames@{name}"] = float(mask.sum())
@@ -200,7 +203,7 @@ def jaw_speech_correlation(jaw: np.ndarray, energy: np.ndarray, max_lag: int = 5
     """Best Pearson r of jaw opening with own speech energy over lags 0..max_lag (jaw following speech)."""
     jaw, energy = np.asarray(jaw, np.float64).reshape(-1), np.asarray(energy, np.float64).reshape(-1)
     n = min(len(jaw), len(energy))
-    best = -1.0
+    best = 0.0                                        # a constant jaw does not follow speech
     for lag in range(0, max_lag + 1):
         a, b = jaw[lag:n], energy[:n - lag]
         if len(a) > 2 and a.std() > 0 and b.std() > 0:
