@@ -1,0 +1,87 @@
+"""Baselines users always want beside a model, written as prediction directories (any method's layout).
+
+- ``mean``: the train split's mean motion, every frame;
+- ``random_other``: the ground truth of another (random, seeded) test dialog, same participant slot — a
+  realistic but unrelated motion (a reference for FD);
+- ``mirror``: the partner's own motion copied;
+- ``nn_audio``: nearest-neighbour retrieval — for each block of frames, the train motion whose audio features
+  (own and partner's, pooled) are closest.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .cache import Cache
+from .io import atomic_path
+
+BASELINES = ("mean", "random_other", "mirror", "nn_audio")
+
+
+def _write(out: Path, dialog: str, pid: str, motion: np.ndarray):
+    path = out / dialog / f"{pid}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, motion=motion.astype(np.float32))
+
+
+def _fit_length(x: np.ndarray, T: int) -> np.ndarray:
+    reps = int(np.ceil(T / len(x)))
+    return np.concatenate([x] * reps)[:T]
+
+
+def _audio_keys(cache: Cache, audio: np.ndarray, block: int, pool: int) -> np.ndarray:
+    """(n_blocks, features): normalised audio of both sides, mean-pooled in ``pool``-frame bins, per block."""
+    a = cache.normalize_audio(np.asarray(audio, np.float32))          # (2, T, F)
+    n = a.shape[1] // block
+    a = a[:, :n * block].reshape(2, n, block // pool, pool, -1).mean(3)  # (2, n, bins, F)
+    return np.concatenate([a[0].reshape(n, -1), a[1].reshape(n, -1)], 1)
+
+
+def make_baselines(cache_root: str | Path, out: str | Path, split: str = "test", seed: int = 0,
+                   which=BASELINES, block: int = 30, pool: int = 5, progress: bool = True) -> dict[str, Path]:
+    cache = Cache(cache_root)
+    out = Path(out)
+    dialogs = cache.dialogs(split)
+    if not dialogs:
+        raise ValueError(f"no dialog in split {split!r}")
+    rng = np.random.default_rng(seed)
+    dirs = {}
+    if "nn_audio" in which:
+        keys, values = [], []
+        for d in cache.dialogs("train"):
+            a = cache.load(d["id"])
+            for i in range(2):                      # both orderings: participant i as "own"
+                aa = np.asarray(a.audio)[[i, 1 - i]]
+                k = _audio_keys(cache, aa, block, pool)
+                keys.append(k)
+                values.append(np.asarray(a.motion[i])[:len(k) * block].reshape(len(k), block, -1))
+        keys, values = np.concatenate(keys), np.concatenate(values)
+    others = [d for d in cache.dialogs(split)] if len(dialogs) > 1 else cache.dialogs()
+    for name in which:
+        if name not in BASELINES:
+            raise ValueError(f"unknown baseline {name!r}; known: {BASELINES}")
+        dirs[name] = out / name
+    for d in tqdm(dialogs, desc="baselines", unit="dialog", disable=not progress):
+        a = cache.load(d["id"])
+        motion = np.asarray(a.motion)
+        T = motion.shape[1]
+        for i, pid in enumerate(d["participants"]):
+            if "mean" in which:
+                _write(dirs["mean"], d["id"], pid, np.tile(cache.stats["motion_mean"], (T, 1)))
+            if "mirror" in which:
+                _write(dirs["mirror"], d["id"], pid, motion[1 - i])
+            if "random_other" in which:
+                cands = [o for o in others if o["id"] != d["id"]]
+                o = cands[int(rng.integers(len(cands)))]
+                _write(dirs["random_other"], d["id"], pid, _fit_length(np.asarray(cache.load(o["id"]).motion[i]), T))
+            if "nn_audio" in which:
+                aa = np.asarray(a.audio)[[i, 1 - i]]
+                q = _audio_keys(cache, np.pad(aa, ((0, 0), (0, -T % block), (0, 0)), mode="edge"), block, pool)
+                d2 = (q * q).sum(1)[:, None] - 2 * q @ keys.T + (keys * keys).sum(1)[None]
+                pred = values[np.argmin(d2, 1)].reshape(-1, values.shape[-1])[:T]
+                _write(dirs["nn_audio"], d["id"], pid, pred)
+    return dirs
