@@ -1,0 +1,58 @@
+"""Stage 1: a causal residual-VQ tokenizer of 51-dim (54 with neck) FLAME motion.
+
+Public API (used by stage 2 and scripts; see docs/STAGE1.md)::
+
+    from stage1_vq import load_tokenizer
+    tok = load_tokenizer("runs/stage1/tokenizer.pt", device="cpu")   # nn.Module in eval mode, no other file
+    tok.fps, tok.motion_dim, tok.downsample, tok.num_quantizers, tok.codebook_size, tok.lookahead_frames
+    codes = tok.encode(motion_raw)        # (B, T, D) float -> (B, T // downsample, Q) long
+    motion = tok.decode(codes)            # (B, T', Q)      -> (B, T' * downsample, D) raw motion
+
+Streaming (causal tokenizers, ``lookahead_frames == 0``): the frames of token j depend only on codes
+``j - decoder_context + 1 .. j``, so ``tok.decode(codes[:, -tok.decoder_context:])[:, -tok.downsample:]``
+equals the newest token's frames of a full decode; ``sd = tok.stream_decoder(); sd.push(new_codes)`` does that
+bookkeeping. Code j depends only on frames ``(j + 1) * downsample - encoder_context .. (j + 1) * downsample - 1``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import LossConfig, ModelConfig, Stage1Config, load_stage1_config
+from .model import MotionTokenizer, StreamingDecoder
+
+Tokenizer = MotionTokenizer
+ARTIFACT_KIND = "stage1_tokenizer"
+
+__all__ = ["load_tokenizer", "export_tokenizer", "Tokenizer", "MotionTokenizer", "StreamingDecoder",
+           "Stage1Config", "ModelConfig", "LossConfig", "load_stage1_config", "ARTIFACT_KIND"]
+
+
+def export_tokenizer(path, tokenizer: MotionTokenizer, run_config: dict, extra_meta: dict | None = None) -> Path:
+    """Write the self-describing tokenizer file: weights, config, normalisation stats, fps, dims, geometry."""
+    from common.checkpoint import save_artifact
+
+    meta = tokenizer.describe()
+    meta.update({"motion_mean": tokenizer.motion_mean.detach().cpu().numpy(),
+                 "motion_std": tokenizer.motion_std.detach().cpu().numpy()})
+    meta.update(extra_meta or {})
+    return save_artifact(path, kind=ARTIFACT_KIND, state_dict=tokenizer.state_dict(), config=run_config, meta=meta)
+
+
+def load_tokenizer(path, device="cpu") -> MotionTokenizer:
+    """Load an exported tokenizer (``OUT/tokenizer.pt``) on ``device``, in eval mode, with no other file.
+
+    Codebooks are never synchronised across processes after loading (``sync_codebook=False``), so it is safe to
+    call on every rank of a distributed stage-2 job, or on one rank only.
+    """
+    from common.checkpoint import load_artifact
+    from common.config import from_dict
+
+    payload = load_artifact(path, kind=ARTIFACT_KIND)
+    meta, config = payload["meta"], payload["config"]
+    model_cfg = from_dict(ModelConfig, config["model"], where="model.")
+    tok = MotionTokenizer(model_cfg, motion_dim=int(meta["motion_dim"]), fps=float(meta["fps"]),
+                          groups=meta.get("groups"), sync_codebook=False)
+    tok.load_state_dict(payload["state_dict"], strict=True)
+    tok.artifact_meta = {k: v for k, v in meta.items() if k not in ("motion_mean", "motion_std")}
+    tok.artifact_path = str(path)
+    return tok.to(device).eval()

@@ -1,0 +1,79 @@
+"""Stage 1 configuration: one dataclass, loaded from YAML with ``key=value`` overrides (common/config.py).
+
+    cfg = load_stage1_config("configs/stage1_vq_tiny.yaml", ["model.downsample=4", "train.max_steps=500"])
+
+The YAML files only say what differs from the defaults below. The whole config is saved in every checkpoint
+(``checkpoint.json``) and inside the exported tokenizer file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from common.config import ConfigError, load_config
+from common.training import TrainConfig
+
+
+@dataclass
+class ModelConfig:
+    hidden: int = 256                 # channels of the conv encoder / decoder
+    code_dim: int = 64                # dimension the ResidualVQ works in
+    downsample: int = 2               # frames per token: 1, 2 or 4
+    kernel_size: int = 3              # kernel of the dilated residual convolutions
+    dilations: tuple[int, ...] = (1, 3, 9)   # one residual block per dilation, at every resolution
+    causal: bool = True               # causal convs (streamable); false: centred convs (look-ahead)
+    activation: str = "gelu"          # "gelu" | "silu" | "relu"
+    # ResidualVQ (vector_quantize_pytorch)
+    num_quantizers: int = 4
+    codebook_size: int = 512
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+    ema_decay: float = 0.99
+    threshold_ema_dead_code: float = 2.0
+    quantize_dropout: bool = False
+    rotation_trick: bool = True
+
+
+@dataclass
+class LossConfig:
+    recon: float = 1.0                # MSE on normalised motion
+    velocity: float = 1.0             # MSE of first differences (frame-to-frame motion)
+    commit: float = 0.02              # commitment, summed over quantizers
+    jaw_weight: float = 1.0           # extra weight of the jaw dim(s) inside recon / velocity
+
+
+@dataclass
+class Stage1Config:
+    cache: str = "cache/synthetic"    # preprocessed cache (scripts/preprocess.py)
+    out_dir: str = "runs/stage1"
+    window: int = 64                  # training window in frames (multiple of model.downsample)
+    stride: int = 0                   # window hop in frames (0: window // 2)
+    val_windows: int = 256            # validation windows (spread over the val split; 0: all)
+    resume: bool = True               # continue from out_dir/checkpoints when a good one exists
+    stop_after: int = 0               # stop (checkpointed) at this step, before train.max_steps; 0: run to the end.
+                                      # The schedule still follows train.max_steps: rerun without it to resume.
+    export_name: str = "tokenizer.pt" # exported tokenizer file, in out_dir
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Stage1Config":
+        m = self.model
+        if m.downsample not in (1, 2, 4):
+            raise ConfigError(f"model.downsample must be 1, 2 or 4, got {m.downsample}")
+        if self.window % m.downsample:
+            raise ConfigError(f"window ({self.window}) must be a multiple of model.downsample ({m.downsample})")
+        if m.kernel_size < 1 or (not m.causal and m.kernel_size % 2 == 0):
+            raise ConfigError(f"model.kernel_size must be >= 1 (odd when causal=false), got {m.kernel_size}")
+        if m.num_quantizers < 1 or m.codebook_size < 2:
+            raise ConfigError("model.num_quantizers must be >= 1 and model.codebook_size >= 2")
+        if m.activation not in ("gelu", "silu", "relu"):
+            raise ConfigError(f"model.activation must be gelu, silu or relu, got {m.activation!r}")
+        if self.train.batch_size < 1:
+            raise ConfigError("train.batch_size must be >= 1")
+        return self
+
+
+def load_stage1_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Stage1Config:
+    return load_config(Stage1Config, path, overrides).validate()

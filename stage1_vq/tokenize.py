@@ -1,0 +1,101 @@
+"""Tokenize every cached dialog (all splits) with an exported tokenizer, for stage 2.
+
+    python -m stage1_vq.tokenize --ckpt OUT/tokenizer.pt --cache CACHE [--name NAME] [--overwrite]
+
+Writes ``CACHE/tokens/<name>/<dialog>.npy`` ((2, T // downsample, Q) int32, participant order of the manifest)
+and ``CACHE/tokens/<name>/tokens.json`` (tokenizer path and checksum, downsample, Q, codebook size, fps,
+lookahead, dialogs). Every file is written atomically; ``tokens.json`` last, so a folder with it is complete.
+Re-running skips dialogs whose file exists and whose tokenizer checksum matches (``--overwrite`` redoes all).
+``name`` defaults to the tokenizer file's stem plus its parent folder (e.g. ``stage1_tiny-tokenizer``).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("stage1_vq.tokenize")
+
+
+def default_name(ckpt: str | Path) -> str:
+    p = Path(ckpt).resolve()
+    return f"{p.parent.name}-{p.stem}" if p.parent.name else p.stem
+
+
+@torch.no_grad()
+def tokenize_cache(ckpt: str | Path, cache_root: str | Path, name: str | None = None, device: str = "cpu",
+                   overwrite: bool = False, progress: bool = True) -> Path:
+    """Tokenize all dialogs of the cache; returns the ``tokens/<name>`` folder."""
+    from common.cache import Cache
+    from common.checkpoint import file_sha256
+    from common.io import read_json, save_npy, write_json
+
+    from . import load_tokenizer
+    from .evaluate import check_compatible
+
+    cache = Cache(cache_root)
+    tok = load_tokenizer(ckpt, device=device)
+    check_compatible(tok, cache)
+    name = name or default_name(ckpt)
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"invalid tokens name {name!r}")
+    out = cache.root / "tokens" / name
+    sha = file_sha256(ckpt)
+    info_path = out / "tokens.json"
+    if info_path.is_file() and not overwrite:
+        old = read_json(info_path)
+        if old.get("tokenizer_sha256") != sha:
+            raise ValueError(f"{out} holds tokens of another tokenizer ({old.get('tokenizer')}); "
+                             "pass --overwrite or another --name")
+    elif out.is_dir() and not overwrite:
+        # an interrupted run: files without tokens.json may come from another tokenizer; redo them
+        overwrite = True
+    dialogs = cache.dialogs()
+    it = dialogs
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(dialogs, desc=f"tokenize {name}", unit="dialog")
+    for d in it:
+        path = out / f"{d['id']}.npy"
+        if path.is_file() and not overwrite:
+            continue
+        motion = torch.from_numpy(np.array(cache.load(d["id"]).motion, dtype=np.float32))   # (2, T, D)
+        codes = tok.encode(motion).cpu().numpy().astype(np.int32)                             # (2, T//d, Q)
+        save_npy(path, codes)
+    write_json(info_path, {
+        "tokenizer": str(Path(ckpt).resolve()), "tokenizer_sha256": sha, "name": name,
+        "downsample": tok.downsample, "num_quantizers": tok.num_quantizers, "codebook_size": tok.codebook_size,
+        "fps": tok.fps, "token_rate": tok.fps / tok.downsample, "motion_dim": tok.motion_dim,
+        "lookahead_frames": tok.lookahead_frames, "decoder_context": tok.decoder_context, "causal": tok.causal,
+        "dtype": "int32", "shape": "(2, num_frames // downsample, num_quantizers)",
+        "dialogs": {d["id"]: d["num_frames"] // tok.downsample for d in dialogs},
+    })
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", required=True, help="exported tokenizer file (OUT/tokenizer.pt)")
+    ap.add_argument("--cache", required=True)
+    ap.add_argument("--name", help="tokens/<name> folder (default: <run folder>-<file stem>)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    from common.cache import CacheError
+    from common.checkpoint import CheckpointError
+    try:
+        out = tokenize_cache(args.ckpt, args.cache, args.name, args.device, args.overwrite, progress=not args.quiet)
+    except (CheckpointError, CacheError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"tokens written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

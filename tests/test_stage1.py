@@ -1,0 +1,300 @@
+"""Stage 1 (motion tokenizer): shapes, training, exact resume, 2-process DDP, export, causality, CLIs."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.cache import Cache
+from common.config import ConfigError
+from stage1_vq import load_tokenizer, load_stage1_config
+from stage1_vq.model import MotionTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "stage1_vq_tiny.yaml"
+PY = sys.executable
+
+
+def _cfg(cache_dir, out_dir, *overrides):
+    return load_stage1_config(TINY, [f"cache={cache_dir}", f"out_dir={out_dir}", "train.progress=false",
+                                     "train.val_every=0", *overrides])
+
+
+def _env():
+    env = dict(os.environ)
+    env.update({"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
+        env.pop(k, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def trained(cache_dir, tmp_path_factory):
+    """The tiny config trained for 150 steps on the test cache (in-process, one CPU process)."""
+    from stage1_vq.train import train
+    out = tmp_path_factory.mktemp("stage1_run")
+    cfg = _cfg(cache_dir, out, "train.max_steps=150", "train.val_every=150", "train.save_every=150")
+    res = train(cfg)
+    return {"out": out, "result": res, "tokenizer": Path(res["tokenizer"]), "cfg": cfg}
+
+
+# --- model -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("downsample", [1, 2, 4])
+def test_shapes(cache_dir, downsample):
+    cfg = _cfg(cache_dir, "unused", f"model.downsample={downsample}").model
+    tok = MotionTokenizer(cfg, motion_dim=51, fps=30.0).eval()
+    x = torch.randn(3, 64, 51)
+    tok.train()
+    recon, codes, commit = tok(x)                       # k-means init on the first training forward
+    assert recon.shape == x.shape and codes.shape == (3, 64 // downsample, cfg.num_quantizers)
+    assert commit.shape == (cfg.num_quantizers,)
+    tok.eval()
+    codes = tok.encode(torch.randn(2, 64 + downsample - 1, 51))   # trailing partial token dropped
+    assert codes.shape == (2, 64 // downsample, cfg.num_quantizers) and codes.dtype == torch.long
+    assert int(codes.min()) >= 0 and int(codes.max()) < cfg.codebook_size
+    out = tok.decode(codes)
+    assert out.shape == (2, 64, 51) and out.dtype == torch.float32
+    with pytest.raises(ValueError):
+        tok.encode(torch.randn(2, 64, 50))
+    with pytest.raises(ValueError):
+        tok.decode(torch.full((1, 4, cfg.num_quantizers), cfg.codebook_size))
+
+
+def test_config_errors(cache_dir):
+    with pytest.raises(ConfigError, match="unknown config key"):
+        _cfg(cache_dir, "x", "model.hiden=3")
+    with pytest.raises(ConfigError, match="downsample"):
+        _cfg(cache_dir, "x", "model.downsample=3")
+    with pytest.raises(ConfigError, match="multiple"):
+        _cfg(cache_dir, "x", "model.downsample=4", "window=66")
+
+
+# --- training ------------------------------------------------------------------------------------------------
+def test_loss_decreases_and_roundtrip(trained, cache_dir):
+    hist = [l for _, l in trained["result"]["history"]]
+    assert len(hist) == 150 and all(np.isfinite(hist))
+    assert np.mean(hist[-20:]) < 0.5 * np.mean(hist[:5])
+    # encode -> decode of a train dialog is far better than predicting the mean (nMSE 1)
+    cache = Cache(cache_dir)
+    tok = load_tokenizer(trained["tokenizer"])
+    m = torch.from_numpy(np.array(cache.load(cache.dialogs("train")[0]["id"]).motion))
+    rec = tok.decode(tok.encode(m))
+    assert rec.shape == (2, m.shape[1] - m.shape[1] % tok.downsample, 51)
+    gt = m[:, :rec.shape[1]]
+    nmse = ((rec - gt) ** 2).mean((0, 1)) / gt.var((0, 1)).clamp_min(1e-8)
+    assert float(nmse.mean()) < 0.5
+    v = trained["result"]["val"]
+    assert set(v) >= {"nmse_exp", "nmse_jaw", "corr_jaw", "usage", "perplexity", "dead_codes", "nmse_per_dim"}
+    assert len(v["usage"]) == tok.num_quantizers and len(v["nmse_per_dim"]) == 51
+    lines = (trained["out"] / "metrics.jsonl").read_text().splitlines()
+    assert any("val/nmse_jaw" in l for l in lines) and any("train/windows_per_s" in l for l in lines)
+
+
+def test_exported_tokenizer_loads_alone(trained, cache_dir, tmp_path):
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(trained["tokenizer"], alone / "tok.pt")
+    codes = torch.randint(0, 128, (1, 10, 4))
+    ref = load_tokenizer(trained["tokenizer"]).decode(codes).numpy()
+    np.save(tmp_path / "codes.npy", codes.numpy())
+    script = textwrap.dedent(f"""
+        import numpy as np, torch
+        from stage1_vq import load_tokenizer
+        tok = load_tokenizer("tok.pt")
+        assert not tok.training
+        out = tok.decode(torch.from_numpy(np.load({str(tmp_path / 'codes.npy')!r})))
+        np.save("out.npy", out.numpy())
+        print(tok.fps, tok.motion_dim, tok.downsample, tok.num_quantizers, tok.codebook_size, tok.lookahead_frames,
+              tok.decoder_context)
+    """)
+    r = subprocess.run([PY, "-c", script], cwd=alone, env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    fps, dim, ds, q, k, la, ctx = r.stdout.split()
+    assert (float(fps), int(dim), int(ds), int(q), int(k), int(la)) == (30.0, 51, 2, 4, 128, 0) and int(ctx) > 1
+    np.testing.assert_allclose(np.load(alone / "out.npy"), ref, rtol=0, atol=1e-6)
+    tok = load_tokenizer(alone / "tok.pt")
+    st = Cache(cache_dir).stats
+    np.testing.assert_allclose(tok.motion_mean.numpy(), st["motion_mean"], rtol=1e-6)
+    np.testing.assert_allclose(tok.motion_std.numpy(), st["motion_std"], rtol=1e-6)
+    assert tok.artifact_meta["step"] == 150
+
+
+def _perturb_future(x, t0):
+    y = x.clone()
+    y[:, t0:] += torch.randn_like(y[:, t0:]) * 3.0
+    return y
+
+
+@pytest.mark.parametrize("downsample", [1, 2, 4])
+def test_causality_and_streaming(cache_dir, downsample):
+    torch.manual_seed(0)
+    cfg = _cfg(cache_dir, "unused", f"model.downsample={downsample}").model
+    tok = MotionTokenizer(cfg, 51, 30.0)
+    tok.train()
+    tok(torch.randn(4, 128, 51))                     # initialise the codebooks
+    tok.eval()
+    x = torch.randn(2, 480, 51)                       # longer than both receptive fields
+    t0 = 240                                          # a token boundary for d = 1, 2, 4
+    assert x.shape[1] > tok.encoder_context and x.shape[1] // downsample > tok.decoder_context
+    c1, c2 = tok.encode(x), tok.encode(_perturb_future(x, t0))
+    j0 = t0 // downsample
+    assert torch.equal(c1[:, :j0], c2[:, :j0]) and not torch.equal(c1[:, j0:], c2[:, j0:])
+    d1, d2 = tok.decode(c1), tok.decode(c2)
+    assert torch.equal(d1[:, :t0], d2[:, :t0]) and not torch.allclose(d1[:, t0:], d2[:, t0:])
+    assert tok.lookahead_frames == 0
+    # bounded context: the last decoder_context codes determine the newest token's frames exactly
+    ctx = tok.decoder_context
+    tail = tok.decode(c1[:, -ctx:])[:, -downsample:]
+    torch.testing.assert_close(tail, d1[:, -downsample:], rtol=0, atol=1e-5)
+    # ... and it is not over-stated: the newest frames do read the oldest of those codes (gradients)
+    z = torch.randn(1, ctx + 8, cfg.code_dim, requires_grad=True)
+    tok.decoder(z.transpose(1, 2))[..., -downsample:].sum().backward()
+    used = (z.grad[0].abs().sum(-1) > 0).nonzero().flatten()
+    assert int(used.min()) == 8 and int(used.max()) == ctx + 7
+    sd = tok.stream_decoder()
+    pieces = [sd.push(c1[:, i:i + n]) for i, n in ((0, 1), (1, 3), (4, 1), (5, c1.shape[1] - 5))]
+    torch.testing.assert_close(torch.cat(pieces, 1), d1, rtol=0, atol=1e-5)
+    # the encoder's bounded context
+    ec = tok.encoder_context
+    n = -(-ec // downsample) * downsample              # token-aligned window covering the context
+    last = tok.encode(x[:, -n:])[:, -1]
+    assert torch.equal(last, c1[:, -1])
+    pad = 8 + (-(ec + 8)) % downsample
+    f = torch.randn(1, ec + pad, 51, requires_grad=True)
+    tok.encoder(f.transpose(1, 2))[..., -1].sum().backward()
+    used = (f.grad[0].abs().sum(-1) > 0).nonzero().flatten()
+    assert int(used.min()) == pad and int(used.max()) == ec + pad - 1
+
+
+def test_non_causal_variant_looks_ahead(cache_dir):
+    torch.manual_seed(0)
+    cfg = _cfg(cache_dir, "unused", "model.causal=false").model
+    tok = MotionTokenizer(cfg, 51, 30.0)
+    tok.train()
+    tok(torch.randn(4, 128, 51))
+    tok.eval()
+    assert tok.lookahead_frames > 0 and tok.decoder_lookahead > 0
+    x = torch.randn(1, 160, 51)
+    c1, c2 = tok.encode(x), tok.encode(_perturb_future(x, 96))
+    assert not torch.equal(c1[:, :48], c2[:, :48])
+    with pytest.raises(ValueError):
+        tok.stream_decoder()
+
+
+def _final_state(out):
+    from safetensors.torch import load_file
+    ck = sorted((Path(out) / "checkpoints").glob("step-*"))[-1]
+    return load_file(str(ck / "model.safetensors"))
+
+
+def test_resume_is_exact(cache_dir, tmp_path):
+    from stage1_vq.train import train
+    n = 24                                            # 3 batches per epoch here: resumes mid-epoch
+    common = ["train.max_steps=24", "train.save_every=10", "train.warmup_steps=5", "model.quantize_dropout=true",
+              "model.threshold_ema_dead_code=4"]     # exercise the RNG-using paths (dropout, dead codes)
+    straight = train(_cfg(cache_dir, tmp_path / "a", *common))
+    first = train(_cfg(cache_dir, tmp_path / "b", *common, "stop_after=10"))
+    assert first["step"] == 10 and first["tokenizer"] is None
+    second = train(_cfg(cache_dir, tmp_path / "b", *common))
+    assert second["step"] == n and [s for s, _ in second["history"]] == list(range(11, n + 1))
+    full = dict(straight["history"])
+    assert [l for _, l in second["history"]] == [full[s] for s in range(11, n + 1)]
+    assert [l for _, l in first["history"]] == [full[s] for s in range(1, 11)]
+    a, b = _final_state(tmp_path / "a"), _final_state(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# --- distributed -----------------------------------------------------------------------------------------------
+DDP_HELPER = """
+import sys, torch
+from stage1_vq import load_stage1_config
+from stage1_vq.train import train
+cfg = load_stage1_config(sys.argv[1], sys.argv[3:])
+res = train(cfg)
+acc, model = res["accelerator"], res["model"]
+assert acc.num_processes == 2, acc.num_processes
+assert all(layer._codebook.use_ddp for layer in model.rvq.layers)
+books = {f"q{i}": layer._codebook.embed.detach().clone() for i, layer in enumerate(model.rvq.layers)}
+books["enc0"] = next(model.encoder.parameters()).detach().clone()
+torch.save(books, f"{sys.argv[2]}/rank{acc.process_index}.pt")
+"""
+
+
+@pytest.mark.slow
+def test_two_process_cpu_training(cache_dir, tmp_path):
+    helper = tmp_path / "ddp_helper.py"
+    helper.write_text(DDP_HELPER)
+    out = tmp_path / "run"
+    env = _env()
+    env["ACCELERATE_USE_CPU"] = "1"
+    cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531", str(helper),
+           str(TINY), str(tmp_path), f"cache={cache_dir}", f"out_dir={out}", "train.max_steps=6",
+           "train.batch_size=8", "train.val_every=3", "train.save_every=6", "train.progress=false"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    saved = _final_state(out)
+    init = MotionTokenizer(_cfg(cache_dir, out).model, 51, 30.0)
+    for i in range(4):
+        k = f"q{i}"
+        assert torch.equal(r0[k], r1[k]), k
+        assert torch.equal(r0[k], saved[f"rvq.layers.{i}._codebook.embed"]), k
+        assert r0[k].abs().sum() > 0                          # k-means-initialised, not the zero init
+    assert torch.equal(r0["enc0"], r1["enc0"])
+    assert not torch.equal(r0["enc0"], next(init.encoder.parameters()).detach())
+    assert (out / "tokenizer.pt").is_file()
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/nmse_exp" in l for l in lines)
+
+
+def test_world_size_guard(cache_dir, tmp_path):
+    env = _env()
+    env["WORLD_SIZE"] = "2"
+    r = subprocess.run([PY, str(ROOT / "stage1_vq" / "train.py"), "--config", str(TINY), f"cache={cache_dir}",
+                        f"out_dir={tmp_path / 'x'}"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3
+    assert "WORLD_SIZE=2" in r.stderr and "alone" in r.stderr and "cpu2.yaml" in r.stderr
+    assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+# --- command lines -----------------------------------------------------------------------------------------------
+def test_tokenize_and_evaluate_cli(trained, cache_dir, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir, cache)
+    ckpt = trained["tokenizer"]
+    r = subprocess.run([PY, "-m", "stage1_vq.tokenize", "--ckpt", str(ckpt), "--cache", str(cache), "--name", "t1",
+                        "--quiet"], env=_env(), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    c = Cache(cache)
+    info = json.loads((cache / "tokens" / "t1" / "tokens.json").read_text())
+    assert (info["downsample"], info["num_quantizers"], info["codebook_size"], info["fps"]) == (2, 4, 128, 30.0)
+    tok = load_tokenizer(ckpt)
+    assert len(c.dialogs()) == len(info["dialogs"])
+    for d in c.dialogs():                                     # all splits
+        codes = np.load(cache / "tokens" / "t1" / f"{d['id']}.npy")
+        assert codes.dtype == np.int32 and codes.shape == (2, d["num_frames"] // 2, 4)
+    d = c.dialogs("test")[0]
+    ref = tok.encode(torch.from_numpy(np.array(c.load(d["id"]).motion))).numpy()
+    np.testing.assert_array_equal(np.load(cache / "tokens" / "t1" / f"{d['id']}.npy"), ref)
+    assert not list((cache / "tokens" / "t1").glob(".*tmp*"))
+
+    r = subprocess.run([PY, "-m", "stage1_vq.evaluate", "--ckpt", str(ckpt), "--cache", str(cache), "--json",
+                        str(tmp_path / "m.json")], env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "jaw" in r.stdout and "perplexity" in r.stdout
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["split"] == "test" and m["frames"] > 0 and len(m["usage"]) == 4
+    assert 0 <= m["nmse_exp"] < 10 and -1 <= m["corr_jaw"] <= 1 and all(0 < u <= 1 for u in m["usage"])
+    r = subprocess.run([PY, "-m", "stage1_vq.evaluate", "--ckpt", str(tmp_path / "nope.pt"), "--cache", str(cache)],
+                       env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "does not exist" in r.stderr
