@@ -1,0 +1,125 @@
+"""Generate facial motion with a trained stage-2 GPT (+ its stage-1 tokenizer).
+
+    # cached dialogs (one, several, or a whole split)
+    python scripts/sample.py --ckpt runs/stage2/gpt.pt --tokenizer runs/stage1/tokenizer.pt \
+        --cache CACHE --dialog ID [--dialog ID2 ...] --out OUT
+    python scripts/sample.py --ckpt G --tokenizer T --cache CACHE --split test --out OUT
+    # raw WAVs (any rate / channel count: common/audio.py's path)
+    python scripts/sample.py --ckpt G --tokenizer T --audio-a A.wav --audio-b B.wav --out OUT [--name dialog]
+    # listener (partner given) mode: the partner's motion is given, teacher-forced as the dialog unfolds
+    python scripts/sample.py ... --mode listener [--given PARTICIPANT]     # cached: no --given = both roles in turn
+    python scripts/sample.py ... --audio-a A.wav --audio-b B.wav --mode listener --given B --given-motion B.npz
+
+Writes OUT/<dialog>/<participant>.npz (``motion`` (T, D) at the motion rate, ``expression_params``,
+``jaw_params``, ``pose_params``, ``shape_params`` when the identity is known, plus ``pred_states`` and ``codes``)
+and OUT/<dialog>/trajectories.png. Sampling: --temperature, --top-k, --top-p, --seed (deterministic per seed).
+All logic lives in stage2_gpt/generate.py.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", required=True, help="exported GPT (OUT/gpt.pt of stage2_gpt/train.py)")
+    ap.add_argument("--tokenizer", required=True, help="the stage-1 tokenizer file the GPT was trained with")
+    ap.add_argument("--cache", help="preprocessed cache (with --dialog or --split)")
+    ap.add_argument("--dialog", action="append", help="dialog id in the cache (repeatable)")
+    ap.add_argument("--split", help="every dialog of this split (e.g. test)")
+    ap.add_argument("--audio-a", help="WAV of participant A's microphone")
+    ap.add_argument("--audio-b", help="WAV of participant B's microphone")
+    ap.add_argument("--name", default="dialog", help="dialog name for WAV input")
+    ap.add_argument("--participants", nargs=2, default=["A", "B"], metavar=("A", "B"),
+                    help="participant names for WAV input")
+    ap.add_argument("--mode", choices=["dyad", "listener"], default="dyad")
+    ap.add_argument("--given", help="listener mode: the participant whose motion is given (id, 0/1 or A/B)")
+    ap.add_argument("--given-motion", help="listener mode with WAVs: FLAME npz of the given participant")
+    ap.add_argument("--shape-a", help="WAV input: FLAME npz holding participant A's shape_params (identity)")
+    ap.add_argument("--shape-b", help="WAV input: FLAME npz holding participant B's shape_params (identity)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-k", type=int, default=0)
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples", type=int, default=1,
+                    help="average this many samples (batched): the conditional-mean estimate, lower MSE, calmer motion")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads (1 is fastest for step-by-step generation on small CPUs)")
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+
+    import torch
+    torch.set_num_threads(max(1, args.threads))
+    from common.cache import Cache, CacheError
+    from common.checkpoint import CheckpointError
+    from stage2_gpt.generate import Generator, Sampling, generate_dialog, read_given_motion, read_shape
+
+    wav_mode = bool(args.audio_a or args.audio_b)
+    if wav_mode == bool(args.cache):
+        ap.error("give either --cache (with --dialog/--split) or --audio-a and --audio-b")
+    if wav_mode and not (args.audio_a and args.audio_b):
+        ap.error("WAV input needs both --audio-a and --audio-b (each participant's own microphone)")
+    if args.cache and not (args.dialog or args.split):
+        ap.error("--cache needs --dialog ID or --split NAME")
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
+    out = Path(args.out)
+    try:
+        gen = Generator.load(args.ckpt, args.tokenizer, args.device)
+        t0, frames, written = time.perf_counter(), 0, []
+        if wav_mode:
+            feats = gen.features_from_wav([args.audio_a, args.audio_b])
+            gt = None
+            if args.mode == "listener":
+                if not (args.given and args.given_motion):
+                    ap.error("listener mode with WAVs needs --given and --given-motion")
+                g = ["A", "B"].index(args.given.upper()) if args.given.upper() in ("A", "B") else \
+                    args.participants.index(args.given)
+                gm = read_given_motion(gen.bundle, args.given_motion)
+                T = min(len(gm), feats.shape[1])
+                feats = feats[:, :T]
+                gt = np.zeros((2, T, gm.shape[1]), np.float32)
+                gt[g] = gm[:T]
+                given = g
+            else:
+                given = None
+            shapes = [read_shape(p) if p else None for p in (args.shape_a, args.shape_b)]
+            res = generate_dialog(gen, args.name, args.participants, feats, out, mode=args.mode, given=given,
+                                  gt_motion=gt, shape=shapes, sampling=sampling, num_samples=args.samples, plot=not args.no_plot,
+                                  progress=not args.quiet)
+            frames += feats.shape[1]
+            written.append(res)
+        else:
+            cache = Cache(args.cache)
+            ids = list(args.dialog or []) + ([d["id"] for d in cache.dialogs(args.split)] if args.split else [])
+            if not ids:
+                raise CacheError(f"no dialog in split {args.split!r} of {args.cache}")
+            for did in ids:
+                entry, a = cache.dialog(did), cache.load(did)
+                res = generate_dialog(gen, did, entry["participants"], np.asarray(a.audio), out, mode=args.mode,
+                                      given=args.given, gt_motion=np.asarray(a.motion), true_states=np.asarray(a.states),
+                                      shape=np.asarray(a.shape), sampling=sampling, num_samples=args.samples,
+                                      plot=not args.no_plot, progress=not args.quiet)
+                frames += a.motion.shape[1] * (2 if args.mode == "listener" and args.given is None else 1)
+                written.append(res)
+    except (CacheError, CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    el = time.perf_counter() - t0
+    n_files = sum(len(r.files) for r in written)
+    print(f"wrote {n_files} prediction files for {len(written)} dialog(s) to {out} in {el:.1f} s "
+          f"({frames / gen.fps / max(el, 1e-9):.1f}x real time)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,398 @@
+"""Stage 2 (dyadic GPT): training, exact resume, causality, streaming == offline, listener mode, determinism,
+bounded long generation, speaker-only ablation, sample.py on raw WAVs, 2-process CPU training."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from common.cache import Cache
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "stage2_gpt_tiny.yaml"
+PY = sys.executable
+# small enough for the 8 x 12 s test corpus: windows of 32 steps, attention over the last 12
+TEST_OVERRIDES = ["window=32", "model.attn_window=12", "train.batch_size=8", "train.warmup_steps=10",
+                  "train.progress=false", "train.val_every=0", "train.log_every=10"]
+
+
+def _env():
+    env = dict(os.environ)
+    env.update({"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
+        env.pop(k, None)
+    return env
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Step-by-step generation is many small ops: one thread is fastest, and immune to a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tokenized(cache_dir, tmp_path_factory):
+    """A tiny stage-1 tokenizer (briefly trained) and a private copy of the test cache tokenized with it."""
+    from stage1_vq import load_stage1_config
+    from stage1_vq.tokenize import tokenize_cache
+    from stage1_vq.train import train as train_stage1
+    root = tmp_path_factory.mktemp("stage2_tok")
+    cache = root / "cache"
+    shutil.copytree(cache_dir, cache)
+    cfg = load_stage1_config(ROOT / "configs" / "stage1_vq_tiny.yaml",
+                             [f"cache={cache}", f"out_dir={root / 's1'}", "train.max_steps=40", "train.val_every=0",
+                              "train.save_every=40", "train.progress=false"])
+    tok = Path(train_stage1(cfg)["tokenizer"])
+    tokenize_cache(tok, cache, progress=False)
+    return {"cache": cache, "tokenizer": tok}
+
+
+def _cfg(tokenized, out_dir, *overrides):
+    from stage2_gpt.config import load_stage2_config
+    return load_stage2_config(TINY, [f"cache={tokenized['cache']}", f"tokenizer={tokenized['tokenizer']}",
+                                     f"out_dir={out_dir}", *TEST_OVERRIDES, *overrides])
+
+
+@pytest.fixture(scope="module")
+def gpt_run(tokenized, tmp_path_factory):
+    from stage2_gpt.train import train
+    out = tmp_path_factory.mktemp("stage2_run")
+    res = train(_cfg(tokenized, out, "train.max_steps=120", "train.val_every=120", "train.save_every=120"))
+    return {"out": out, "result": res, "gpt": Path(res["gpt"])}
+
+
+@pytest.fixture(scope="module")
+def gen(gpt_run, tokenized):
+    from stage2_gpt.generate import Generator
+    return Generator.load(gpt_run["gpt"], tokenized["tokenizer"])
+
+
+@pytest.fixture(scope="module")
+def dialog(tokenized):
+    c = Cache(tokenized["cache"])
+    d = c.dialogs("test")[0]
+    a = c.load(d["id"])
+    return {"id": d["id"], "participants": d["participants"], "audio": np.array(a.audio),
+            "motion": np.array(a.motion), "states": np.array(a.states)}
+
+
+# --- training ----------------------------------------------------------------------------------------------
+def test_training_loss_decreases_and_export(gpt_run, tokenized):
+    from stage2_gpt.generate import load_gpt
+    res = gpt_run["result"]
+    losses = [l for _, l in res["history"]]
+    assert len(losses) == 120 and all(np.isfinite(losses))
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10]), (losses[:10], losses[-10:])
+    v = res["val"]
+    Q = 4
+    assert {f"acc_q{i}" for i in range(Q)} <= set(v) and {f"loss_q{i}" for i in range(Q)} <= set(v)
+    assert v["acc_q0"] > 1.0 / 128 * 5                        # far above chance on the coarse level
+    metrics = [json.loads(l) for l in (gpt_run["out"] / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/acc_q0" in m for m in metrics) and any("train/loss" in m for m in metrics)
+    b = load_gpt(gpt_run["gpt"])                              # self-describing: nothing else needed
+    assert b.tokenizer["downsample"] == 2 and b.tokenizer["num_quantizers"] == Q
+    assert b.audio["features"]["kind"] == "logmel" and b.audio["audio_mean"].shape == (80,)
+    assert b.config["model"]["attn_window"] == 12 and b.model.cfg.audio_dim == 80
+
+
+def _final_state(out: Path) -> dict:
+    from stage2_gpt.generate import load_gpt
+    return load_gpt(out / "gpt.pt").model.state_dict()
+
+
+def test_resume_is_exact(tokenized, tmp_path):
+    from stage2_gpt.train import train
+    n, common = 16, ["train.max_steps=16", "train.save_every=7", "model.token_noise=0.1"]   # noise: RNG in forward
+    straight = train(_cfg(tokenized, tmp_path / "a", *common))
+    first = train(_cfg(tokenized, tmp_path / "b", *common, "stop_after=7"))
+    assert first["step"] == 7 and first["gpt"] is None
+    second = train(_cfg(tokenized, tmp_path / "b", *common))
+    assert [s for s, _ in second["history"]] == list(range(8, n + 1))
+    full = dict(straight["history"])
+    assert [l for _, l in first["history"]] == [full[s] for s in range(1, 8)]
+    assert [l for _, l in second["history"]] == [full[s] for s in range(8, n + 1)]
+    a, b = _final_state(tmp_path / "a"), _final_state(tmp_path / "b")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# --- model ------------------------------------------------------------------------------------------------
+def _tiny_model(**kw):
+    from stage2_gpt.model import DyadGPT, GPTConfig
+    torch.manual_seed(0)
+    cfg = GPTConfig(num_quantizers=3, codebook_size=16, downsample=2, audio_dim=8, dim=32, depth=2, heads=2,
+                    dim_head=16, attn_window=5, audio_hidden=8, head_hidden=16, dropout=0.0, **kw)
+    return DyadGPT(cfg).eval()
+
+
+def _batch(K=13, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 16, (2, 2, K, 3), generator=g), torch.randn(2, 2, K * 2, 8, generator=g),
+            torch.randint(0, 4, (2, 2, K * 2), generator=g))
+
+
+@pytest.mark.parametrize("head", ["depth", "parallel"])
+def test_causality_teacher_forced(head):
+    m = _tiny_model(rvq_head=head)
+    codes, audio, states = _batch()
+    out, _ = m(codes, audio, states)
+    k = 6                                                      # change everything after token step k
+    audio2, codes2 = audio.clone(), codes.clone()
+    audio2[:, :, (k + 1) * 2:] += 3 * torch.randn_like(audio2[:, :, (k + 1) * 2:])
+    codes2[:, :, k + 1:] = torch.randint(0, 16, codes2[:, :, k + 1:].shape)
+    out2, _ = m(codes2, audio2, states)
+    assert torch.allclose(out["logits"][:, :, :k + 1], out2["logits"][:, :, :k + 1], atol=1e-6)
+    assert not torch.allclose(out["logits"][:, :, k + 1:], out2["logits"][:, :, k + 1:], atol=1e-3)
+
+
+@pytest.mark.parametrize("head,speaker_only", [("depth", False), ("parallel", False), ("depth", True)])
+def test_windowed_cache_equals_band_masked_forward(head, speaker_only):
+    """Step-by-step with the KV cache trimmed to the window == one forward with the window's band mask,
+    well past the window (rotary positions survive trimming)."""
+    m = _tiny_model(rvq_head=head, speaker_only=speaker_only)
+    codes, audio, _ = _batch(K=17)
+    out, _ = m(codes, audio)
+    S, B = m.cfg.slots, codes.shape[0]
+    cs, au = (codes.flatten(0, 1)[:, None], audio.flatten(0, 1)[:, None]) if speaker_only else (codes, audio)
+    prev, cache, hs = torch.full((cs.shape[0], S, 3), -1), None, []
+    for k in range(codes.shape[2]):
+        h, cache = m.step_hidden(prev, au[:, :, 2 * k:2 * k + 2], cache)
+        assert cache.cache_length <= m.cfg.attn_window - 1
+        assert all(i.cached_kv[0].shape[-2] <= m.cfg.attn_window - 1 for i in cache.attn_intermediates
+                   if getattr(i, "cached_kv", None) is not None)
+        hs.append(h)
+        prev = cs[:, :, k]
+    lg = m.head(torch.stack(hs, 1), cs.permute(0, 2, 1, 3)).permute(0, 2, 1, 3, 4).reshape(out["logits"].shape)
+    assert torch.allclose(lg, out["logits"], atol=1e-5)
+
+
+def test_speaker_only_ignores_partner():
+    m = _tiny_model(speaker_only=True)
+    codes, audio, _ = _batch()
+    out, _ = m(codes, audio)
+    audio2, codes2 = audio.clone(), codes.clone()
+    audio2[:, 1] = torch.randn_like(audio2[:, 1])
+    codes2[:, 1] = torch.randint(0, 16, codes2[:, 1].shape)
+    out2, _ = m(codes2, audio2)
+    assert torch.equal(out["logits"][:, 0], out2["logits"][:, 0])          # participant 0 sees only itself
+    m2 = _tiny_model()                                                      # the dyadic model does see the partner
+    a, _ = m2(codes, audio)
+    b, _ = m2(codes2, audio2)
+    assert not torch.allclose(a["logits"][:, 0], b["logits"][:, 0], atol=1e-4)
+
+
+# --- generation -----------------------------------------------------------------------------------------------
+def test_generation_causal(gen, dialog):
+    from stage2_gpt.generate import Sampling
+    T, cut = 120, 61
+    audio = dialog["audio"][:, :T].copy()
+    a = gen.generate(audio, sampling=Sampling(seed=5))
+    audio[:, cut:] = audio[:, cut:][:, ::-1] * 1.5 + 1.0                # change the future audio
+    b = gen.generate(audio, sampling=Sampling(seed=5))
+    k = cut // 2                                                        # token steps entirely before the cut
+    np.testing.assert_array_equal(a.codes[:, :k], b.codes[:, :k])
+    np.testing.assert_array_equal(a.motion[:, :k * 2], b.motion[:, :k * 2])
+    assert not np.array_equal(a.codes[:, k + 2:], b.codes[:, k + 2:])
+
+
+@pytest.mark.parametrize("given", [None, 1])
+def test_streaming_equals_offline(gen, dialog, given):
+    from stage2_gpt.generate import Sampling
+    T = 151                                                             # odd: a partial last token step
+    audio, motion = dialog["audio"][:, :T], dialog["motion"][:, :T]
+    s = Sampling(temperature=0.9, top_p=0.95, seed=11)
+    off = gen.generate(audio, given=given, given_motion=None if given is None else motion[given], sampling=s)
+    sess = gen.stream(s, given=given)
+    rng, i, outs = np.random.default_rng(0), 0, []
+    while i < T:
+        n = int(rng.integers(1, 6))
+        outs.append(sess.push(audio[:, i:i + n], None if given is None else motion[given, i:i + n]))
+        assert outs[-1].shape[1] % 2 == 0
+        i += n
+    outs.append(sess.flush())
+    on = np.concatenate(outs, 1)
+    assert on.shape == off.motion.shape == (2, T, 51)
+    np.testing.assert_allclose(on, off.motion, atol=1e-5)
+    assert sess.state.steps == off.codes.shape[1]
+
+
+def test_listener_mode_reproduces_given_tokens(gen, dialog):
+    from stage2_gpt.generate import Sampling
+    T = 150
+    motion = dialog["motion"][:, :T]
+    res = gen.generate(dialog["audio"][:, :T], given=0, given_motion=motion[0], sampling=Sampling(seed=1))
+    ref = gen.tok.encode(torch.from_numpy(motion[0][None]))[0].numpy()
+    np.testing.assert_array_equal(res.codes[0], ref)
+    np.testing.assert_allclose(res.motion[0], gen.tok.decode(torch.from_numpy(ref)[None])[0].numpy(), atol=1e-5)
+    assert res.generated == [1]
+    dyad = gen.generate(dialog["audio"][:, :T], sampling=Sampling(seed=1))
+    assert not np.array_equal(dyad.codes[0], ref)                      # in dyad mode participant 0 is sampled
+
+
+def test_determinism_and_sampling_controls(gen, dialog):
+    from stage2_gpt.generate import Sampling, sample_logits
+    audio = dialog["audio"][:, :90]
+    a = gen.generate(audio, sampling=Sampling(seed=3))
+    b = gen.generate(audio, sampling=Sampling(seed=3))
+    c = gen.generate(audio, sampling=Sampling(seed=4))
+    np.testing.assert_array_equal(a.codes, b.codes)
+    np.testing.assert_array_equal(a.motion, b.motion)
+    assert not np.array_equal(a.codes, c.codes)
+    g1 = gen.generate(audio, sampling=Sampling(temperature=0, seed=1))
+    g2 = gen.generate(audio, sampling=Sampling(temperature=1.0, top_k=1, seed=2))
+    np.testing.assert_array_equal(g1.codes, g2.codes)                  # top-k 1 == greedy, whatever the seed
+    avg = gen.generate(audio, sampling=Sampling(seed=3), num_samples=3)              # batched samples, averaged
+    assert avg.samples.shape == (3, 2, 90, 51)
+    np.testing.assert_allclose(avg.motion, avg.samples.mean(0), atol=1e-6)
+    assert not np.allclose(avg.samples[0], avg.samples[1])
+    logits = torch.tensor([[0.0, 1.0, 2.0, 5.0]])
+    gen_ = torch.Generator().manual_seed(0)
+    draws = {int(sample_logits(logits, Sampling(top_p=0.5), gen_)) for _ in range(50)}
+    assert draws == {3}                                                # nucleus keeps only the dominant code
+    draws = {int(sample_logits(logits, Sampling(top_k=2, temperature=5.0), gen_)) for _ in range(200)}
+    assert draws == {2, 3}
+
+
+def test_long_generation_bounded_cache(gen, dialog):
+    """Minutes of audio: the KV cache never exceeds the window; output stays in the range of the data."""
+    from stage2_gpt.generate import Sampling
+    reps = 10                                                           # 10 x 12 s = 2 minutes, 150 attention windows
+    audio = np.concatenate([dialog["audio"]] * reps, 1)
+    sess = gen.stream(Sampling(seed=0))
+    w = gen.cfg.attn_window
+    chunks = []
+    for i in range(0, audio.shape[1], 30):
+        chunks.append(sess.push(audio[:, i:i + 30]))
+        cache = sess.state.cache
+        assert cache.cache_length <= w - 1
+        kv = [x.cached_kv[0].shape[-2] for x in cache.attn_intermediates if getattr(x, "cached_kv", None) is not None]
+        assert kv and max(kv) <= w - 1
+        assert sess.codes_hist.shape[1] <= gen.tok.decoder_context
+    out = np.concatenate(chunks + [sess.flush()], 1)
+    assert out.shape == (2, audio.shape[1], 51) and np.isfinite(out).all()
+    lo, hi = dialog["motion"].min(axis=(0, 1)), dialog["motion"].max(axis=(0, 1))
+    span = hi - lo
+    last = out[:, -audio.shape[1] // reps:]                             # the last 12 s: no drift out of range
+    assert (last.min(axis=(0, 1)) > lo - span).all() and (last.max(axis=(0, 1)) < hi + span).all()
+
+
+def test_streaming_from_raw_audio_equals_offline_features(gen, dialog, tokenized, tmp_path):
+    from stage2_gpt.generate import Sampling
+    corpus_wavs = _dialog_wavs(tokenized, dialog)
+    feats = gen.features_from_wav(corpus_wavs)
+    T = 100
+    waves = [sf.read(str(p), dtype="float32")[0][:T * 1600] for p in corpus_wavs]
+    s = Sampling(seed=2)
+    off = gen.generate(feats[:, :T], sampling=s)
+    sess = gen.stream(s)
+    outs, i = [], 0
+    for n in (700, 1600, 3333, 50, 9000, 10 ** 6):
+        outs.append(sess.push_wav(waves[0][i:i + n], waves[1][i:i + n]))
+        i += n
+    on = np.concatenate(outs, 1)
+    assert on.shape[1] == T
+    np.testing.assert_allclose(on, off.motion, atol=1e-4)
+
+
+def _dialog_wavs(tokenized, dialog) -> list[Path]:
+    c = Cache(tokenized["cache"])
+    dc = c.manifest["data_config"]
+    index = json.loads((Path(dc["data_root"]) / dc["index"]).read_text())
+    recs = index[dialog["id"]]
+    return [Path(dc["data_root"]) / recs[p]["audio_path"] for p in dialog["participants"]]
+
+
+# --- command line -----------------------------------------------------------------------------------------------
+def test_sample_cli_raw_wavs_44k_stereo(gpt_run, tokenized, dialog, tmp_path):
+    import torchaudio.functional as AF
+    wavs = []
+    for i, p in enumerate(_dialog_wavs(tokenized, dialog)):
+        x, sr = sf.read(str(p), dtype="float32")
+        x = AF.resample(torch.from_numpy(x[:sr * 4]), sr, 44100).numpy()          # 4 s
+        stereo = np.stack([x, 0.5 * x], 1)
+        wavs.append(tmp_path / f"p{i}.wav")
+        sf.write(str(wavs[-1]), stereo, 44100, subtype="PCM_16")
+    out = tmp_path / "out"
+    cmd = [PY, str(ROOT / "scripts" / "sample.py"), "--ckpt", str(gpt_run["gpt"]), "--tokenizer",
+           str(tokenized["tokenizer"]), "--audio-a", str(wavs[0]), "--audio-b", str(wavs[1]), "--out", str(out),
+           "--name", "wavdialog", "--seed", "3", "--quiet"]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("A", "B"):
+        z = np.load(out / "wavdialog" / f"{name}.npz")
+        assert z["motion"].shape == (120, 51) and z["motion"].dtype == np.float32      # 4 s at 30 fps
+        assert z["expression_params"].shape == (120, 1, 100) and z["jaw_params"].shape == (120, 1, 3)
+        assert z["pose_params"].shape == (120, 1, 3) and "shape_params" not in z.files
+        np.testing.assert_array_equal(z["expression_params"][:, 0, :50], z["motion"][:, :50])
+        np.testing.assert_array_equal(z["expression_params"][:, 0, 50:], 0)
+        np.testing.assert_array_equal(z["jaw_params"][:, 0, 0], z["motion"][:, 50])
+    assert (out / "wavdialog" / "trajectories.png").stat().st_size > 10_000
+    # the same audio through the offline path in-process gives the same motion (the CLI adds nothing)
+    from stage2_gpt.generate import Generator, Sampling
+    g = Generator.load(gpt_run["gpt"], tokenized["tokenizer"])
+    res = g.generate(g.features_from_wav(wavs), sampling=Sampling(seed=3))
+    np.testing.assert_allclose(np.load(out / "wavdialog" / "A.npz")["motion"], res.motion[0], atol=1e-5)
+
+
+def test_sample_cli_cached_listener(gpt_run, tokenized, dialog, tmp_path):
+    out = tmp_path / "out"
+    a, b = dialog["participants"]
+    cmd = [PY, str(ROOT / "scripts" / "sample.py"), "--ckpt", str(gpt_run["gpt"]), "--tokenizer",
+           str(tokenized["tokenizer"]), "--cache", str(tokenized["cache"]), "--dialog", dialog["id"],
+           "--mode", "listener", "--given", b, "--out", str(out), "--quiet", "--no-plot"]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    files = sorted(p.name for p in (out / dialog["id"]).iterdir())
+    assert files == [f"{a}.npz"]                                        # only the generated participant
+    z = np.load(out / dialog["id"] / f"{a}.npz")
+    T = dialog["motion"].shape[1]
+    assert z["motion"].shape == (T, 51) and z["shape_params"].shape == (1, 1, 300)
+    shape = np.array(Cache(tokenized["cache"]).load(dialog["id"]).shape)[0]
+    np.testing.assert_array_equal(z["shape_params"][0, 0, :100], shape)
+    r = subprocess.run(cmd[:-6] + ["--mode", "listener", "--given", "nobody", "--out", str(out)], env=_env(),
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 2 and "nobody" in r.stderr
+
+
+# --- distributed -----------------------------------------------------------------------------------------------
+DDP_HELPER = """
+import sys, torch
+from stage2_gpt.config import load_stage2_config
+from stage2_gpt.train import train
+res = train(load_stage2_config(sys.argv[1], sys.argv[3:]))
+acc, model = res["accelerator"], res["model"]
+assert acc.num_processes == 2, acc.num_processes
+torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, f"{sys.argv[2]}/rank{acc.process_index}.pt")
+"""
+
+
+@pytest.mark.slow
+def test_two_process_cpu_training(tokenized, tmp_path):
+    helper = tmp_path / "ddp_helper.py"
+    helper.write_text(DDP_HELPER)
+    out = tmp_path / "run"
+    env = _env()
+    env["ACCELERATE_USE_CPU"] = "1"
+    cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541", str(helper),
+           str(TINY), str(tmp_path), f"cache={tokenized['cache']}", f"tokenizer={tokenized['tokenizer']}",
+           f"out_dir={out}", *TEST_OVERRIDES, "train.max_steps=4", "train.batch_size=4", "train.val_every=2",
+           "train.save_every=4"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    saved = _final_state(out)
+    for k in saved:
+        assert torch.equal(r0[k], r1[k]) and torch.equal(r0[k], saved[k]), k
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/acc_q0" in l for l in lines)
