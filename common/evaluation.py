@@ -20,6 +20,10 @@ TABLE_KEYS = ["fid_exp", "p_fid_exp", "mse_exp", "sid_exp", "rpcc_exp", "fid_jaw
               "rpcc_jaw", "p_fid_exp@listen", "mse_exp@listen", "mse_jaw@speak", "jaw_speech_r"]
 
 
+# columns where higher is better (SID: diversity of the truth under the prediction's clusters, DualTalk's ↑)
+HIGHER_IS_BETTER = ("sid_", "jaw_speech_r")
+
+
 class PredictionError(ValueError):
     pass
 
@@ -132,7 +136,8 @@ def markdown_table(results: list[MethodResult], keys: list[str] = TABLE_KEYS) ->
     best = {}
     for k in keys:
         vals = [r.metrics[k] for r in results if k in r.metrics]
-        best[k] = max(vals) if k == "jaw_speech_r" else min(vals)
+        vals = [v for v in vals if np.isfinite(v)]
+        best[k] = (max(vals) if k.startswith(HIGHER_IS_BETTER) else min(vals)) if vals else None
     for r in results:
         cells = []
         for k in keys:
@@ -149,6 +154,6 @@ def markdown_table(results: list[MethodResult], keys: list[str] = TABLE_KEYS) ->
     if gt:
         lines.append("")
         lines.append(f"Ground truth jaw-speech correlation: {gt[0]:.3g}. Lower is better for every column but "
-                     "jaw_speech_r (higher is better). `@listen` / `@speak`: frames where the generated person "
+                     "sid and jaw_speech_r (higher is better; best in bold). `@listen` / `@speak`: frames where the generated person "
                      "listens / speaks. Brackets: bootstrap 95% CI over dialogs.")
     return "\n".join(lines)
