@@ -3,8 +3,14 @@
     python scripts/evaluate.py --cache CACHE --pred-dir P [--split test] --out report.json
     python scripts/evaluate.py --cache CACHE --compare NAME=P1 P2 ... [--markdown table.md] [--plots DIR]
 
-Predictions: P/<dialog>/<participant>.npz (``motion`` (T, 51) or FLAME keys) or .npy (T, 51); missing or malformed
-files are reported by name. ``--compare`` scores several methods into one markdown table with bootstrap 95%
+Predictions: P/<dialog>/<participant>.npz (``motion`` (T, D), FLAME keys, or DualTalk's ``exp`` + ``pose``) or .npy
+(T, D), or DualTalk's flat P/<dialog>_speaker{1,2}.npy; missing or malformed files are reported by name.
+Layouts (``--layout``, default auto by width): ours (T, 51) [54 in neck mode], dualtalk (T, 56) = exp 50 ++ jaw 3
+++ neck 3, dim (T, 54) = exp 50 ++ jaw 1 ++ neck 3, dim56 (T, 56) = neck 3 ++ jaw 3 ++ exp 50 (declared only).
+Frame rate (``--pred-fps``, default auto: the ground truth's 30 fps or DualTalk's 25, whichever the frame count
+fits within --frame-tolerance-s): predictions at another rate are mapped onto the ground truth's frames by linear
+interpolation (common/layouts.py, docs/BASELINES.md). The layout and rate read are printed and reported per
+method (``layout``, ``pred_fps``, ``read_as``). ``--compare`` scores several methods into one markdown table with bootstrap 95%
 CIs over dialogs; ``--plots`` writes metric bar charts and a timeline of the first dialog.
 """
 from __future__ import annotations
@@ -32,14 +38,30 @@ def main(argv=None):
     ap.add_argument("--plots", help="folder for bar charts and a timeline plot")
     ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
     ap.add_argument("--allow-missing", action="store_true", help="score what exists, listing what is missing")
+    ap.add_argument("--layout", default="auto", choices=["auto", "ours", "dualtalk", "dim", "dim56"],
+                    help="layout of the prediction arrays (auto: by width)")
+    ap.add_argument("--pred-fps", default="auto",
+                    help="frame rate of the predictions: auto (30 or 25 by frame count), a number, or 'native' "
+                         "(the ground truth's rate, lengths unchecked)")
+    ap.add_argument("--frame-tolerance-s", type=float, default=None,
+                    help="how far a prediction's duration may be from the ground truth's (default 0.25 s)")
     args = ap.parse_args(argv)
+    if args.pred_fps == "native":
+        args.pred_fps = None
+    elif args.pred_fps != "auto":
+        try:
+            args.pred_fps = float(args.pred_fps)
+        except ValueError:
+            ap.error(f"--pred-fps must be auto, native or a number, got {args.pred_fps!r}")
     if bool(args.pred_dir) == bool(args.compare):
         ap.error("give --pred-dir or --compare")
     if bool(args.cache) == bool(args.data_root):
         ap.error("give --cache or --data-root (with --index)")
 
     from common.cache import Cache, CacheError
-    from common.evaluation import TABLE_KEYS, PredictionError, evaluate_method, markdown_table
+    from common.evaluation import FRAME_TOLERANCE_S, TABLE_KEYS, PredictionError, evaluate_method, markdown_table
+    tol = FRAME_TOLERANCE_S if args.frame_tolerance_s is None else args.frame_tolerance_s
+    reading = dict(layout=args.layout, pred_fps=args.pred_fps, frame_tolerance_s=tol)
 
     try:
         if args.data_root:
@@ -54,7 +76,8 @@ def main(argv=None):
         for spec in specs:
             name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
             methods.append((name or Path(path).name, Path(path)))
-        results = [evaluate_method(cache, p, args.split, name, n_boot=args.boot, allow_missing=args.allow_missing)
+        results = [evaluate_method(cache, p, args.split, name, n_boot=args.boot, allow_missing=args.allow_missing,
+                                   **reading)
                    for name, p in methods]
     except (CacheError, PredictionError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -62,10 +85,14 @@ def main(argv=None):
     table = markdown_table(results)
     print(table)
     for r in results:
+        resampled = "" if r.pred_fps == cache.fps else f", mapped onto the ground truth's {cache.fps:g} fps"
+        print(f"{r.name}: read {r.describe_reading()}{resampled}")
+    for r in results:
         if r.missing:
             print(f"{r.name}: {len(r.missing)} missing predictions: {', '.join(r.missing[:10])}")
     report = {"cache": str(args.cache), "split": args.split,
               "dialogs": [d["id"] for d in cache.dialogs(args.split)],
+              "reading": {"layout": args.layout, "pred_fps": args.pred_fps, "frame_tolerance_s": tol},
               "methods": {r.name: asdict(r) for r in results}}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -81,9 +108,10 @@ def main(argv=None):
         a = cache.load(d["id"])
         preds = {}
         for name, p in methods[:4]:
-            files = [find_prediction(p, d["id"], pid) for pid in d["participants"]]
+            files = [find_prediction(p, d["id"], pid, side=i) for i, pid in enumerate(d["participants"])]
             if all(files):
-                x = [read_prediction(f, cache.motion_dim) for f in files]
+                x = [read_prediction(f, cache.motion_dim, target_frames=a.motion.shape[1], target_fps=cache.fps,
+                                     **reading) for f in files]
                 T = min(len(x[0]), len(x[1]), a.motion.shape[1])
                 preds[name] = np.stack([x[0][:T], x[1][:T]])
         timeline(plots / f"timeline_{d['id']}.png", f"{d['id']} ({args.split})", cache.fps, d["participants"],
