@@ -7,6 +7,7 @@ a streaming system has frame ``t``'s feature as soon as frame ``t``'s audio has 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 
 class AudioError(ValueError):
     pass
+
+
+# Sample rates a WAV may declare (libsndfile reads any header value; absurd ones are refused, not resampled).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000
 
 
 def read_wav(path: str | Path, target_rate: int, what: str = "") -> np.ndarray:
@@ -39,14 +44,28 @@ def read_wav(path: str | Path, target_rate: int, what: str = "") -> np.ndarray:
         bad = int(np.flatnonzero(~np.isfinite(audio))[0])
         raise AudioError(f"{what}audio file {path} holds NaN/Inf (first at sample {bad})")
     if rate != target_rate:
+        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise AudioError(f"{what}audio file {path} declares a sample rate of {rate} Hz, outside "
+                             f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
         log.info("%s%s is at %d Hz: resampling to %d Hz", what, path, rate, target_rate)
-        audio = resample(audio, rate, target_rate)
+        try:
+            audio = resample(audio, rate, target_rate)
+        except (RuntimeError, MemoryError, ValueError) as e:
+            raise AudioError(f"{what}cannot resample audio file {path} from {rate} Hz to {target_rate} Hz: {e}") from e
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
 def resample(audio: np.ndarray, orig: int, new: int) -> np.ndarray:
-    import torchaudio.functional as AF
-    return AF.resample(torch.from_numpy(np.asarray(audio, np.float32)), int(orig), int(new)).numpy()
+    orig, new = int(orig), int(new)
+    g = math.gcd(orig, new)
+    up, down = new // g, orig // g
+    if up * down <= 1_000_000:
+        import torchaudio.functional as AF
+        return AF.resample(torch.from_numpy(np.asarray(audio, np.float32)), orig, new).numpy()
+    # torchaudio's sinc kernel holds about up * down floats: tens of GB for a rate such as 44101 Hz.
+    # A polyphase filter needs memory linear in max(up, down).
+    from scipy.signal import resample_poly
+    return resample_poly(np.asarray(audio, np.float64), up, down).astype(np.float32)
 
 
 def hop_length(sample_rate: int, fps: float) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,10 +59,18 @@ class Cache:
         self.dialog(dialog_id)
         d = self.dialog_dir(dialog_id)
         try:
-            return DialogArrays(*(load_npy(d / f"{k}.npy", mmap=mmap) for k in ("motion", "states", "audio", "shape")))
-        except (OSError, ValueError) as e:
+            arrays = DialogArrays(*(load_npy(d / f"{k}.npy", mmap=mmap) for k in ("motion", "states", "audio", "shape")))
+        except (OSError, ValueError, EOFError, MemoryError, SyntaxError, tokenize.TokenError) as e:
             raise CacheError(f"cached dialog {dialog_id} in {d} is unreadable ({e}); delete the folder and rerun "
                              "scripts/preprocess.py") from e
+        T = self._by_id[dialog_id]["num_frames"]
+        want = {"motion": (2, T, self.motion_dim), "states": (2, T), "audio": (2, T, self.audio_dim)}
+        for k, shape in want.items():
+            got = getattr(arrays, k).shape
+            if got != shape:
+                raise CacheError(f"cached dialog {dialog_id}: {d / (k + '.npy')} has shape {got}, the manifest says "
+                                 f"{shape}; delete the folder and rerun scripts/preprocess.py")
+        return arrays
 
     # --- normalisation -------------------------------------------------------------------------------
     @property

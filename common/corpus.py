@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,20 +70,33 @@ def index_path(cfg: DataConfig) -> Path:
     return p if p.is_absolute() else Path(cfg.data_root) / p
 
 
+def check_id(value: Any, what: str, dialog: str | None = None, file: str | Path | None = None) -> str:
+    """Dialog and participant ids become folder and file names (cache, predictions): refuse unsafe ones."""
+    if (not isinstance(value, str) or not value or value.startswith(".") or any(c in value for c in "/\\\0")
+            or not value.isprintable()):
+        raise CorpusError(f"{what} {value!r} is not usable as a file name (empty, starting with '.', holding a path "
+                          "separator or a control character)", dialog=dialog, file=file)
+    return value
+
+
 def load_index(cfg: DataConfig) -> dict[str, dict[str, dict[str, Any]]]:
     path = index_path(cfg)
     if not path.is_file():
         raise CorpusError("index JSON not found (set data_root and index)", file=path)
     try:
-        with open(path) as f:
-            index = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorpusError(f"index is not valid JSON: {e}", file=path) from e
+        index = json.loads(path.read_bytes())
+    except OSError as e:
+        raise CorpusError(f"cannot read the index: {e}", file=path) from e
+    except (ValueError, RecursionError) as e:   # JSONDecodeError, UnicodeDecodeError, too many digits, nesting
+        raise CorpusError(f"index is not valid JSON: {type(e).__name__}: {str(e)[:200]}", file=path) from e
     if not isinstance(index, dict):
         raise CorpusError("index must map dialog id -> {participant id -> record}", file=path)
     for did, parts in index.items():
+        check_id(did, "dialog id", file=path)
         if not isinstance(parts, dict) or not all(isinstance(r, dict) for r in parts.values()):
             raise CorpusError("dialog entry must map participant id -> record object", dialog=did, file=path)
+        for pid in parts:
+            check_id(pid, "participant id", dialog=did, file=path)
     return index
 
 
@@ -87,13 +104,18 @@ def resolve(cfg: DataConfig, rel: Any, dialog: str, pid: str, field: str) -> Pat
     if not isinstance(rel, str) or not rel:
         raise CorpusError(f"expected a non-empty path string, got {rel!r}", dialog, pid, field=field)
     root = Path(cfg.data_root).resolve()
-    p = Path(rel)
-    full = (p if p.is_absolute() else root / p).resolve()
+    try:
+        p = Path(rel)
+        full = (p if p.is_absolute() else root / p).resolve()
+        is_file, exists = full.is_file(), full.exists()
+    except (OSError, ValueError, RuntimeError) as e:   # NUL byte, name too long, symlink loop
+        raise CorpusError(f"invalid path {rel[:300]!r}: {type(e).__name__}: {e}", dialog, pid, field=field) from e
     if not cfg.allow_outside_root and not full.is_relative_to(root):
         raise CorpusError(f"path {rel!r} escapes the data root {root} (set allow_outside_root=true to allow)",
                           dialog, pid, file=full, field=field)
-    if not full.is_file():
-        raise CorpusError("file is missing", dialog, pid, file=full, field=field)
+    if not is_file:
+        raise CorpusError("is not a regular file" if exists else "file is missing", dialog, pid, file=full,
+                          field=field)
     return full
 
 
@@ -103,13 +125,41 @@ def _check_finite(arr: np.ndarray, dialog, pid, file, field):
         raise CorpusError(f"holds NaN/Inf (first at frame {frame})", dialog, pid, file=file, field=field)
 
 
+# What numpy / zipfile raise on a truncated, corrupt, foreign or hostile file (compression methods they do not
+# know, encrypted members, bad deflate streams, lying sizes, .npy headers numpy's own parser chokes on).
+_READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, MemoryError, zlib.error,
+                NotImplementedError, RuntimeError, tokenize.TokenError, SyntaxError, RecursionError)
+
+
+def _check_npy_header(f, available: int) -> None:
+    """Refuse an .npy stream whose header claims more data than ``available`` bytes (or is unreadable) before
+    numpy allocates the claimed array (a lying header would otherwise ask for petabytes)."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = fmt.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = fmt.read_array_header_2_0(f)
+    else:                     # 3.0 is only written for non-latin-1 field names: never a plain numeric array
+        raise ValueError(f".npy format version {version} is not supported here (1.0 or 2.0 expected)")
+    if dtype.hasobject:
+        raise ValueError(f"holds Python objects ({dtype}), which only a pickle can rebuild: refused")
+    need = math.prod(shape) * dtype.itemsize
+    if need > available - f.tell():
+        raise ValueError(f"header claims an array of shape {shape} {dtype} ({need} bytes), but only "
+                         f"{max(0, available - f.tell())} bytes follow (truncated or corrupt)")
+
+
 def read_flame(path: Path, cfg: DataConfig, dialog: str, pid: str) -> tuple[np.ndarray, np.ndarray]:
     """(motion (T, D), identity shape (shape_dims,)) from an EMICA FLAME npz."""
     try:
         npz = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except _READ_ERRORS as e:
         raise CorpusError(f"cannot read npz (truncated or not an npz): {e}", dialog, pid, file=path,
                           field="flame_coeff_save_path") from e
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise CorpusError(f"is not an npz archive (holds a single {type(npz).__name__})", dialog, pid, file=path,
+                          field="flame_coeff_save_path")
     need = {"expression_params": cfg.expression_dims, "jaw_params": 1, "shape_params": cfg.shape_dims}
     if cfg.neck_pose:
         need["pose_params"] = 3
@@ -119,15 +169,20 @@ def read_flame(path: Path, cfg: DataConfig, dialog: str, pid: str) -> tuple[np.n
             if key not in npz.files:
                 raise CorpusError(f"npz has no key {key!r} (keys: {sorted(npz.files)})", dialog, pid, file=path, field=key)
             try:
+                member = f"{key}.npy" if f"{key}.npy" in npz.zip.namelist() else key
+                with npz.zip.open(member) as f:
+                    _check_npy_header(f, npz.zip.getinfo(member).file_size)
                 a = npz[key]
-            except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+            except _READ_ERRORS as e:
                 raise CorpusError(f"cannot read array: {e}", dialog, pid, file=path, field=key) from e
+            if not isinstance(a, np.ndarray):
+                raise CorpusError("npz member is not an .npy array", dialog, pid, file=path, field=key)
             if a.ndim == 2:                       # tolerate (T, K) next to the documented (T, 1, K)
                 a = a[:, None, :]
             if a.ndim != 3 or a.shape[1] < 1 or a.shape[2] < min_dims or a.shape[0] < 1:
                 raise CorpusError(f"shape {a.shape}, expected (T, 1, >={min_dims})", dialog, pid, file=path, field=key)
-            if not np.issubdtype(a.dtype, np.number):
-                raise CorpusError(f"dtype {a.dtype} is not numeric", dialog, pid, file=path, field=key)
+            if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+                raise CorpusError(f"dtype {a.dtype} is not a real number type", dialog, pid, file=path, field=key)
             arrays[key] = a
     parts = [arrays["expression_params"][:, 0, :cfg.expression_dims], arrays["jaw_params"][:, 0, :1]]
     names = ["expression_params", "jaw_params"]
@@ -148,9 +203,12 @@ def read_flame(path: Path, cfg: DataConfig, dialog: str, pid: str) -> tuple[np.n
 
 def read_states(path: Path, dialog: str, pid: str) -> np.ndarray:
     try:
+        with open(path, "rb") as f:
+            _check_npy_header(f, os.fstat(f.fileno()).st_size)
         s = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise CorpusError(f"cannot read state array: {e}", dialog, pid, file=path, field="state_path") from e
+    except _READ_ERRORS as e:
+        raise CorpusError(f"cannot read state array (not an .npy array, truncated or corrupt): {e}", dialog, pid,
+                          file=path, field="state_path") from e
     if s.ndim == 2 and 1 in s.shape:
         s = s.reshape(-1)
     if s.ndim != 1 or len(s) == 0:
@@ -168,19 +226,25 @@ def read_states(path: Path, dialog: str, pid: str) -> np.ndarray:
 
 def _int_field(rec: dict, key: str, dialog: str, pid: str) -> int:
     v = rec.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or v < 0:
+    if (isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v))
+            or v != int(v) or v < 0):
         raise CorpusError(f"expected a non-negative integer, got {v!r}", dialog, pid, field=key)
     return int(v)
 
 
 def read_dialog(dialog_id: str, records: dict[str, dict], cfg: DataConfig) -> Dialog:
     """Read, validate and align one dialog (both participants) at ``cfg.fps``."""
+    check_id(dialog_id, "dialog id")
     if not isinstance(records, dict) or len(records) != 2:
         n = len(records) if isinstance(records, dict) else "?"
         raise CorpusError(f"has {n} participants ({', '.join(map(str, records)) if isinstance(records, dict) else ''}); "
                           "a dialog needs exactly two", dialog=dialog_id)
     hop = hop_length(cfg.sample_rate, cfg.fps)
     raw, lengths = [], {}
+    for pid in records:
+        check_id(pid, "participant id", dialog=dialog_id)
+        if not isinstance(records[pid], dict):
+            raise CorpusError(f"record must be an object, got {type(records[pid]).__name__}", dialog_id, pid)
     for pid in sorted(records):
         rec = records[pid]
         for key in REQUIRED_FIELDS:

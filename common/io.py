@@ -1,6 +1,7 @@
 """Atomic writes and safe loads: nothing half-written is ever read, nothing untrusted is unpickled."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -28,6 +29,20 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete the temp files :func:`atomic_path` left beside ``path`` when its writer was killed.
+
+    Only call this where no other process may be writing ``path`` at the same time.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = [p for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -21,7 +21,7 @@ from .audio import describe_features, make_feature_extractor
 from .cache import MANIFEST, STATS
 from .corpus import CorpusError, load_index, read_dialog
 from .data_config import DataConfig
-from .io import atomic_dir, atomic_path, read_json, write_json
+from .io import atomic_dir, atomic_path, read_json, remove_stale_temps, write_json
 from .splits import assign_splits
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,8 @@ def preprocess(cfg: DataConfig, out: str | Path, workers: int = 1, shard: tuple[
     index = load_index(cfg)
     ids = shard_ids(list(index), shard)
     done = {d for d in ids if (out / "dialogs" / d / "meta.json").is_file()}
-    _remove_debris(out / "dialogs", set(ids) - done)
+    _remove_debris(out / "dialogs", set(ids))          # this shard's temp folders, whether or not redone
+    remove_stale_temps(shard_record_path(out, shard))
     todo = [d for d in ids if d not in done]
     log.info("shard %d/%d: %d dialogs, %d already cached, %d to process", shard[0], shard[1], len(ids), len(done), len(todo))
     skipped = []
@@ -155,6 +156,8 @@ def preprocess(cfg: DataConfig, out: str | Path, workers: int = 1, shard: tuple[
 def merge(cfg: DataConfig, out: str | Path, num_shards: int) -> dict:
     """Combine shard records into manifest.json and stats.npz (train split only)."""
     out = Path(out)
+    for name in (MANIFEST, STATS):                 # temp files of a merge that was killed while writing
+        remove_stale_temps(out / name)
     records = []
     missing = []
     for i in range(num_shards):

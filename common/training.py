@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,8 @@ def make_accelerator(train: TrainConfig, out_dir: str | Path, run_config: dict |
         raise DistributedLaunchError(
             f"WORLD_SIZE={world} but accelerate runs this process alone ({acc.distributed_type}): every process "
             "would train its own copy. On CPU, FSDP is never chosen by accelerate: use "
-            "`accelerate launch --config_file configs/accelerate/cpu2.yaml ...` (or ACCELERATE_USE_CPU=1 torchrun); "
+            "`ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 SCRIPT ...` (accelerate launch with configs/accelerate/cpu2.yaml "
+            "starts a single process: accelerate 1.15 hands use_cpu configs to its simple launcher); "
             "on GPUs use configs/accelerate/fsdp.yaml.")
     if log_with is not None:
         try:
@@ -137,7 +139,8 @@ class NonFiniteGuard:
             return True
         self.in_a_row += 1
         self.total += 1
-        log.warning("step %d: non-finite loss (%s): step skipped (%d in a row)", step, loss.item(), self.in_a_row)
+        value = loss.detach().float().item() if loss.numel() == 1 else f"tensor of {loss.numel()}"
+        log.warning("step %d: non-finite loss (%s): step skipped (%d in a row)", step, value, self.in_a_row)
         if self.in_a_row >= self.limit:
             raise FloatingPointError(f"{self.in_a_row} non-finite losses in a row up to step {step}: stopping; "
                                      "lower the learning rate or check the data (train.max_nonfinite)")
@@ -145,12 +148,16 @@ class NonFiniteGuard:
 
 
 MANIFEST_NAME = "checkpoint.json"
+_STEP_DIR = re.compile(r"step-(\d+)")
 
 
 class CheckpointManager:
     """``out/checkpoints/step-XXXXXXXX/``: accelerate state + ``checkpoint.json`` (step, checksums) written last.
 
     A folder without a valid manifest (killed mid-save, truncated, corrupted) is never resumed from.
+    A save is written into ``.tmp-step-XXXXXXXX/`` and renamed when complete, so an interrupted save (kill, disk
+    full) never touches an existing checkpoint. Rotation keeps the newest ``keep_last`` checkpoints that *verify*,
+    so a corrupt newest one never causes the deletion of the good ones before it.
     """
 
     def __init__(self, out_dir: str | Path, keep_last: int = 3):
@@ -160,7 +167,7 @@ class CheckpointManager:
     def _dirs(self):
         if not self.root.is_dir():
             return []
-        return sorted((p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("step-")),
+        return sorted((p for p in self.root.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name)),
                       key=lambda p: int(p.name.split("-")[1]))
 
     def verify(self, path: Path) -> tuple[bool, str]:
@@ -169,6 +176,8 @@ class CheckpointManager:
             return False, "no checkpoint.json (the save did not complete)"
         try:
             manifest = json.loads(m.read_text())
+            if not isinstance(manifest["step"], int):
+                return False, f"checkpoint.json has a non-integer step {manifest['step']!r}"
             for name, info in manifest["files"].items():
                 f = path / name
                 if not f.is_file():
@@ -177,8 +186,8 @@ class CheckpointManager:
                     return False, f"{name} has {f.stat().st_size} bytes, expected {info['size']} (truncated?)"
                 if file_sha256(f) != info["sha256"]:
                     return False, f"{name} checksum mismatch (corrupted)"
-        except (ValueError, KeyError, TypeError) as e:
-            return False, f"unreadable checkpoint.json ({e})"
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:
+            return False, f"unreadable checkpoint.json ({type(e).__name__}: {e})"
         return True, "ok"
 
     def latest_good(self) -> tuple[Path, int] | None:
@@ -191,32 +200,52 @@ class CheckpointManager:
 
     def save(self, accelerator, step: int, extra: dict | None = None) -> Path:
         path = self.root / f"step-{step:08d}"
-        if accelerator.is_main_process and path.exists():
-            shutil.rmtree(path)
+        tmp = self.root / f".tmp-step-{step:08d}"
+        if accelerator.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(path))
-        accelerator.wait_for_everyone()
+        try:
+            accelerator.save_state(str(tmp))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                files = {}
+                for f in sorted(tmp.rglob("*")):
+                    if f.is_file() and f.name != MANIFEST_NAME:
+                        files[str(f.relative_to(tmp))] = {"size": f.stat().st_size, "sha256": file_sha256(f)}
+                write_json(tmp / MANIFEST_NAME, {"step": step, "files": files, **(extra or {})})
+                if path.exists():                   # saving the same step again: replace it only now
+                    shutil.rmtree(path)
+                os.replace(tmp, path)
+        except BaseException:
+            if accelerator.is_main_process:         # a partial save (disk full, interrupted): free its space
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if accelerator.is_main_process:
-            files = {}
-            for f in sorted(path.rglob("*")):
-                if f.is_file() and f.name != MANIFEST_NAME:
-                    files[str(f.relative_to(path))] = {"size": f.stat().st_size, "sha256": file_sha256(f)}
-            write_json(path / MANIFEST_NAME, {"step": step, "files": files, **(extra or {})})
-            self._rotate()
+            self._rotate(path)
         accelerator.wait_for_everyone()
         return path
 
-    def _rotate(self):
+    def _rotate(self, just_saved: Path | None = None):
+        """Keep the newest ``keep_last`` checkpoints that verify; delete older ones and debris."""
         dirs = self._dirs()
-        good = [p for p in dirs if (p / MANIFEST_NAME).is_file()]
-        for p in good[:-self.keep_last]:
+        kept = []
+        for p in reversed(dirs):
+            if len(kept) >= self.keep_last:
+                break
+            ok, why = (True, "ok") if p == just_saved else self.verify(p)
+            if ok:
+                kept.append(p)
+            else:
+                log.warning("checkpoint %s is not usable (%s)", p, why)
+        if not kept:
+            return
+        newest = int(kept[0].name.split("-")[1])
+        # older than the newest good one and not kept: beyond keep_last, or unusable (killed, corrupt)
+        for p in dirs:
+            if p not in kept and int(p.name.split("-")[1]) < newest:
+                shutil.rmtree(p, ignore_errors=True)
+        for p in self.root.glob(".tmp-step-*"):     # saves killed before their rename
             shutil.rmtree(p, ignore_errors=True)
-        # incomplete folders older than the newest good one are debris of killed saves
-        if good:
-            newest = int(good[-1].name.split("-")[1])
-            for p in dirs:
-                if not (p / MANIFEST_NAME).is_file() and int(p.name.split("-")[1]) < newest:
-                    shutil.rmtree(p, ignore_errors=True)
 
     def resume(self, accelerator) -> int:
         """Load the newest good checkpoint into ``accelerator``; returns its step (0 when none)."""
