@@ -27,15 +27,21 @@ __all__ = ["load_tokenizer", "export_tokenizer", "Tokenizer", "MotionTokenizer",
            "Stage1Config", "ModelConfig", "LossConfig", "load_stage1_config", "ARTIFACT_KIND"]
 
 
-def export_tokenizer(path, tokenizer: MotionTokenizer, run_config: dict, extra_meta: dict | None = None) -> Path:
-    """Write the self-describing tokenizer file: weights, config, normalisation stats, fps, dims, geometry."""
+def export_tokenizer(path, tokenizer: MotionTokenizer, run_config: dict, extra_meta: dict | None = None,
+                     state_dict: dict | None = None) -> Path:
+    """Write the self-describing tokenizer file: weights, config, normalisation stats, fps, dims, geometry.
+
+    ``state_dict`` defaults to ``tokenizer.state_dict()``; pass ``accelerator.get_state_dict(model)`` when the
+    module is sharded (FSDP)."""
     from common.checkpoint import save_artifact
 
     meta = tokenizer.describe()
     meta.update({"motion_mean": tokenizer.motion_mean.detach().cpu().numpy(),
                  "motion_std": tokenizer.motion_std.detach().cpu().numpy()})
     meta.update(extra_meta or {})
-    return save_artifact(path, kind=ARTIFACT_KIND, state_dict=tokenizer.state_dict(), config=run_config, meta=meta)
+    state = tokenizer.state_dict() if state_dict is None else state_dict
+    state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in state.items()}
+    return save_artifact(path, kind=ARTIFACT_KIND, state_dict=state, config=run_config, meta=meta)
 
 
 def load_tokenizer(path, device="cpu") -> MotionTokenizer:

@@ -103,7 +103,7 @@ def evaluate_cache(tokenizer, cache, split: str = "test", progress: bool = False
         from tqdm import tqdm
         it = tqdm(it, desc=f"evaluate {split}", unit="dialog")
     for i in it:
-        motion = torch.from_numpy(ds[i]["motion"])                 # (2, T, D) raw
+        motion = torch.tensor(ds[i]["motion"])                     # (2, T, D) raw (copied from the mmap)
         codes = tokenizer.encode(motion)
         recon = tokenizer.decode(codes)
         gt = motion[:, :recon.shape[1]]

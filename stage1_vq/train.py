@@ -73,11 +73,15 @@ def validate(accelerator, model: MotionTokenizer, val_ds, indices, batch_size: i
     model.eval()
     acc = ReconAccumulator(model.motion_dim, model.num_quantizers, model.codebook_size)
     mine = indices[accelerator.process_index::accelerator.num_processes]
-    for k in range(0, len(mine), batch_size):
-        x = torch.stack([torch.from_numpy(val_ds[i]["motion"]) for i in mine[k:k + batch_size]])
+    # the same number of forwards on every rank (FSDP all-gathers parameters in each one): pad with a dummy
+    n_batches = math.ceil(len(indices) / (accelerator.num_processes * batch_size))
+    for k in range(n_batches):
+        part = mine[k * batch_size:(k + 1) * batch_size]
+        x = torch.stack([torch.from_numpy(val_ds[i]["motion"]) for i in (part or indices[:1])])
         x = x.flatten(0, 1).to(accelerator.device)                  # (2b, W, D) normalised
         recon, codes, _ = model(x)
-        acc.update(x, recon, codes)
+        if part:
+            acc.update(x, recon.float(), codes)
     acc.reduce(accelerator)
     model.train(was)
     out = acc.summary(model.groups)
@@ -202,8 +206,9 @@ def train(cfg: Stage1Config) -> dict:
     tok_path = None
     if step >= tc.max_steps:
         tok_path = out_dir / cfg.export_name
+        state = accelerator.get_state_dict(model)     # full weights on the main process (a collective under FSDP)
         if main:
-            export_tokenizer(tok_path, raw, to_dict(cfg),
+            export_tokenizer(tok_path, raw, to_dict(cfg), state_dict=state, extra_meta=
                              {"step": step, "cache": str(cfg.cache), "data_config": cache.manifest.get("data_config"),
                               "val": {k: v for k, v in last_val.items() if k != "nmse_per_dim"}})
             log.info("tokenizer written to %s", tok_path)
