@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=1, help="average this many samples per sequence (1: one sample)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--long-minutes", type=float, default=10.0, help="length of the long streaming run")
+    ap.add_argument("--speed-config", action="append", default=[],
+                    help="also time an untrained model of this stage-2 YAML, or 'default' (speed only; repeatable)")
     ap.add_argument("--json", help="write every number here")
     args = ap.parse_args(argv)
 
@@ -83,10 +85,9 @@ def main(argv=None) -> int:
             so = Generator.load(args.speaker_only_ckpt, args.tokenizer)
             add("GPT speaker-only", B.predict_split(so, data, "dyad", sampling, args.samples))
         hours = sum(m.shape[1] for m in data.motion) / gen.fps / 60
-        cols = ["method", "fd", "pfd", "mse_exp", "mse_jaw", "listen_fd", "listen_pfd", "listen_mse_exp",
-                "listen_mse_jaw", "jaw_speech_r"]
+        cols = ["method"] + B.KEYS[:-1]
         print(_table(rows, cols, f"Quality on {args.split} ({len(data.ids)} dialogs, {hours:.1f} min each side; "
-                                  f"ground-truth jaw/speech r = {rows[0]['gt_jaw_speech_r']:.3f})"))
+                                  f"ground-truth jaw/speech r = {rows[0]['jaw_speech_r_gt']:.3f})"))
         report["quality"] = rows
 
     if args.only in (None, "speed"):
@@ -116,7 +117,19 @@ def main(argv=None) -> int:
                "kv_cache_kb": lg["kv_cache_bytes"] / 1024, "ms_per_step_mean": lg["ms_per_step_mean"],
                "ms_per_step_p95": lg["ms_per_step_p95"]}
         print(_table([mem], list(mem), f"Memory while streaming {args.long_minutes:g} minutes"))
-        report["speed"] = {"offline": off, "no_cache": nc, "streaming": {k: v for k, v in st.items() if k != "rss"},
+        extra = []
+        for path in args.speed_config:
+            g2 = B.untrained_generator(path, args.tokenizer, cache)
+            o2 = B.bench_offline(g2, one_min[:, :int(20 * gen.fps)], sampling)
+            n2 = B.bench_no_cache(g2, one_min[:, :int(10 * gen.fps)], sampling)
+            s2 = B.bench_streaming(g2, one_min[:, :int(20 * gen.fps)], sampling)
+            extra.append({"config": path, "params (M)": g2.model.num_params() / 1e6,
+                          "layers x dim": f"{g2.cfg.depth} x {g2.cfg.dim}", "offline ms/step": o2["ms_per_step"],
+                          "offline x real time": o2["x_realtime"], "no-cache ms/step": n2["ms_per_step"],
+                          "stream ms/step p95": s2["ms_per_step_p95"], "stream frames/s": s2["frames_per_s"]})
+        if extra:
+            print(_table(extra, list(extra[0]), "Other model sizes (untrained weights, same code path)"))
+        report["speed"] = {"offline": off, "other_sizes": extra, "no_cache": nc, "streaming": {k: v for k, v in st.items() if k != "rss"},
                            "latency": lat, "memory": mem, "rss_trace": rss}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")

@@ -22,7 +22,8 @@ PRESETS = {
              "stage1": [], "stage2": [], "samples": 1},
     "smoke": {"dialogs": 6, "seconds": 12, "workers": 1, "out": "runs/demo-smoke",
               "stage1": ["train.max_steps=60", "train.val_every=30", "train.save_every=30", "val_windows=16"],
-              "stage2": ["train.max_steps=60", "train.val_every=30", "train.save_every=30", "val_windows=16"],
+              "stage2": ["train.max_steps=60", "train.val_every=30", "train.save_every=30", "val_windows=16",
+                         "window=48", "model.attn_window=24", "train.batch_size=8"],
               "samples": 1},
 }
 

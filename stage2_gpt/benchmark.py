@@ -1,8 +1,8 @@
 """Stage-2 measurements: motion quality on a split (vs the tokenizer's reconstruction, the mean-motion baseline
 and a speaker-only model), and speed (offline, streaming, KV cache vs none, latency, memory over length).
 
-Used by ``scripts/bench_stage2.py`` (a thin CLI printing tables). Quality metrics come from
-``common.metrics.evaluate_sequences`` when it exists; otherwise from :func:`fallback_metrics` (documented there).
+Used by ``scripts/bench_stage2.py`` (a thin CLI printing tables). Quality metrics are those of
+``common.metrics`` (docs/METRICS.md), computed in memory as ``scripts/evaluate.py`` does from files.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from common.cache import Cache
-from common.states import LISTEN, SPEAK
 
 from .generate import Generator, Sampling
 
@@ -81,72 +80,26 @@ def mean_split(cache: Cache, data: SplitData) -> list[np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# metrics
+# metrics (common/metrics.py: the one scorer of every method)
 # ----------------------------------------------------------------------------------------------------------
-def frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to the rows of a and b."""
-    from scipy import linalg
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
-    covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+KEYS = ["fid_exp", "p_fid_exp", "mse_exp", "fid_jaw", "p_fid_jaw", "mse_jaw", "fid_exp@listen", "p_fid_exp@listen",
+        "mse_exp@listen", "mse_jaw@listen", "mse_jaw@speak", "jaw_speech_r", "jaw_speech_r_gt"]
 
 
-def speech_energy(audio_feats: np.ndarray) -> np.ndarray:
-    """Per-frame loudness of one's own microphone: the mean log-mel over bands (T,)."""
-    return np.asarray(audio_feats, np.float64).mean(-1)
-
-
-def _corr(x, y) -> float:
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.std() < 1e-12 or y.std() < 1e-12:
-        return 0.0
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def fallback_metrics(preds: list[np.ndarray], data: SplitData, layout: dict) -> dict:
-    """Pooled over every participant of every dialog (whole sequences), and on listening frames only:
-
-    - ``mse_exp`` / ``mse_jaw``: mean squared error of the expression dims / the jaw (raw FLAME units);
-    - ``fd``: Fréchet distance between the per-frame motion distributions (generated vs true);
-    - ``pfd``: the same on [own motion, partner's true motion] pairs (paired FD: is the motion right *for this
-      partner*);
-    - ``jaw_speech_r``: mean Pearson correlation of the jaw with one's own speech energy; ``gt_jaw_speech_r``
-      the same for the ground truth.
-    """
-    e0, e1 = layout["exp"]
-    j0 = layout["jaw"][0]
-    P, G, PP, GP, listen = [], [], [], [], []
-    r_pred, r_gt = [], []
+def compute_metrics(preds: list[np.ndarray], data: SplitData, layout: dict, with_sid: bool = False) -> dict:
+    """``common.metrics.evaluate_sequences`` over every participant of every dialog (the partner's ground truth
+    as partner, own states for the ``@state`` keys) plus the jaw / own-speech correlation, as scripts/evaluate.py."""
+    from common import metrics as M
+    P, G, Pa, S, E = [], [], [], [], []
     for pred, gt, audio, st in zip(preds, data.motion, data.audio, data.states):
         for p in (0, 1):
-            P.append(pred[p]); G.append(gt[p])
-            PP.append(np.concatenate([pred[p], gt[1 - p]], 1)); GP.append(np.concatenate([gt[p], gt[1 - p]], 1))
-            listen.append(st[p] == LISTEN)
-            energy = speech_energy(audio[p])
-            r_pred.append(_corr(pred[p][:, j0], energy)); r_gt.append(_corr(gt[p][:, j0], energy))
-    P, G, PP, GP, L = (np.concatenate(x, 0) for x in (P, G, PP, GP, listen))
-    out = {}
-    for tag, m in (("", slice(None)), ("listen_", L)):
-        err = (P[m] - G[m]) ** 2
-        out[f"{tag}mse_exp"] = float(err[:, e0:e1].mean())
-        out[f"{tag}mse_exp_driftonly"] = float(err[:, 40:e1].mean()) if e1 > 40 else float("nan")
-        out[f"{tag}mse_jaw"] = float(err[:, j0].mean())
-        out[f"{tag}fd"] = frechet(P[m], G[m])
-        out[f"{tag}pfd"] = frechet(PP[m], GP[m])
-    out["jaw_speech_r"] = float(np.mean(r_pred))
-    out["gt_jaw_speech_r"] = float(np.mean(r_gt))
+            P.append(pred[p]); G.append(gt[p]); Pa.append(gt[1 - p]); S.append(st[p])
+            E.append(np.asarray(audio[p], np.float64).mean(1))
+    out = M.evaluate_sequences(P, G, Pa, states=S, dataset_level=False, with_sid=with_sid)
+    j = layout["jaw"][0]
+    out["jaw_speech_r"] = float(np.mean([M.jaw_speech_correlation(p[:, j], e) for p, e in zip(P, E)]))
+    out["jaw_speech_r_gt"] = float(np.mean([M.jaw_speech_correlation(g[:, j], e) for g, e in zip(G, E)]))
     return out
-
-
-def compute_metrics(preds, data: SplitData, layout: dict) -> dict:
-    try:
-        from common.metrics import evaluate_sequences  # noqa: F401  (written by the metrics owner)
-    except ImportError:
-        return fallback_metrics(preds, data, layout)
-    return fallback_metrics(preds, data, layout)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -179,22 +132,14 @@ def bench_offline(gen: Generator, audio: np.ndarray, sampling=Sampling()) -> dic
 @torch.no_grad()
 def bench_no_cache(gen: Generator, audio: np.ndarray, sampling=Sampling()) -> dict:
     """The same generation without a KV cache: each step reruns the decoder over the whole attention window."""
-    m, d = gen.model, gen.d
     a = gen.normalize_audio(audio)
-    K = a.shape[1] // d
-    st = gen.new_state(sampling.seed)
-    hist = []
+    K = a.shape[1] // gen.d
+    st = gen.new_state(sampling.seed, use_cache=False)
     t = time.perf_counter()
     for k in range(K):
-        S = m.cfg.slots
-        B = 2 // S
-        prev = st.prev.reshape(B, S, -1)
-        x = m.embed(prev.unsqueeze(1), a[:, k * d:(k + 1) * d].reshape(B, S, d, -1).unsqueeze(1))
-        hist = (hist + [x])[-m.cfg.attn_window:]
-        h = m.decoder(torch.cat(hist, 1))[:, -1]
-        st.prev = gen._sample_heads(h, None, sampling, st.generator).reshape(1, 2, -1)
+        gen.step(st, a[:, k * gen.d:(k + 1) * gen.d], None, sampling)
     el = time.perf_counter() - t
-    return {"seconds": el, "ms_per_step": 1e3 * el / K, "x_realtime": K * d / gen.fps / el}
+    return {"seconds": el, "ms_per_step": 1e3 * el / K, "x_realtime": K * gen.d / gen.fps / el}
 
 
 def bench_streaming(gen: Generator, audio: np.ndarray, sampling=Sampling(), given_motion=None,
@@ -228,3 +173,23 @@ def latency(gen: Generator, step_ms_p95: float) -> dict:
     algo = token_ms + feat_ahead_ms + tok_ms
     return {"token_ms": token_ms, "feature_lookahead_ms": feat_ahead_ms, "tokenizer_lookahead_ms": tok_ms,
             "algorithmic_ms": algo, "compute_ms_p95": step_ms_p95, "total_ms": algo + step_ms_p95}
+
+
+def untrained_generator(config_path: str, tokenizer_path: str, cache: Cache) -> Generator:
+    """A Generator with random weights for ``config_path``'s model ("default": the dataclass defaults), for speed
+    only: it costs what a trained one does."""
+    from stage1_vq import load_tokenizer
+
+    from .config import load_stage2_config
+    from .generate import GPTBundle
+    from .train import audio_description, build_model, tokenizer_description
+    cfg = load_stage2_config(None if config_path == "default" else config_path,
+                             [f"cache={cache.root}", f"tokenizer={tokenizer_path}"])
+    tok = tokenizer_description(tokenizer_path)
+    ident = int(cache.load(cache.dialogs()[0]["id"]).shape.shape[-1])
+    torch.manual_seed(0)
+    model = build_model(cfg, tok, cache.audio_dim, ident).eval()
+    from common.config import to_dict
+    bundle = GPTBundle(model, to_dict(cfg), tok, audio_description(cache), {"gpt_config": to_dict(cfg.model)},
+                       f"untrained:{config_path}")
+    return Generator(bundle, load_tokenizer(tokenizer_path))

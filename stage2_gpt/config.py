@@ -25,7 +25,8 @@ class Stage2Config:
     out_dir: str = "runs/stage2"
     window: int = 128                 # training window in token steps (> model.attn_window: the band mask is used)
     stride: int = 0                   # window hop in token steps (0: window // 2)
-    both_orderings: bool = True       # roles are symmetric: every window also with the participants swapped
+    both_orderings: bool = False      # every window also with the participants swapped (the model already runs
+                                      # both perspectives of each window: symmetric by construction)
     val_windows: int = 256            # validation windows (spread over the val split; 0: all)
     resume: bool = True               # continue from out_dir/checkpoints when a good one exists
     stop_after: int = 0               # stop (checkpointed, not exported) after this many steps; 0: run to the end

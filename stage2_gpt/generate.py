@@ -131,6 +131,8 @@ class StepState:
     cache: object = None
     steps: int = 0
     identity: torch.Tensor | None = None    # (2, I) identities (zeros: unknown), for models with use_identity
+    active: list = field(default_factory=lambda: [0, 1])   # the generated participants (perspectives computed)
+    history: list | None = None             # no-KV-cache mode (benchmarks): the window's input embeddings
 
 
 class Generator:
@@ -185,10 +187,16 @@ class Generator:
         return (x - self.audio_mean) / self.audio_std
 
     # --- the step function ----------------------------------------------------------------------------------
-    def new_state(self, seed: int = 0, num_samples: int = 1, identity=None) -> StepState:
+    def new_state(self, seed: int = 0, num_samples: int = 1, identity=None, given: int | None = None,
+                  use_cache: bool = True) -> StepState:
+        """A fresh dialog: ``num_samples`` parallel samples; ``given`` (0/1): that participant is observed, not
+        generated (its perspective is not computed at all)."""
+        if given not in (None, 0, 1):
+            raise ValueError(f"given must be None, 0 or 1, got {given!r}")
         return StepState(prev=torch.full((num_samples, 2, self.Q), -1, dtype=torch.long, device=self.device),
                          generator=torch.Generator(device="cpu").manual_seed(int(seed)),
-                         identity=self._identity(identity))
+                         identity=self._identity(identity), active=[p for p in (0, 1) if p != given],
+                         history=None if use_cache else [])
 
     def _identity(self, identity) -> torch.Tensor | None:
         """(2, >= I) identities (FLAME shape of each participant; a None row or None: unknown) -> (2, I)."""
@@ -207,40 +215,51 @@ class Generator:
     def step(self, st: StepState, audio_step: torch.Tensor, given: torch.Tensor | None, sampling: Sampling):
         """One token step of both participants (for each of the state's ``N`` parallel samples).
 
-        audio_step (2, d, F) normalised features of this step's frames; given (2, Q) long codes of participants
-        whose motion is observed (rows of -1: generate) or None. Returns (codes (N, 2, Q), state probs
-        (N, 2, d, C) or None); updates ``st`` (codes become the next step's input, the KV cache is trimmed to the
-        attention window).
+        audio_step (2, d, F) normalised features of this step's frames; given (2, Q) long: the codes of the
+        observed participant this step (its row; the other row is ignored), required when the state has one.
+        Returns (codes (N, 2, Q), state probabilities (N, 2, d, C), NaN for an observed participant, or None);
+        updates ``st`` (the codes are the next step's input; the KV cache stays within the attention window).
         """
-        m, Q = self.model, self.Q
-        N = st.prev.shape[0]
-        audio = audio_step.unsqueeze(0).expand(N, *audio_step.shape)     # (N, 2, d, F)
-        ident = None if st.identity is None else st.identity.unsqueeze(0).expand(N, *st.identity.shape)
-        if self.cfg.speaker_only:                        # each participant its own one-slot sequence
-            prev, audio = st.prev.reshape(2 * N, 1, Q), audio.reshape(2 * N, 1, *audio.shape[2:])
-            ident = None if ident is None else ident.reshape(2 * N, 1, -1)
+        m, Q, P = self.model, self.Q, self.cfg.inputs
+        N, act = st.prev.shape[0], st.active
+        A = len(act)
+        partner = [1 - p for p in act]
+        prev = torch.stack([st.prev[:, act], st.prev[:, partner]], 2)[:, :, :P]          # (N, A, P, Q)
+        audio = torch.stack([audio_step[act], audio_step[partner]], 1)[:, :P]          # (A, P, d, F)
+        audio = audio.unsqueeze(0).expand(N, *audio.shape)
+        ident = None if st.identity is None else st.identity[act].unsqueeze(0).expand(N, A, -1).reshape(N * A, -1)
+        prev, audio = prev.reshape(N * A, P, Q), audio.reshape(N * A, *audio.shape[2:])
+        if st.history is None:
+            h, st.cache = m.step_hidden(prev, audio, st.cache, ident)
         else:
-            prev = st.prev
-        h, st.cache = m.step_hidden(prev, audio, st.cache, ident)
-        giv = None if given is None else given.unsqueeze(0).expand(N, 2, Q).reshape(prev.shape)
-        codes = self._sample_heads(h, giv, sampling, st.generator).reshape(N, 2, Q)
+            h, st.history = m.step_hidden_no_cache(prev, audio, st.history, ident)
+        sampled = self._sample_heads(h, sampling, st.generator).reshape(N, A, Q)
+        if A == 2:
+            codes = sampled
+        else:
+            if given is None:
+                raise ValueError("this dialog observes a participant: pass its codes (given) at every step")
+            codes = given.to(self.device).unsqueeze(0).expand(N, 2, Q).clone()
+            codes[:, act] = sampled
         st.prev, st.steps = codes, st.steps + 1
         probs = m.state_probs(h)
-        return codes, (None if probs is None else probs.reshape(N, 2, self.d, -1))
+        if probs is None:
+            return codes, None
+        out = torch.full((N, 2, *probs.shape[1:]), float("nan"), device=probs.device)
+        out[:, act] = probs.reshape(N, A, *probs.shape[1:])
+        return codes, out
 
-    def _sample_heads(self, h, given, sampling, generator):
+    def _sample_heads(self, h, sampling, generator):
+        """h (B, dim) -> codes (B, Q): every RVQ level of self (coarse to fine with the depth head)."""
         m = self.model
         if self.cfg.rvq_head == "parallel":
-            codes = sample_logits(m.head(h), sampling, generator)          # (B, S, Q)
-            return codes if given is None else torch.where(given >= 0, given, codes)
+            return sample_logits(m.head(h)[:, 0], sampling, generator)
         head = m.head
-        z = head.base(h)                                                     # (B, S, H)
+        z = head.base(h)                                                     # (B, 1, H)
         out = []
         for q in range(self.Q):
-            c = sample_logits(head.level_logits(z, q), sampling, generator)  # (B, S)
-            if given is not None:
-                c = torch.where(given[..., q] >= 0, given[..., q], c)
-            out.append(c)
+            c = sample_logits(head.level_logits(z, q), sampling, generator)  # (B, 1)
+            out.append(c[:, 0])
             if q + 1 < self.Q:
                 z = z + head.embed_level(c, q)
         return torch.stack(out, -1)
@@ -282,7 +301,7 @@ class Generator:
         K = -(-T // self.d)
         audio = _pad_to(audio.transpose(0, 1), K * self.d).transpose(0, 1)  # (2, K*d, F), last frame repeated
         giv = self._given_codes(given, given_motion, K)
-        st = self.new_state(sampling.seed, N, identity)
+        st = self.new_state(sampling.seed, N, identity, given)
         codes = torch.empty((K, N, 2, self.Q), dtype=torch.long, device=self.device)
         states = torch.full((K, 2, self.d), -1, dtype=torch.long)
         steps = range(K)
@@ -293,7 +312,8 @@ class Generator:
             c, probs = self.step(st, audio[:, k * self.d:(k + 1) * self.d], None if giv is None else giv[k], sampling)
             codes[k] = c
             if probs is not None:
-                states[k] = probs.mean(0).argmax(-1).cpu()
+                for p in st.active:
+                    states[k, p] = probs[:, p].mean(0).argmax(-1).cpu()
         codes = codes.permute(1, 2, 0, 3)                                      # (N, 2, K, Q)
         motion = self.tok.decode(codes.reshape(2 * N, K, self.Q)).reshape(N, 2, K * self.d, -1)
         motion = motion.cpu().numpy()[:, :, :T].astype(np.float32)
@@ -358,7 +378,7 @@ class StreamSession:
             raise ValueError(f"given must be None, 0 or 1, got {given!r}")
         self.gen, self.sampling, self.given = gen, sampling, given
         self.d, self.D = gen.d, tok.motion_dim
-        self.state = gen.new_state(sampling.seed, 1, identity)
+        self.state = gen.new_state(sampling.seed, 1, identity, given)
         self.dec_ctx = int(tok.decoder_context)
         self.enc_ctx = int(getattr(tok, "encoder_context", 0)) or None
         self.audio_buf = torch.zeros((2, 0, gen.cfg.audio_dim), device=gen.device)
@@ -429,7 +449,7 @@ class StreamSession:
         given = self._given_code() if self.given is not None else None
         codes, probs = self.gen.step(self.state, audio_step, given, self.sampling)
         codes = codes[0]
-        self.last_states = None if probs is None else probs[0].argmax(-1).cpu().numpy()
+        self.last_states = None if probs is None else probs[0].nan_to_num(-1).argmax(-1).cpu().numpy()
         self.codes_hist = torch.cat([self.codes_hist, codes[:, None]], 1)[:, -self.dec_ctx:]
         frames = self.gen.tok.decode(self.codes_hist)[:, -self.d:]          # causal decoder: newest token's frames
         self.frames_out += self.d

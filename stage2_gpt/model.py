@@ -1,26 +1,33 @@
-"""The dyadic GPT: one causal transformer over the token streams of both participants (nanoGPT style).
+"""The dyadic GPT: a causal transformer over both participants' token streams and audio (nanoGPT style).
 
-One sequence position per token step ``k`` (``downsample`` motion frames). Its input is the sum of
+One sequence per participant *perspective* (``self`` and ``partner``), one position per token step ``k``
+(``downsample`` motion frames). The input at ``k`` is the sum of
 
-- both participants' codes of step ``k - 1`` (all RVQ levels, one embedding table per slot and level;
-  a learned BOS vector per slot at the start of a dialog), and
-- both participants' audio features of the ``downsample`` frames of step ``k`` (each person's own mic; the
-  frames are projected and concatenated, so nothing is pooled away and nothing later than step ``k`` is used).
+- the codes of step ``k - 1`` of self and of the partner (all RVQ levels, one embedding table per input and
+  level; a learned BOS vector at the start of a dialog, or when the partner's codes are hidden);
+- the audio features of the ``downsample`` frames of step ``k`` of self and of the partner (each person's own
+  microphone; frames projected and concatenated: nothing pooled away, nothing later than step ``k`` used);
+- optionally self's identity (``use_identity``: FLAME shape, zeros = unknown).
 
-Its output predicts the codes of step ``k`` of both participants, every RVQ level, through ``rvq_head``:
+The output at ``k`` predicts self's codes of step ``k``, every RVQ level, through ``rvq_head``:
 
-- ``"depth"``: per slot, level ``q`` is predicted from the transformer state plus the embeddings of the levels
-  ``< q`` already chosen (a small MLP per level; teacher-forced in training, sampled coarse-to-fine);
-- ``"parallel"``: all levels independently from the transformer state (one linear head).
+- ``"depth"``: level ``q`` from the transformer state plus the embeddings of the levels ``< q`` already chosen
+  (a small MLP per level; teacher-forced in training, sampled coarse to fine);
+- ``"parallel"``: all levels independently from the transformer state.
 
-An auxiliary head predicts each participant's per-frame conversational state (idle/listen/speak/crosstalk) of
-step ``k`` (``state_loss`` weight; it needs no state at generation time and gives predicted states for free).
+An auxiliary head predicts self's per-frame conversational state (idle/listen/speak/crosstalk) of step ``k``
+(``state_loss``; no state is needed at generation time, predicted states come for free).
+
+Both perspectives of a dialog run as one batch, so the two roles are symmetric by construction and a dyad is
+generated jointly: at every step each side sees both audios and both token histories (its partner's codes of
+the previous step included). Measured against one joint sequence predicting both people from a shared state,
+and against partner codes as input at all, in docs/STAGE2.md.
 
 Attention is causal and limited to the last ``attn_window`` steps (a band mask in training, a KV cache trimmed
-to the same window at generation), with rotary positions: a generated sequence of any length sees exactly what
-training showed, and memory stays flat.
+to the same window at generation), with rotary positions: a sequence of any length sees exactly what training
+showed, and memory stays flat.
 
-``speaker_only``: the ablation; each participant is its own sequence (one slot) of its own audio and tokens.
+``speaker_only``: the ablation; self's audio and self's codes only (the partner is never seen).
 """
 from __future__ import annotations
 
@@ -53,10 +60,14 @@ class GPTConfig:
     attn_window: int = 64             # token steps a position attends to (itself included); KV cache size
     # inputs
     audio_hidden: int = 128           # per-frame audio projection before concatenating a step's frames
+    partner_audio_hidden: int = 0     # a narrower projection of the partner's audio (a bottleneck: their voice
+                                      # activity and prosody, not their voice's identity); 0: audio_hidden, shared
     use_identity: bool = False        # condition on each participant's identity (FLAME shape; zeros = unknown)
     identity_dim: int = 0             # filled from the cache (shape dims) when use_identity
     identity_dropout: float = 0.2     # training only: identities hidden at random, so unknown ones work too
     token_noise: float = 0.0          # training only: fraction of input codes replaced by random codes
+    partner_dropout: float = 0.0      # training only: probability that the partner's codes are hidden (BOS) for a
+                                      # whole window: less reliance on them (the partner's audio stays)
     # outputs
     rvq_head: str = "depth"           # "depth" | "parallel"
     head_hidden: int = 256
@@ -64,6 +75,12 @@ class GPTConfig:
 
     @property
     def slots(self) -> int:
+        """Participants predicted per sequence (one perspective: self)."""
+        return 1
+
+    @property
+    def inputs(self) -> int:
+        """Participants seen per sequence: self and partner, or self only (speaker-only)."""
         return 1 if self.speaker_only else 2
 
     def validate(self) -> "GPTConfig":
@@ -130,24 +147,33 @@ class ParallelHead(nn.Module):
 
 
 class DyadGPT(nn.Module):
+    """One participant's perspective per sequence: inputs of ``self`` (and, unless speaker-only, ``partner``),
+    outputs for ``self``. ``forward`` takes both participants (B, 2, ...) and runs both perspectives as a batch
+    of 2B sequences (roles are symmetric by construction)."""
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg.validate()
-        S, Q, V, d = cfg.slots, cfg.num_quantizers, cfg.codebook_size, cfg.downsample
-        self.code_emb = nn.Embedding(S * Q * V + S, cfg.dim)        # per slot and level; last S rows: BOS
-        offs = (torch.arange(S)[:, None] * Q + torch.arange(Q)[None]) * V
+        P, Q, V, d = cfg.inputs, cfg.num_quantizers, cfg.codebook_size, cfg.downsample
+        self.code_emb = nn.Embedding(P * Q * V + P, cfg.dim)        # per input (self, partner) and level; + BOS
+        offs = (torch.arange(P)[:, None] * Q + torch.arange(Q)[None]) * V
         self.register_buffer("code_offsets", offs, persistent=False)
-        self.register_buffer("bos_index", torch.arange(S) + S * Q * V, persistent=False)
+        self.register_buffer("bos_index", torch.arange(P) + P * Q * V, persistent=False)
         self.audio_frame = nn.Sequential(nn.Linear(cfg.audio_dim, cfg.audio_hidden), nn.GELU())
-        self.audio_step = nn.Linear(S * d * cfg.audio_hidden, cfg.dim)
-        self.identity = nn.Linear(S * cfg.identity_dim, cfg.dim) if cfg.use_identity else None
+        self.partner_audio_frame = None
+        width = P * d * cfg.audio_hidden
+        if P == 2 and cfg.partner_audio_hidden > 0:
+            self.partner_audio_frame = nn.Sequential(nn.Linear(cfg.audio_dim, cfg.partner_audio_hidden), nn.GELU())
+            width = d * (cfg.audio_hidden + cfg.partner_audio_hidden)
+        self.audio_step = nn.Linear(width, cfg.dim)
+        self.identity = nn.Linear(cfg.identity_dim, cfg.dim) if cfg.use_identity else None
         self.in_norm = nn.LayerNorm(cfg.dim)
         self.decoder = Decoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, attn_dim_head=cfg.dim_head,
                                ff_mult=cfg.ff_mult, rotary_pos_emb=True,
                                rotary_emb_dim=max(cfg.dim_head // 2, min(32, cfg.dim_head)), attn_dropout=cfg.dropout,
                                ff_dropout=cfg.dropout)
         self.head = DepthHead(cfg) if cfg.rvq_head == "depth" else ParallelHead(cfg)
-        self.state_head = nn.Linear(cfg.dim, S * d * cfg.num_states) if cfg.state_loss > 0 else None
+        self.state_head = nn.Linear(cfg.dim, d * cfg.num_states) if cfg.state_loss > 0 else None
         self.apply(self._init)
 
     @staticmethod
@@ -164,19 +190,27 @@ class DyadGPT(nn.Module):
 
     # --- inputs ------------------------------------------------------------------------------------------
     def embed(self, prev_codes, audio, identity=None):
-        """prev_codes (B, K, S, Q) long, -1 = BOS (no previous step); audio (B, K, S, d, F); identity (B, S, I)
-        or None (unknown) -> (B, K, dim)."""
-        bos = prev_codes[..., 0] < 0                                   # (B, K, S)
+        """prev_codes (B, K, P, Q) long (input 0 = self, 1 = partner; -1 = BOS: no previous step / hidden);
+        audio (B, K, P, d, F); identity (B, I) of self, or None (unknown) -> (B, K, dim)."""
+        bos = prev_codes[..., 0] < 0                                   # (B, K, P)
         idx = prev_codes.clamp(min=0) + self.code_offsets
-        e = self.code_emb(idx).sum(-2)                                 # (B, K, S, dim)
+        e = self.code_emb(idx).sum(-2)                                 # (B, K, P, dim)
         e = torch.where(bos[..., None], self.code_emb(self.bos_index).expand_as(e), e)
-        a = self.audio_frame(audio).flatten(2)                         # (B, K, S*d*ah)
+        if self.partner_audio_frame is None:
+            a = self.audio_frame(audio).flatten(2)                     # (B, K, P*d*ah)
+        else:
+            a = torch.cat([self.audio_frame(audio[:, :, 0]).flatten(2),
+                           self.partner_audio_frame(audio[:, :, 1]).flatten(2)], -1)
         x = e.sum(2) + self.audio_step(a)
         if self.identity is not None:
             if identity is None:
-                identity = x.new_zeros(x.shape[0], self.cfg.slots, self.cfg.identity_dim)
-            x = x + self.identity(identity.flatten(1).to(x.dtype)).unsqueeze(1)
+                identity = x.new_zeros(x.shape[0], self.cfg.identity_dim)
+            x = x + self.identity(identity.to(x.dtype)).unsqueeze(1)
         return self.in_norm(x)
+
+    def perspectives(self, x):
+        """(B, 2, ...) both participants -> (2B, P, ...): row ``2b + p`` is [participant p, its partner][:P]."""
+        return torch.stack([x, x.flip(1)], 1).flatten(0, 1)[:, :self.cfg.inputs]
 
     def _window_mask(self, K: int, device):
         w = self.cfg.attn_window
@@ -187,49 +221,46 @@ class DyadGPT(nn.Module):
 
     # --- training / teacher-forced forward ----------------------------------------------------------------
     def forward(self, codes, audio, states=None, prev=None, identity=None, reduction: str = "mean"):
-        """Teacher-forced pass over a window.
+        """Teacher-forced pass over a window, both participants (each from its own perspective).
 
         codes (B, 2, K, Q) long; audio (B, 2, K*d, F) normalised features; states (B, 2, K*d) long or None;
         prev (B, 2, Q) codes of the step before the window (-1: the window starts the dialog) or None (-1);
         identity (B, 2, I) each participant's identity (``use_identity``; zeros or None: unknown).
-        Returns (logits (B, 2, K, Q, V), loss dict with ``loss`` (total), ``token`` and ``state``) when
-        ``codes`` are targets; speaker-only models predict each participant from its own inputs alone.
+        Returns ({"logits": (B, 2, K, Q, V), "state_logits": (B, 2, K*d, C) or None}, losses) with losses
+        ``loss`` (total), ``token`` (cross-entropy; per element (B, 2, K, Q) with reduction="none"), ``state``.
         """
         cfg = self.cfg
-        B, P, K, Q = codes.shape
+        B, _, K, Q = codes.shape
         d = cfg.downsample
         if prev is None:
-            prev = codes.new_full((B, P, Q), -1)
-        audio = audio.unflatten(2, (K, d))                             # (B, P, K, d, F)
-        if self.identity is not None and identity is not None and self.training and cfg.identity_dropout > 0:
-            keep = torch.rand(identity.shape[:2], device=identity.device) >= cfg.identity_dropout
-            identity = identity * keep.unsqueeze(-1).to(identity.dtype)
-        if self.identity is None:
-            identity = None
-        if cfg.speaker_only:                                           # (B*P, 1, ...)
-            codes_s, audio_s, prev_s = (x.flatten(0, 1).unsqueeze(1) for x in (codes, audio, prev))
-            ident_s = None if identity is None else identity.flatten(0, 1).unsqueeze(1)
-        else:
-            codes_s, audio_s, prev_s, ident_s = codes, audio, prev, identity
-        Bs = codes_s.shape[0]
-        codes_t = codes_s.permute(0, 2, 1, 3)                          # (Bs, K, S, Q)
-        prev_codes = torch.cat([prev_s.unsqueeze(1), codes_t[:, :-1]], dim=1)
+            prev = codes.new_full((B, 2, Q), -1)
+        c = self.perspectives(codes).permute(0, 2, 1, 3)               # (2B, K, P, Q)
+        pv = self.perspectives(prev)                                   # (2B, P, Q)
+        a = self.perspectives(audio.unflatten(2, (K, d))).permute(0, 2, 1, 3, 4)   # (2B, K, P, d, F)
+        prev_codes = torch.cat([pv.unsqueeze(1), c[:, :-1]], dim=1)   # codes of step k-1 at position k
         if self.training and cfg.token_noise > 0:
             noise = torch.rand(prev_codes.shape, device=codes.device) < cfg.token_noise
             rand = torch.randint_like(prev_codes, cfg.codebook_size)
             prev_codes = torch.where(noise & (prev_codes >= 0), rand, prev_codes)
-        x = self.embed(prev_codes, audio_s.permute(0, 2, 1, 3, 4), ident_s)
+        if self.training and cfg.partner_dropout > 0 and cfg.inputs == 2:
+            hide = torch.rand(prev_codes.shape[0], device=codes.device) < cfg.partner_dropout
+            mask = torch.zeros_like(prev_codes, dtype=torch.bool)
+            mask[:, :, 1] = hide[:, None, None]
+            prev_codes = prev_codes.masked_fill(mask, -1)             # the partner's codes hidden (BOS)
+        ident = None
+        if self.identity is not None and identity is not None:
+            ident = identity.flatten(0, 1)                             # (2B, I): self's identity
+            if self.training and cfg.identity_dropout > 0:
+                keep = torch.rand(ident.shape[0], device=ident.device) >= cfg.identity_dropout
+                ident = ident * keep[:, None].to(ident.dtype)
+        x = self.embed(prev_codes, a, ident)
         h = self.decoder(x, attn_mask=self._window_mask(K, x.device))
-        logits = self.head(h, codes_t)                                 # (Bs, K, S, Q, V)
-        logits = logits.permute(0, 2, 1, 3, 4)                         # (Bs, S, K, Q, V)
+        target = codes.flatten(0, 1)                                   # (2B, K, Q): self's codes
+        logits = self.head(h, target.unsqueeze(2))[:, :, 0]            # (2B, K, Q, V)
+        logits = logits.reshape(B, 2, K, Q, -1)
         state_logits = None
         if self.state_head is not None:
-            state_logits = self.state_head(h).unflatten(-1, (cfg.slots, d, cfg.num_states))   # (Bs, K, S, d, C)
-            state_logits = state_logits.permute(0, 2, 1, 3, 4).flatten(2, 3)                  # (Bs, S, K*d, C)
-        if cfg.speaker_only:
-            logits = logits.reshape(B, P, *logits.shape[2:])
-            if state_logits is not None:
-                state_logits = state_logits.reshape(B, P, *state_logits.shape[2:])
+            state_logits = self.state_head(h).reshape(B, 2, K * d, cfg.num_states)
         token = F.cross_entropy(logits.flatten(0, -2).float(), codes.flatten(), reduction="none").view(codes.shape)
         losses = {"token": token.mean() if reduction == "mean" else token}
         total = losses["token"] if reduction == "mean" else token.mean()
@@ -240,26 +271,30 @@ class DyadGPT(nn.Module):
         losses["loss"] = total
         return {"logits": logits, "state_logits": state_logits}, losses
 
-    # --- generation (one step with a KV cache; stage2_gpt/generate.py drives it) ----------------------------
+    # --- generation (one step; stage2_gpt/generate.py drives it) --------------------------------------------
     @torch.no_grad()
     def step_hidden(self, prev_codes, audio_step, cache=None, identity=None):
-        """prev_codes (B, S, Q) long (-1: BOS), audio_step (B, S, d, F), identity (B, S, I) or None
-        -> (hidden (B, dim), cache).
-
-        The returned cache holds at most ``attn_window - 1`` steps, so the next step attends to
-        ``attn_window`` positions, as the training mask does.
-        """
+        """One position of B perspectives: prev_codes (B, P, Q) long (-1: BOS), audio_step (B, P, d, F),
+        identity (B, I) or None -> (hidden (B, dim), cache). The returned KV cache holds at most
+        ``attn_window - 1`` steps, so the next step attends to ``attn_window`` positions, as in training."""
         x = self.embed(prev_codes.unsqueeze(1), audio_step.unsqueeze(1), identity)    # (B, 1, dim)
         h, cache = self.decoder(x, cache=cache, return_hiddens=True)
         trim_cache(cache, self.cfg.attn_window - 1)
         return h[:, -1], cache
 
     @torch.no_grad()
+    def step_hidden_no_cache(self, prev_codes, audio_step, history: list, identity=None):
+        """The same without KV cache (benchmarks): the decoder reruns over the window's inputs in ``history``."""
+        history.append(self.embed(prev_codes.unsqueeze(1), audio_step.unsqueeze(1), identity))
+        del history[:-self.cfg.attn_window]
+        return self.decoder(torch.cat(history, 1))[:, -1], history
+
+    @torch.no_grad()
     def state_probs(self, h):
+        """h (B, dim) -> (B, d, C) state probabilities of the step's frames, or None."""
         if self.state_head is None:
             return None
-        cfg = self.cfg
-        return self.state_head(h).unflatten(-1, (cfg.slots, cfg.downsample, cfg.num_states)).softmax(-1)
+        return self.state_head(h).unflatten(-1, (self.cfg.downsample, self.cfg.num_states)).softmax(-1)
 
 
 def trim_cache(cache, keep: int):
