@@ -242,7 +242,7 @@ def test_two_process_cpu_training(cache_dir, tmp_path):
            "train.batch_size=8", "train.val_every=3", "train.save_every=6", "train.progress=false"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    r0, r1 = torch.load(tmp_path / "rank0.pt", weights_only=True), torch.load(tmp_path / "rank1.pt", weights_only=True)
     saved = _final_state(out)
     init = MotionTokenizer(_cfg(cache_dir, out).model, 51, 30.0)
     for i in range(4):

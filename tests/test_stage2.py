@@ -424,7 +424,7 @@ def test_two_process_cpu_training(tokenized, tmp_path):
            "train.save_every=4"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    r0, r1 = torch.load(tmp_path / "rank0.pt", weights_only=True), torch.load(tmp_path / "rank1.pt", weights_only=True)
     saved = _final_state(out)
     for k in saved:
         assert torch.equal(r0[k], r1[k]) and torch.equal(r0[k], saved[k]), k
