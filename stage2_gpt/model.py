@@ -9,6 +9,10 @@ One sequence per participant *perspective* (``self`` and ``partner``), one posit
   microphone; frames projected and concatenated: nothing pooled away, nothing later than step ``k`` used);
 - optionally self's identity (``use_identity``: FLAME shape, zeros = unknown).
 
+Self's inputs are normalised exactly as in the speaker-only model; the partner's (codes, of the first
+``partner_levels`` RVQ levels, and audio, full or loudness only) are normalised apart and added through a
+zero-initialised linear gate, so training starts from the speaker-only model and learns what the partner adds.
+
 The output at ``k`` predicts self's codes of step ``k``, every RVQ level, through ``rvq_head``:
 
 - ``"depth"``: level ``q`` from the transformer state plus the embeddings of the levels ``< q`` already chosen
@@ -62,10 +66,15 @@ class GPTConfig:
     audio_hidden: int = 128           # per-frame audio projection before concatenating a step's frames
     partner_audio_hidden: int = 0     # a narrower projection of the partner's audio (a bottleneck: their voice
                                       # activity and prosody, not their voice's identity); 0: audio_hidden, shared
+    partner_audio: str = "full"       # "full": the partner's audio features; "energy": only their per-frame
+                                      # loudness (mean of the normalised log-mel bins): voice activity and
+                                      # prosody, not the voice, so the partner cannot identify the dialog
     use_identity: bool = False        # condition on each participant's identity (FLAME shape; zeros = unknown)
     identity_dim: int = 0             # filled from the cache (shape dims) when use_identity
     identity_dropout: float = 0.2     # training only: identities hidden at random, so unknown ones work too
     token_noise: float = 0.0          # training only: fraction of input codes replaced by random codes
+    partner_levels: int = 0           # RVQ levels of the partner's codes seen (1: the coarse level only, a bottleneck
+                                      # against memorising dialogs from the partner's fine detail); 0: all
     partner_dropout: float = 0.0      # training only: probability that the partner's codes are hidden (BOS) for a
                                       # whole window: less reliance on them (the partner's audio stays)
     # outputs
@@ -88,6 +97,8 @@ class GPTConfig:
         for k in needed + (("identity_dim",) if self.use_identity else ()):
             if getattr(self, k) < 1:
                 raise ValueError(f"GPTConfig.{k} must be set (>= 1), got {getattr(self, k)}")
+        if self.partner_audio not in ("full", "energy"):
+            raise ValueError(f"model.partner_audio must be 'full' or 'energy', got {self.partner_audio!r}")
         if self.rvq_head not in ("depth", "parallel"):
             raise ValueError(f"model.rvq_head must be 'depth' or 'parallel', got {self.rvq_head!r}")
         if self.attn_window < 1:
@@ -159,15 +170,25 @@ class DyadGPT(nn.Module):
         offs = (torch.arange(P)[:, None] * Q + torch.arange(Q)[None]) * V
         self.register_buffer("code_offsets", offs, persistent=False)
         self.register_buffer("bos_index", torch.arange(P) + P * Q * V, persistent=False)
+        seen = torch.ones(P, Q, 1)
+        if P == 2 and 0 < cfg.partner_levels < Q:
+            seen[1, cfg.partner_levels:] = 0                           # the partner's finer levels are not seen
+        self.register_buffer("levels_seen", seen, persistent=False)
+        # self: exactly the speaker-only input (own codes, own audio, own identity)
         self.audio_frame = nn.Sequential(nn.Linear(cfg.audio_dim, cfg.audio_hidden), nn.GELU())
-        self.partner_audio_frame = None
-        width = P * d * cfg.audio_hidden
-        if P == 2 and cfg.partner_audio_hidden > 0:
-            self.partner_audio_frame = nn.Sequential(nn.Linear(cfg.audio_dim, cfg.partner_audio_hidden), nn.GELU())
-            width = d * (cfg.audio_hidden + cfg.partner_audio_hidden)
-        self.audio_step = nn.Linear(width, cfg.dim)
+        self.audio_step = nn.Linear(d * cfg.audio_hidden, cfg.dim)
         self.identity = nn.Linear(cfg.identity_dim, cfg.dim) if cfg.use_identity else None
         self.in_norm = nn.LayerNorm(cfg.dim)
+        # partner: its codes and audio, normalised apart and added through a zero-initialised gate, so training
+        # starts from the speaker-only model and learns what the partner adds (measured in docs/STAGE2.md)
+        self.partner_audio_frame = self.partner_audio_step = self.partner_norm = self.partner_gate = None
+        if P == 2:
+            energy = cfg.partner_audio == "energy"
+            ph = cfg.partner_audio_hidden or (16 if energy else cfg.audio_hidden)
+            self.partner_audio_frame = nn.Sequential(nn.Linear(1 if energy else cfg.audio_dim, ph), nn.GELU())
+            self.partner_audio_step = nn.Linear(d * ph, cfg.dim)
+            self.partner_norm = nn.LayerNorm(cfg.dim)
+            self.partner_gate = nn.Linear(cfg.dim, cfg.dim)
         self.decoder = Decoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, attn_dim_head=cfg.dim_head,
                                ff_mult=cfg.ff_mult, rotary_pos_emb=True,
                                rotary_emb_dim=max(cfg.dim_head // 2, min(32, cfg.dim_head)), attn_dropout=cfg.dropout,
@@ -175,6 +196,8 @@ class DyadGPT(nn.Module):
         self.head = DepthHead(cfg) if cfg.rvq_head == "depth" else ParallelHead(cfg)
         self.state_head = nn.Linear(cfg.dim, d * cfg.num_states) if cfg.state_loss > 0 else None
         self.apply(self._init)
+        if self.partner_gate is not None:
+            nn.init.zeros_(self.partner_gate.weight)
 
     @staticmethod
     def _init(m):
@@ -194,19 +217,21 @@ class DyadGPT(nn.Module):
         audio (B, K, P, d, F); identity (B, I) of self, or None (unknown) -> (B, K, dim)."""
         bos = prev_codes[..., 0] < 0                                   # (B, K, P)
         idx = prev_codes.clamp(min=0) + self.code_offsets
-        e = self.code_emb(idx).sum(-2)                                 # (B, K, P, dim)
+        e = (self.code_emb(idx) * self.levels_seen.to(self.code_emb.weight.dtype)).sum(-2)   # (B, K, P, dim)
         e = torch.where(bos[..., None], self.code_emb(self.bos_index).expand_as(e), e)
-        if self.partner_audio_frame is None:
-            a = self.audio_frame(audio).flatten(2)                     # (B, K, P*d*ah)
-        else:
-            a = torch.cat([self.audio_frame(audio[:, :, 0]).flatten(2),
-                           self.partner_audio_frame(audio[:, :, 1]).flatten(2)], -1)
-        x = e.sum(2) + self.audio_step(a)
+        x = e[:, :, 0] + self.audio_step(self.audio_frame(audio[:, :, 0]).flatten(2))
         if self.identity is not None:
             if identity is None:
                 identity = x.new_zeros(x.shape[0], self.cfg.identity_dim)
             x = x + self.identity(identity.to(x.dtype)).unsqueeze(1)
-        return self.in_norm(x)
+        x = self.in_norm(x)
+        if self.partner_gate is not None:
+            pa = audio[:, :, 1]
+            if self.cfg.partner_audio == "energy":
+                pa = pa.mean(-1, keepdim=True)                         # (B, K, d, 1) loudness per frame
+            xp = e[:, :, 1] + self.partner_audio_step(self.partner_audio_frame(pa).flatten(2))
+            x = x + self.partner_gate(self.partner_norm(xp))
+        return x
 
     def perspectives(self, x):
         """(B, 2, ...) both participants -> (2B, P, ...): row ``2b + p`` is [participant p, its partner][:P]."""

@@ -151,7 +151,11 @@ def _tiny_model(**kw):
     torch.manual_seed(0)
     cfg = GPTConfig(num_quantizers=3, codebook_size=16, downsample=2, audio_dim=8, dim=32, depth=2, heads=2,
                     dim_head=16, attn_window=5, audio_hidden=8, head_hidden=16, dropout=0.0, **kw)
-    return DyadGPT(cfg).eval()
+    m = DyadGPT(cfg).eval()
+    if m.partner_gate is not None:                  # zero at init (training starts speaker-only); a trained
+        assert not m.partner_gate.weight.any()      # gate is not, and the tests exercise the partner path
+        torch.nn.init.normal_(m.partner_gate.weight, std=0.1)
+    return m
 
 
 def _batch(K=13, seed=0):
