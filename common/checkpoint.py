@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .io import atomic_path
+from .io import atomic_path, remove_stale_temps
 
 FORMAT = "dyadic-face"
 VERSION = 1
@@ -53,6 +53,7 @@ def save_artifact(path: str | Path, *, kind: str, state_dict: dict[str, torch.Te
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
     }
     path = Path(path)
+    remove_stale_temps(path)                # left by a writer killed before its rename (one writer per artifact)
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(payload, tmp)
     return path

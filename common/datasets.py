@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Dataset
 
-from .cache import Cache
+from .cache import Cache, CacheError
 
 
 class _CacheBacked(Dataset):
@@ -120,8 +120,12 @@ class TokenWindows(_CacheBacked):
 
     def codes(self, i: int) -> np.ndarray:
         if i not in self._codes:
-            self._codes[i] = np.load(self.tokens_dir / f"{self.entries[i]['id']}.npy", mmap_mode="r",
-                                     allow_pickle=False)
+            path = self.tokens_dir / f"{self.entries[i]['id']}.npy"
+            try:
+                self._codes[i] = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise CacheError(f"dialog {self.entries[i]['id']}: token file {path} is missing or damaged ({e}); "
+                                 f"rerun `python -m stage1_vq.tokenize` for this cache") from e
         return self._codes[i]
 
     def __getstate__(self):

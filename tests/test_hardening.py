@@ -721,6 +721,61 @@ def test_nonfinite_guard_skips_then_stops(caplog):
     assert sum("non-finite loss" in r.getMessage() for r in caplog.records) == 5
 
 
+def test_nonfinite_guard_restores_buffers_a_skipped_forward_changed(caplog):
+    """The stage-1 tokenizer updates its codebooks (k-means init, EMA) inside the training forward, before the
+    guard sees the loss: a NaN batch poisons them even though the optimizer step is skipped. With
+    ``guard.protect(model)`` a skipped step leaves every buffer exactly as it was."""
+    from stage1_vq import load_stage1_config
+    from stage1_vq.model import MotionTokenizer
+    cfg = load_stage1_config(ROOT / "configs" / "stage1_vq_tiny.yaml").model
+    g = torch.Generator().manual_seed(0)
+    good = [torch.randn(4, 64, 51, generator=g) for _ in range(2)]
+    bad = torch.randn(4, 64, 51, generator=g)
+    bad[1, 10, 3] = float("nan")                                # one bad value in one window
+
+    def fresh():
+        torch.manual_seed(0)
+        return MotionTokenizer(cfg, motion_dim=51, fps=30.0).train()
+
+    def loss(m, x):
+        recon, _, commit = m(x)
+        return (recon - x).pow(2).mean() + commit.sum()
+
+    def buffers(m):
+        return {n: b.detach().clone() for n, b in m.named_buffers()}
+
+    def finite(m):
+        return all(torch.isfinite(b).all() for b in m.state_dict().values() if b.is_floating_point())
+
+    # without protect: the skipped step still leaves NaN codebooks behind, and every later loss is NaN
+    plain, guard = fresh(), NonFiniteGuard(5)
+    assert guard(loss(plain, good[0]), 0)
+    assert not guard(loss(plain, bad), 1)
+    assert not finite(plain) and not torch.isfinite(loss(plain, good[1]))
+
+    # protected, NaN on the very first forward (the k-means initialisation): initted flags and codebooks restored
+    m, guard = fresh(), NonFiniteGuard(5)
+    assert guard.protect(m) is m
+    init = buffers(m)
+    with caplog.at_level("WARNING", logger="common.training"):
+        assert not guard(loss(m, bad), 0)
+    assert _same(buffers(m), init)
+    assert any("buffers restored" in r.getMessage() for r in caplog.records)
+    assert guard(loss(m, good[0]), 1)                           # initialised from good data now
+    after_good = buffers(m)
+    assert not _same(after_good, init) and finite(m)
+
+    # protected, NaN after initialisation: the EMA update is undone; a good batch then updates as usual
+    assert not guard(loss(m, bad), 2)
+    assert _same(buffers(m), after_good)
+    with torch.no_grad():
+        m.eval()
+        m(bad)                                                  # eval / no-grad forwards take no snapshot
+        m.train()
+    assert guard._restore() == 0
+    assert guard(loss(m, good[1]), 3) and finite(m) and not _same(buffers(m), after_good)
+
+
 @pytest.mark.parametrize("module", ["stage1_vq/train.py", "stage2_gpt/train.py"])
 def test_stage_loops_use_the_guard_and_checkpoint_manager(module):
     """Both training loops skip steps through NonFiniteGuard before backward, and save/resume through
@@ -854,3 +909,26 @@ def test_loader_worker_reports_the_broken_dialog(private_cache, damage):
         for _ in loader:
             pass
     assert f"dialog {victim}" in str(e.value) and "rerun scripts/preprocess.py" in str(e.value)
+
+
+def test_damaged_token_file_names_the_dialog(cache_dir, tmp_path):
+    """A truncated stage-2 token file is a CacheError naming the dialog, the file and the fix."""
+    import shutil
+
+    from common.cache import Cache, CacheError
+    from common.datasets import TokenWindows
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir, cache)
+    tokens = cache / "tokens" / "t"
+    tokens.mkdir(parents=True)
+    entries = Cache(cache).dialogs("train")
+    for e in entries:
+        np.save(tokens / f"{e['id']}.npy", np.zeros((2, e["num_frames"] // 2, 4), dtype=np.int64))
+    ds = TokenWindows(cache, "t", downsample=2, split="train", window=8)
+    assert ds[0]["codes"].shape == (2, 8, 4)                    # the intact files work
+    bad = tokens / f"{entries[-1]['id']}.npy"
+    bad.write_bytes(bad.read_bytes()[:200])
+    ds = TokenWindows(cache, "t", downsample=2, split="train", window=8)
+    last = max(i for i, (d, _) in enumerate(ds.index) if d == len(entries) - 1)
+    with pytest.raises(CacheError, match=f"dialog {entries[-1]['id']}.*{bad.name}.*stage1_vq.tokenize"):
+        ds[last]
