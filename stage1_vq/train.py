@@ -140,6 +140,7 @@ def train(cfg: Stage1Config) -> dict:
                  accelerator.distributed_type, accelerator.num_processes, step)
     steps_per_epoch = len(loader)
     guard = NonFiniteGuard(tc.max_nonfinite)
+    guard.protect(raw)           # the codebooks change inside the forward: a skipped step restores them
     stop_at = min(tc.max_steps, cfg.stop_after) if cfg.stop_after > 0 else tc.max_steps
     history: list[tuple[int, float]] = []
     last_val: dict = {}
