@@ -3,6 +3,7 @@
     python scripts/sweep_stage1.py --cache CACHE --out runs/sweep_s1 --config configs/stage1_vq_tiny.yaml \
         --axis model.downsample=1,2,4 --axis model.num_quantizers=4,8 --axis model.codebook_size=128,512 \
         [--set train.max_steps=1000 ...] [--reuse] [--json sweep.json] [--markdown]
+    python scripts/sweep_stage1.py --merge a.json b.json [--markdown]      # one table from earlier --json files
 
 Each combination trains into OUT/<slug>/ (``--reuse`` skips a combination whose tokenizer.pt exists) and is
 evaluated with ``stage1_vq.evaluate`` on ``--split`` (test). Columns: normalised MSE of exp / jaw, jaw Pearson r,
@@ -85,7 +86,8 @@ def run(args) -> list[dict]:
         tok = load_tokenizer(tok_path)
         m = evaluate_cache(tok, cache, args.split)
         row = {**combo, "downsample": tok.downsample, "Q": tok.num_quantizers, "K": tok.codebook_size,
-               "causal": tok.causal, "lookahead_frames": tok.lookahead_frames,
+               "hidden": tok.cfg.hidden, "code_dim": tok.cfg.code_dim, "causal": tok.causal,
+               "lookahead_frames": tok.lookahead_frames,
                "nmse_exp": m["nmse_exp"], "nmse_jaw": m["nmse_jaw"], "corr_jaw": m["corr_jaw"],
                "usage_min": min(m["usage"]), "usage": m["usage"], "perplexity": m["perplexity"],
                "tokens_per_s": tok.fps / tok.downsample,
@@ -99,16 +101,19 @@ def run(args) -> list[dict]:
     return rows
 
 
-COLS = [("downsample", "d", "{}"), ("Q", "Q", "{}"), ("K", "K", "{}"), ("causal", "causal", "{}"),
+COLS = [("downsample", "d", "{}"), ("Q", "Q", "{}"), ("K", "K", "{}"), ("hidden", "hidden", "{}"),
+        ("code_dim", "code dim", "{}"), ("causal", "causal", "{}"), ("lookahead_frames", "look-ahead", "{}"),
+        ("steps", "steps", "{}"),
         ("nmse_exp", "nMSE exp", "{:.4f}"), ("nmse_jaw", "nMSE jaw", "{:.4f}"), ("corr_jaw", "r jaw", "{:.4f}"),
         ("usage_min", "usage min", "{:.0%}"), ("tokens_per_s", "tok/s", "{:g}"), ("token_ms", "ms/token", "{:.0f}"),
-        ("bits_per_s", "bits/s", "{:.0f}"), ("train_windows_per_s", "train win/s", "{:.0f}"),
+        ("bits_per_s", "bits/s", "{:.0f}"), ("train_s", "train s", "{:.0f}"),
+        ("train_windows_per_s", "train win/s", "{:.0f}"),
         ("offline_frames_per_s", "frames/s", "{:.0f}"), ("stream_step_ms", "stream ms", "{:.1f}")]
 
 
 def format_rows(rows: list[dict], markdown: bool = True) -> str:
     head = [c[1] for c in COLS]
-    body = [[fmt.format(r[k]) for k, _, fmt in COLS] for r in rows]
+    body = [[fmt.format(r[k]) if k in r else "-" for k, _, fmt in COLS] for r in rows]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(b) + " |" for b in body]
@@ -119,7 +124,7 @@ def format_rows(rows: list[dict], markdown: bool = True) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache", required=True)
+    ap.add_argument("--cache", help="preprocessed cache (required unless --merge)")
     ap.add_argument("--out", default="runs/sweep_stage1")
     ap.add_argument("--config", default="configs/stage1_vq_tiny.yaml")
     ap.add_argument("--axis", action="append", default=[], help="key=v1,v2,... (repeatable: Cartesian product)")
@@ -128,7 +133,14 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse", action="store_true", help="skip training where OUT/<slug>/tokenizer.pt exists")
     ap.add_argument("--json", help="write all rows here")
     ap.add_argument("--markdown", action="store_true", help="print the final table as markdown")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="print one table of earlier --json files; train nothing")
     args = ap.parse_args(argv)
+    if args.merge:
+        rows = [r for f in args.merge for r in json.loads(Path(f).read_text())["rows"]]
+        print(format_rows(rows, markdown=args.markdown))
+        return 0
+    if not args.cache:
+        ap.error("--cache is required (unless --merge)")
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("WANDB_MODE", "disabled")
     rows = run(args)

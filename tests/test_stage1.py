@@ -68,6 +68,20 @@ def test_shapes(cache_dir, downsample):
         tok.decode(torch.full((1, 4, cfg.num_quantizers), cfg.codebook_size))
 
 
+STAGE1_CONFIGS = sorted((ROOT / "configs").glob("stage1_vq*.yaml"))
+
+
+@pytest.mark.parametrize("path", STAGE1_CONFIGS, ids=[p.name for p in STAGE1_CONFIGS])
+def test_shipped_configs_load(path):
+    """Every stage-1 YAML in configs/ loads (no unknown keys), validates and builds its model."""
+    assert {p.name for p in STAGE1_CONFIGS} >= {"stage1_vq.yaml", "stage1_vq_tiny.yaml"}
+    cfg = load_stage1_config(path)
+    assert cfg.cache and cfg.out_dir and cfg.train.max_steps > cfg.train.warmup_steps
+    tok = MotionTokenizer(cfg.model, motion_dim=51, fps=30.0)
+    assert (tok.num_quantizers, tok.codebook_size) == (cfg.model.num_quantizers, cfg.model.codebook_size)
+    assert cfg.model.causal and tok.lookahead_frames == 0            # shipped tokenizers stream (stage 2)
+
+
 def test_config_errors(cache_dir):
     with pytest.raises(ConfigError, match="unknown config key"):
         _cfg(cache_dir, "x", "model.hiden=3")
