@@ -53,38 +53,60 @@ def _state_bands(ax, states, fps):
             start = i
 
 
-def timeline(path: str | Path, title: str, fps: float, participants: list[str], states: np.ndarray,
-             energy: np.ndarray, truth: np.ndarray, predictions: dict[str, np.ndarray], jaw_dim: int = 50,
-             exp_dims=(0, 5), max_seconds: float = 40.0) -> Path:
+def timeline(path: str | Path, title: str, fps: float, participants: list[str], states, energy, truth,
+             predictions: dict, jaw_dim: int = 50, exp_dims=(0, 5), max_seconds: float = 40.0, show=None,
+             dpi: int = 80) -> Path:
     """Per participant: audio energy of both sides, jaw and some expression dims, truth vs each method,
-    over state bands. ``states`` (2, T), ``energy`` (2, T), ``truth`` (2, T, D), predictions name -> (2, T, D)."""
+    over state bands. ``states`` (2, T), ``energy`` (2, T), ``truth`` (2, T, D), predictions name -> (2, T, D).
+
+    ``states``, ``energy`` and ``truth`` may be None (not known: no bands, no energy row, no true curve), as may
+    one participant's row of them or of a prediction (e.g. a method that generated one side only); ``show``
+    lists the participants (0, 1) to draw, both by default. Used by scripts/evaluate.py (methods compared on
+    one dialog) and stage2_gpt/generate.py (generated vs true trajectories of every sampled dialog)."""
     plt = _plt()
     from matplotlib.patches import Patch
-    n = min(states.shape[1], int(max_seconds * fps))
+
+    def row(x, p):
+        return None if x is None else x[p]
+    show = [0, 1] if show is None else list(show)
+    lengths = [len(r) for x in (states, energy, truth, *predictions.values()) for p in show
+               if (r := row(x, p)) is not None]
+    n = min(min(lengths, default=0), int(max_seconds * fps))
     t = np.arange(n) / fps
-    rows = [("audio energy", None)] + [("jaw", jaw_dim)] + [(f"exp {d}", d) for d in exp_dims]
-    fig, axes = plt.subplots(2 * len(rows), 1, figsize=(14, 1.3 * 2 * len(rows) + 0.8), sharex=True, squeeze=False)
-    for p in range(2):
+    rows = ([("audio energy", None)] if energy is not None else []) + [("jaw", jaw_dim)]
+    rows += [(f"exp {d}", d) for d in exp_dims]
+    fig, axes = plt.subplots(len(show) * len(rows), 1, figsize=(14, 1.3 * len(show) * len(rows) + 0.8),
+                             sharex=True, squeeze=False)
+    for i, p in enumerate(show):
         for r, (label, dim) in enumerate(rows):
-            ax = axes[p * len(rows) + r, 0]
-            _state_bands(ax, np.asarray(states[p])[:n], fps)
+            ax = axes[i * len(rows) + r, 0]
+            if row(states, p) is not None:
+                _state_bands(ax, np.asarray(states[p])[:n], fps)
             if dim is None:
-                ax.plot(t, energy[p][:n], color="tab:blue", lw=0.8, label="own mic")
-                ax.plot(t, energy[1 - p][:n], color="tab:gray", lw=0.6, label="partner mic")
+                ax.plot(t, np.asarray(energy[p])[:n], color="tab:blue", lw=0.8, label="own mic")
+                if row(energy, 1 - p) is not None:
+                    ax.plot(t, np.asarray(energy[1 - p])[:n], color="tab:gray", lw=0.6, label="partner mic")
             else:
-                ax.plot(t, truth[p][:n, dim], color="k", lw=1.0, label="true")
-                for i, (name, pred) in enumerate(predictions.items()):
-                    ax.plot(t, pred[p][:n, dim], lw=0.8, color=f"C{(i + 3) % 10}", label=name)
+                if row(truth, p) is not None:
+                    ax.plot(t, np.asarray(truth[p])[:n, dim], color="k", lw=1.0, label="true")
+                for j, (name, pred) in enumerate(predictions.items()):
+                    if row(pred, p) is not None:
+                        ax.plot(t, np.asarray(pred[p])[:n, dim], lw=0.8, color=f"C{(j + 3) % 10}", label=name)
             ax.set_ylabel(f"{participants[p]}\n{label}", fontsize=7)
             ax.tick_params(labelsize=7)
-    handles = [Patch(color=STATE_COLORS[s], label=STATE_NAMES[s]) for s in (1, 2, 3)]
-    h1 = axes[0, 0].get_legend_handles_labels()[0] + axes[1, 0].get_legend_handles_labels()[0]
-    axes[0, 0].legend(handles=handles + h1, fontsize=6, ncol=8, loc="upper right")
+    handles = [Patch(color=STATE_COLORS[s], label=STATE_NAMES[s]) for s in (1, 2, 3)] if states is not None else []
+    seen = set()
+    for ax in axes[:min(2, len(axes)), 0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in seen:
+                seen.add(lab)
+                handles.append(h)
+    axes[0, 0].legend(handles=handles, fontsize=6, ncol=8, loc="upper right")
     axes[-1, 0].set_xlabel("seconds")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

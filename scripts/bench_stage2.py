@@ -5,9 +5,10 @@
 
 Quality (whole sequences of every participant of the split, and listening frames only): the mean-motion
 baseline, the tokenizer's own reconstruction (the ceiling), the GPT in dyad mode and in listener mode (partner
-given), the speaker-only ablation. Speed (one dyad, --threads CPU threads): offline generation, the same without
-KV cache, streaming one token step at a time (per-step times, frames/s), end-to-end latency (algorithmic +
-compute), and memory while streaming 1 and 10 minutes.
+given), the speaker-only ablation. Speed (--threads CPU threads, --device): the sections of scripts/benchmark.py
+(stage2_gpt/benchmark.py): offline generation with and without KV cache, one dyad and --batch dyads; streaming
+one token step at a time (cold start apart; features and raw audio; median / p99), end-to-end latency
+(algorithmic + compute), memory while streaming 1 and --long-minutes minutes, and the targets of docs/STAGE2.md.
 """
 from __future__ import annotations
 
@@ -19,14 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _table(rows: list[dict], cols: list[str], title: str) -> str:
-    def fmt(v):
-        return f"{v:.4f}" if isinstance(v, float) and abs(v) < 100 else (f"{v:.1f}" if isinstance(v, float) else str(v))
-    lines = [f"\n{title}", "| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -44,7 +37,9 @@ def main(argv=None) -> int:
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--samples", type=int, default=1, help="average this many samples per sequence (1: one sample)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda...)")
     ap.add_argument("--long-minutes", type=float, default=10.0, help="length of the long streaming run")
+    ap.add_argument("--batch", type=int, default=8, help="dyads generated at once in the batched offline run")
     ap.add_argument("--speed-config", action="append", default=[],
                     help="also time an untrained model of this stage-2 YAML, or 'default' (speed only; repeatable)")
     ap.add_argument("--json", help="write every number here")
@@ -57,7 +52,7 @@ def main(argv=None) -> int:
     from stage2_gpt.generate import Generator, Sampling, motion_layout
 
     cache = Cache(args.cache)
-    gen = Generator.load(args.ckpt, args.tokenizer)
+    gen = Generator.load(args.ckpt, args.tokenizer, device=args.device)
     layout = motion_layout(gen.bundle, gen.tok.motion_dim)
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
     report = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or ''}",
@@ -82,55 +77,30 @@ def main(argv=None) -> int:
         for mode in ("dyad", "listener"):
             add(f"GPT {mode}", B.predict_split(gen, data, mode, sampling, args.samples))
         if args.speaker_only_ckpt:
-            so = Generator.load(args.speaker_only_ckpt, args.tokenizer)
+            so = Generator.load(args.speaker_only_ckpt, args.tokenizer, device=args.device)
             add("GPT speaker-only", B.predict_split(so, data, "dyad", sampling, args.samples))
         hours = sum(m.shape[1] for m in data.motion) / gen.fps / 60
         cols = ["method"] + B.KEYS[:-1]
-        print(_table(rows, cols, f"Quality on {args.split} ({len(data.ids)} dialogs, {hours:.1f} min each side; "
+        print(B.table(rows, cols, f"Quality on {args.split} ({len(data.ids)} dialogs, {hours:.1f} min each side; "
                                   f"ground-truth jaw/speech r = {rows[0]['jaw_speech_r_gt']:.3f})"))
         report["quality"] = rows
 
     if args.only in (None, "speed"):
         d0 = cache.dialogs(args.split)[0]
         audio = np.array(cache.load(d0["id"]).audio, np.float32)
-        one_min = B.tile_audio(audio, int(60 * gen.fps))
-        off = B.bench_offline(gen, one_min, sampling)
-        nc = B.bench_no_cache(gen, one_min[:, :int(20 * gen.fps)], sampling)
-        st = B.bench_streaming(gen, one_min, sampling)
-        lat = B.latency(gen, st["ms_per_step_p95"])
-        rows = [{"path": "offline (KV cache)", "ms/step": off["ms_per_step"], "frames/s": off["frames_per_s"],
-                 "x real time": off["x_realtime"]},
-                {"path": "offline, no KV cache", "ms/step": nc["ms_per_step"],
-                 "frames/s": gen.d * 1e3 / nc["ms_per_step"], "x real time": nc["x_realtime"]},
-                {"path": "streaming (push per token step)", "ms/step": st["ms_per_step_mean"],
-                 "frames/s": st["frames_per_s"], "x real time": st["frames_per_s"] / gen.fps}]
-        print(_table(rows, ["path", "ms/step", "frames/s", "x real time"],
-                     f"Speed, one dyad (both participants), 1 min of audio; KV cache speed-up "
-                     f"{nc['ms_per_step'] / off['ms_per_step']:.1f}x"))
-        print(_table([lat], list(lat), "Streaming latency (ms): algorithmic + compute (p95 of one step)"))
-        long_frames = int(args.long_minutes * 60 * gen.fps)
-        lg = B.bench_streaming(gen, B.tile_audio(audio, long_frames), sampling,
-                               sample_every=max(1, int(gen.fps / gen.d * 30)))
-        rss = lg["rss"]
-        at = lambda s: min(rss, key=lambda r: abs(r[0] - s))[1]  # noqa: E731
-        mem = {"rss_mb_at_1min": at(60), "rss_mb_at_end": rss[-1][1], "minutes": args.long_minutes,
-               "kv_cache_kb": lg["kv_cache_bytes"] / 1024, "ms_per_step_mean": lg["ms_per_step_mean"],
-               "ms_per_step_p95": lg["ms_per_step_p95"]}
-        print(_table([mem], list(mem), f"Memory while streaming {args.long_minutes:g} minutes"))
-        extra = []
-        for path in args.speed_config:
-            g2 = B.untrained_generator(path, args.tokenizer, cache)
-            o2 = B.bench_offline(g2, one_min[:, :int(20 * gen.fps)], sampling)
-            n2 = B.bench_no_cache(g2, one_min[:, :int(10 * gen.fps)], sampling)
-            s2 = B.bench_streaming(g2, one_min[:, :int(20 * gen.fps)], sampling)
-            extra.append({"config": path, "params (M)": g2.model.num_params() / 1e6,
-                          "layers x dim": f"{g2.cfg.depth} x {g2.cfg.dim}", "offline ms/step": o2["ms_per_step"],
-                          "offline x real time": o2["x_realtime"], "no-cache ms/step": n2["ms_per_step"],
-                          "stream ms/step p95": s2["ms_per_step_p95"], "stream frames/s": s2["frames_per_s"]})
+        speed = {"offline": B.offline_section(gen, audio, sampling, 60.0, 20.0, args.batch),
+                 "streaming": B.streaming_section(gen, audio, sampling, 60.0),
+                 "memory": B.memory_section(gen, audio, sampling, tuple(sorted({1.0, args.long_minutes})))}
+        print(B.offline_table(speed["offline"]))
+        print(B.streaming_tables(speed["streaming"]))
+        print(B.memory_table(speed["memory"]))
+        speed["targets"] = B.check_targets(speed, gen.device)
+        print(B.table(speed["targets"], ["target", "value", "limit", "verdict"], "Targets (docs/STAGE2.md)"))
+        extra = B.sizes_section(args.speed_config, args.tokenizer, cache, audio, sampling, 20.0, args.batch, args.device)
         if extra:
-            print(_table(extra, list(extra[0]), "Other model sizes (untrained weights, same code path)"))
-        report["speed"] = {"offline": off, "other_sizes": extra, "no_cache": nc, "streaming": {k: v for k, v in st.items() if k != "rss"},
-                           "latency": lat, "memory": mem, "rss_trace": rss}
+            print(B.table(extra, list(extra[0]), "Other model sizes (untrained weights, same code paths)"))
+        speed["other_sizes"] = extra
+        report["speed"] = speed
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
     return 0

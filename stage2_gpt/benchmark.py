@@ -1,7 +1,8 @@
 """Stage-2 measurements: motion quality on a split (vs the tokenizer's reconstruction, the mean-motion baseline
 and a speaker-only model), and speed (offline, streaming, KV cache vs none, latency, memory over length).
 
-Used by ``scripts/bench_stage2.py`` (a thin CLI printing tables). Quality metrics are those of
+Used by ``scripts/bench_stage2.py`` (a thin CLI printing tables) and by the generation sections of
+``scripts/benchmark.py`` (offline, streaming, memory, and the speed targets of docs/STAGE2.md). Quality metrics are those of
 ``common.metrics`` (docs/METRICS.md), computed in memory as ``scripts/evaluate.py`` does from files.
 """
 from __future__ import annotations
@@ -66,8 +67,8 @@ def reconstruct_split(tok, data: SplitData) -> list[np.ndarray]:
     out = []
     for m in data.motion:
         T = m.shape[1]
-        x = torch.from_numpy(m)
-        rec = tok.decode(tok.encode(x)).numpy()
+        x = torch.from_numpy(m).to(next(tok.parameters()).device)
+        rec = tok.decode(tok.encode(x)).cpu().numpy()
         if rec.shape[1] < T:                                           # trailing partial token: repeat the last frame
             rec = np.concatenate([rec, np.repeat(rec[:, -1:], T - rec.shape[1], 1)], 1)
         out.append(rec.astype(np.float32))
@@ -103,9 +104,17 @@ def compute_metrics(preds: list[np.ndarray], data: SplitData, layout: dict, with
 
 
 # ----------------------------------------------------------------------------------------------------------
-# speed
+# speed: what scripts/benchmark.py (sections offline, streaming, memory) and scripts/bench_stage2.py report
 # ----------------------------------------------------------------------------------------------------------
+def sync(device) -> None:
+    """Wait for the work queued on ``device`` (honest timings on an accelerator); nothing to wait for on CPU."""
+    device = torch.device(device)
+    if device.type != "cpu":
+        torch.accelerator.synchronize(device)
+
+
 def rss_mb() -> float:
+    """Resident memory of this process (MB)."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
@@ -114,68 +123,273 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def device_mb(device) -> float:
+    """Memory allocated by torch on an accelerator ``device`` (MB); 0 on CPU (see :func:`rss_mb`)."""
+    device = torch.device(device)
+    return 0.0 if device.type == "cpu" else torch.accelerator.memory_allocated(device) / 2 ** 20
+
+
+def kv_cache_bytes(st) -> int:
+    """Bytes held by a generation state's KV cache (or its no-cache history)."""
+    if st.history is not None:
+        return sum(h.numel() * h.element_size() for h in st.history)
+    if st.cache is None:
+        return 0
+    return sum(t.numel() * t.element_size() for x in st.cache.attn_intermediates
+               if getattr(x, "cached_kv", None) is not None for t in x.cached_kv)
+
+
 def tile_audio(audio: np.ndarray, frames: int) -> np.ndarray:
+    """(2, T, F) features repeated along time to ``frames`` frames (any length from one dialog)."""
     reps = -(-frames // audio.shape[1])
     return np.concatenate([audio] * reps, 1)[:, :frames]
 
 
-def bench_offline(gen: Generator, audio: np.ndarray, sampling=Sampling()) -> dict:
-    gen.generate(audio[:, :60], sampling=sampling)                              # warm-up
-    t = time.perf_counter()
-    res = gen.generate(audio, sampling=sampling)
-    el = time.perf_counter() - t
+def noise_wav(gen: Generator, frames: int, seed: int = 0) -> np.ndarray:
+    """(2, frames * hop) raw audio at the GPT's sample rate: amplitude-modulated noise (the cost of feature
+    extraction does not depend on what is said)."""
+    from common.audio import hop_length
+    n = frames * hop_length(gen.sample_rate, gen.fps)
+    rng = np.random.default_rng(seed)
+    env = 0.5 + 0.5 * np.sin(np.arange(n) / gen.sample_rate * 2 * np.pi * np.array([[0.7], [1.3]]))
+    return (0.1 * env * rng.standard_normal((2, n))).astype(np.float32)
+
+
+def bench_offline(gen: Generator, audio: np.ndarray, sampling=Sampling(), batch: int = 1,
+                  use_cache: bool = True) -> dict:
+    """:meth:`Generator.generate` of ``batch`` sequences at once (``num_samples``: each an independent dyad,
+    the same cost as ``batch`` dialogs); ``frames_per_s`` counts every dyad's motion frames (both people)."""
     T = audio.shape[1]
-    return {"frames": T, "seconds": el, "frames_per_s": T / el, "x_realtime": T / gen.fps / el,
-            "ms_per_step": 1e3 * el / res.codes.shape[1]}
-
-
-@torch.no_grad()
-def bench_no_cache(gen: Generator, audio: np.ndarray, sampling=Sampling()) -> dict:
-    """The same generation without a KV cache: each step reruns the decoder over the whole attention window."""
-    a = gen.normalize_audio(audio)
-    K = a.shape[1] // gen.d
-    st = gen.new_state(sampling.seed, use_cache=False)
+    gen.generate(audio[:, :min(T, 8 * gen.d)], sampling=sampling, num_samples=batch, use_cache=use_cache)  # warm-up
+    sync(gen.device)
     t = time.perf_counter()
-    for k in range(K):
-        gen.step(st, a[:, k * gen.d:(k + 1) * gen.d], None, sampling)
+    res = gen.generate(audio, sampling=sampling, num_samples=batch, use_cache=use_cache)
+    sync(gen.device)
     el = time.perf_counter() - t
-    return {"seconds": el, "ms_per_step": 1e3 * el / K, "x_realtime": K * gen.d / gen.fps / el}
+    return {"batch": batch, "kv_cache": use_cache, "frames": T, "seconds": el, "frames_per_s": batch * T / el,
+            "x_realtime": batch * T / gen.fps / el, "ms_per_step": 1e3 * el / res.codes.shape[1]}
 
 
-def bench_streaming(gen: Generator, audio: np.ndarray, sampling=Sampling(), given_motion=None,
-                    sample_every: int = 0) -> dict:
-    """Push one token step (``downsample`` frames) at a time, as a live system would; per-step wall times."""
+def bench_no_cache(gen: Generator, audio: np.ndarray, sampling=Sampling(), batch: int = 1) -> dict:
+    """The same generation without a KV cache: each step reruns the decoder over the whole attention window."""
+    return bench_offline(gen, audio, sampling, batch, use_cache=False)
+
+
+def bench_streaming(gen: Generator, audio: np.ndarray | None, sampling=Sampling(), given_motion=None,
+                    wav: np.ndarray | None = None, probe_every: int = 0, skip: int = 5) -> dict:
+    """Push one token step (``downsample`` frames) at a time, as a live system would, and time every push.
+
+    ``audio`` (2, T, F) features, or ``wav`` (2, S) raw samples at the GPT's sample rate (then every push also
+    computes the causal log-mel frames: the whole path from microphone samples to motion frames).
+    ``probe_every`` > 0: record memory (RSS, device, KV cache) every that many steps. The first ``skip`` steps
+    are left out of the statistics (when more than twice as many were timed)."""
+    from common.audio import hop_length
     d = gen.d
     sess = gen.stream(sampling, given=None if given_motion is None else 1)
-    times, rss = [], []
-    T = audio.shape[1] - audio.shape[1] % d
-    for i in range(0, T, d):
+    hop = hop_length(gen.sample_rate, gen.fps)
+    T = (wav.shape[1] // hop) if wav is not None else audio.shape[1]
+    T -= T % d
+    times, probes = [], []
+    for k, i in enumerate(range(0, T, d)):
+        gm = None if given_motion is None else given_motion[i:i + d]
         t = time.perf_counter()
-        sess.push(audio[:, i:i + d], None if given_motion is None else given_motion[i:i + d])
+        if wav is not None:
+            sess.push_wav(wav[0, i * hop:(i + d) * hop], wav[1, i * hop:(i + d) * hop], gm)
+        else:
+            sess.push(audio[:, i:i + d], gm)
+        sync(gen.device)
         times.append(time.perf_counter() - t)
-        if sample_every and (i // d) % sample_every == 0:
-            rss.append((i / gen.fps, rss_mb()))
-    times = np.asarray(times[5:] if len(times) > 10 else times)
-    kv = sum(x.cached_kv[0].numel() + x.cached_kv[1].numel() for x in sess.state.cache.attn_intermediates
-             if getattr(x, "cached_kv", None) is not None) * 4
-    return {"frames": T, "seconds": float(times.sum()), "frames_per_s": d * len(times) / times.sum(),
-            "ms_per_step_mean": 1e3 * times.mean(), "ms_per_step_p95": 1e3 * np.percentile(times, 95),
-            "ms_per_step_max": 1e3 * times.max(), "kv_cache_bytes": kv, "rss": rss}
+        if probe_every and (k + 1) % probe_every == 0:
+            probes.append({"minutes": (i + d) / gen.fps / 60, "rss_mb": rss_mb(), "device_mb": device_mb(gen.device),
+                           "kv_cache_bytes": kv_cache_bytes(sess.state)})
+    times = np.asarray(times[skip:] if len(times) > 2 * skip else times)    # the first steps warm up
+    ms = 1e3 * times
+    return {"input": "raw audio" if wav is not None else "features", "frames": T, "steps": len(ms),
+            "seconds": float(times.sum()), "frames_per_s": d * len(times) / times.sum(),
+            "x_realtime": d * len(times) / times.sum() / gen.fps, "ms_per_step_mean": float(ms.mean()),
+            "ms_per_step_median": float(np.median(ms)), "ms_per_step_p95": float(np.percentile(ms, 95)),
+            "ms_per_step_p99": float(np.percentile(ms, 99)), "ms_per_step_max": float(ms.max()),
+            "kv_cache_bytes": kv_cache_bytes(sess.state), "probes": probes}
 
 
-def latency(gen: Generator, step_ms_p95: float) -> dict:
-    """Algorithmic latency of the streaming path (ms) + measured compute."""
-    tok = gen.tok
-    token_ms = 1e3 * gen.d / gen.fps             # the first frame of a token waits for the whole token's audio
+def latency(gen: Generator, compute_ms: float) -> dict:
+    """End-to-end streaming latency (ms), from an audio sample arriving to the motion frame it drives being out:
+    algorithmic (audio buffered until its token step is complete + feature and tokenizer look-ahead) + compute
+    (one push: features, GPT step, causal decode)."""
+    token_ms = 1e3 * gen.d / gen.fps            # a sample at the start of a token step waits for the step's last frame
     feats = gen.bundle.audio.get("features", {})
-    feat_ahead_ms = 0.0 if feats.get("causal", False) else float("nan")
-    tok_ms = 1e3 * getattr(tok, "lookahead_frames", 0) / gen.fps
-    algo = token_ms + feat_ahead_ms + tok_ms
-    return {"token_ms": token_ms, "feature_lookahead_ms": feat_ahead_ms, "tokenizer_lookahead_ms": tok_ms,
-            "algorithmic_ms": algo, "compute_ms_p95": step_ms_p95, "total_ms": algo + step_ms_p95}
+    feat_ms = 0.0 if feats.get("causal", False) else float("nan")     # causal log-mel: no look-ahead
+    tok_ms = 1e3 * getattr(gen.tok, "lookahead_frames", 0) / gen.fps
+    algo = token_ms + feat_ms + tok_ms
+    return {"token_buffer_ms": token_ms, "feature_lookahead_ms": feat_ms, "tokenizer_lookahead_ms": tok_ms,
+            "algorithmic_ms": algo, "compute_ms": compute_ms, "total_ms": algo + compute_ms}
 
 
-def untrained_generator(config_path: str, tokenizer_path: str, cache: Cache) -> Generator:
+def offline_section(gen: Generator, audio: np.ndarray, sampling=Sampling(), seconds: float = 60.0,
+                    no_cache_seconds: float = 20.0, batch: int = 8) -> dict:
+    """Offline generation, with and without the KV cache, one dyad and ``batch`` dyads at once."""
+    a = tile_audio(audio, int(seconds * gen.fps))
+    nc = a[:, :max(gen.d, int(no_cache_seconds * gen.fps))]
+    out = {"batch": batch, "seconds_of_audio": seconds, "no_cache_seconds_of_audio": no_cache_seconds}
+    for tag, b in (("b1", 1), ("batched", batch)):
+        kv = bench_offline(gen, a, sampling, b)
+        no = bench_offline(gen, nc, sampling, b, use_cache=False)
+        out[f"kv_cache_{tag}"], out[f"no_cache_{tag}"] = kv, no
+        out[f"kv_speedup_{tag}"] = no["ms_per_step"] / kv["ms_per_step"]
+    return out
+
+
+def streaming_section(gen: Generator, audio: np.ndarray, sampling=Sampling(), seconds: float = 60.0) -> dict:
+    """Per-step latency pushing features, and pushing raw audio (the end-to-end path, when the features are
+    causal), after a cold-start session; the latency budget uses the p99 of the end-to-end path."""
+    n = int(seconds * gen.fps)
+    # the first session of a process meets every KV-cache length 1..attn_window-1 for the first time (one-off
+    # kernel set-up per shape): measured apart, as the cold start, so the steady-state figures are not mixed with it
+    cold = bench_streaming(gen, tile_audio(audio, (gen.cfg.attn_window + 16) * gen.d), sampling, skip=0)
+    out = {"seconds_of_audio": seconds,
+           "cold_start": {k: cold[k] for k in ("steps", "ms_per_step_median", "ms_per_step_p99", "ms_per_step_max")},
+           "features": {k: v for k, v in bench_streaming(gen, tile_audio(audio, n), sampling).items() if k != "probes"}}
+    e2e = out["features"]
+    if gen.bundle.audio.get("features", {}).get("causal", False):
+        raw = bench_streaming(gen, None, sampling, wav=noise_wav(gen, n))
+        out["raw_audio"] = e2e = {k: v for k, v in raw.items() if k != "probes"}
+    out["latency"] = latency(gen, e2e["ms_per_step_p99"])
+    out["latency"]["compute_of"] = f"{e2e['input']} push, p99"
+    return out
+
+
+def memory_section(gen: Generator, audio: np.ndarray, sampling=Sampling(), minutes=(1.0, 10.0)) -> dict:
+    """Memory while streaming ``max(minutes)`` minutes (probes every 10 s): RSS, device memory, KV cache."""
+    steps_10s = max(1, int(round(10 * gen.fps / gen.d)))
+    st = bench_streaming(gen, tile_audio(audio, int(max(minutes) * 60 * gen.fps)), sampling, probe_every=steps_10s)
+    probes = st["probes"] or [{"minutes": st["frames"] / gen.fps / 60, "rss_mb": rss_mb(),
+                               "device_mb": device_mb(gen.device), "kv_cache_bytes": st["kv_cache_bytes"]}]
+    at = [min(probes, key=lambda p: abs(p["minutes"] - m)) for m in minutes]
+    return {"minutes": list(minutes), "rss_mb": [p["rss_mb"] for p in at], "device_mb": [p["device_mb"] for p in at],
+            "kv_cache_bytes": [p["kv_cache_bytes"] for p in at], "rss_growth_mb": at[-1]["rss_mb"] - at[0]["rss_mb"],
+            "device_growth_mb": at[-1]["device_mb"] - at[0]["device_mb"],
+            "kv_cache_growth_bytes": at[-1]["kv_cache_bytes"] - at[0]["kv_cache_bytes"],
+            "ms_per_step_median": st["ms_per_step_median"], "ms_per_step_p99": st["ms_per_step_p99"],
+            "trace": probes}
+
+
+# the targets of the stage-2 issue (docs/STAGE2.md): (name, section path, at least / at most, limit, unit, where)
+TARGETS = [
+    ("streaming, frames/s per dyad", ("streaming", "e2e", "frames_per_s"), ">=", 30.0, "frames/s", "cpu"),
+    ("offline, x real time (batch 1)", ("offline", "kv_cache_b1", "x_realtime"), ">=", 10.0, "x", "cpu"),
+    ("offline batched, frames/s", ("offline", "kv_cache_batched", "frames_per_s"), ">=", 5000.0, "frames/s", "accel"),
+    ("streaming, ms per step (p99)", ("streaming", "e2e", "ms_per_step_p99"), "<=", 5.0, "ms", "accel"),
+    ("end-to-end streaming latency", ("streaming", "latency", "total_ms"), "<=", 100.0, "ms", "any"),
+    ("memory growth, 1 -> 10 min", ("memory", "rss_growth_mb"), "<=", 10.0, "MB", "any"),
+]
+
+
+def check_targets(results: dict, device) -> list[dict]:
+    """Every target that applies to ``device`` and whose section was measured: value, limit, met, and by how
+    much (``margin``: value / limit for at-least targets, limit / value for at-most ones; < 1 means missed)."""
+    accel = torch.device(device).type != "cpu"
+    rows = []
+    for name, keys, op, limit, unit, where in TARGETS:
+        if (where == "cpu" and accel) or (where == "accel" and not accel):
+            continue
+        node = results
+        for k in keys:
+            if k == "e2e" and isinstance(node, dict):
+                k = "raw_audio" if "raw_audio" in node else "features"
+            node = node.get(k) if isinstance(node, dict) else None
+        if node is None:
+            continue
+        v = float(node)
+        if name.startswith("memory"):
+            mem = results["memory"]
+            v = max(v, mem["device_growth_mb"]) if accel else v
+            met = v <= limit and mem["kv_cache_growth_bytes"] == 0
+            margin = limit / max(v, 1e-9)
+        elif op == ">=":
+            met, margin = v >= limit, v / limit
+        else:
+            met, margin = v <= limit, limit / max(v, 1e-9)
+        if met:
+            verdict = f"met ({margin:.2f}x margin)" if not name.startswith("memory") else "met (flat)"
+        elif op == ">=":
+            verdict = f"MISSED by {100 * (1 - v / limit):.0f}% ({v:.4g} < {limit:g} {unit})"
+        else:
+            verdict = f"MISSED by {100 * (v / limit - 1):.0f}% ({v:.4g} > {limit:g} {unit})"
+        rows.append({"target": name, "value": v, "limit": f"{op} {limit:g} {unit}", "met": bool(met),
+                     "margin": margin, "verdict": verdict})
+    return rows
+
+
+def table(rows: list[dict], cols: list[str], title: str = "") -> str:
+    """A markdown table (floats rounded for reading)."""
+    def fmt(v):
+        if isinstance(v, bool) or not isinstance(v, float):
+            return str(v)
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}" if abs(v) < 100 else f"{v:.1f}" if abs(v) < 1e4 else f"{v:.0f}"
+    lines = ([f"\n{title}"] if title else []) + ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def sizes_section(configs: list[str], tokenizer_path: str, cache: Cache, audio: np.ndarray, sampling=Sampling(),
+                  seconds: float = 20.0, batch: int = 8, device="cpu") -> list[dict]:
+    """Speed of other model sizes (stage-2 YAMLs, or "default": the dataclass defaults) with untrained weights,
+    through the same code paths: offline with and without KV cache, streaming per-step latency."""
+    rows = []
+    for path in configs:
+        g = untrained_generator(path, tokenizer_path, cache, device)
+        o = offline_section(g, audio, sampling, seconds, seconds / 2, batch)
+        s = bench_streaming(g, None, sampling, wav=noise_wav(g, int(seconds * g.fps)))
+        rows.append({"config": path, "params_M": g.model.num_params() / 1e6, "layers_x_dim": f"{g.cfg.depth} x {g.cfg.dim}",
+                     "attn_window": g.cfg.attn_window, "offline_ms_per_step": o["kv_cache_b1"]["ms_per_step"],
+                     "offline_x_realtime": o["kv_cache_b1"]["x_realtime"],
+                     "offline_batched_frames_per_s": o["kv_cache_batched"]["frames_per_s"],
+                     "no_cache_ms_per_step": o["no_cache_b1"]["ms_per_step"], "kv_speedup": o["kv_speedup_b1"],
+                     "stream_ms_per_step_median": s["ms_per_step_median"], "stream_ms_per_step_p99": s["ms_per_step_p99"],
+                     "stream_frames_per_s": s["frames_per_s"]})
+    return rows
+
+
+def offline_table(off: dict) -> str:
+    rows = []
+    for tag, label in (("b1", "1 dyad"), ("batched", f"{off['batch']} dyads")):
+        for kind, what, secs in (("kv_cache", "KV cache", "seconds_of_audio"),
+                                 ("no_cache", "no KV cache", "no_cache_seconds_of_audio")):
+            r = off[f"{kind}_{tag}"]
+            rows.append({"path": f"{label}, {what}", "s of audio": off[secs], "ms/step": r["ms_per_step"],
+                         "frames/s": r["frames_per_s"], "x real time": r["x_realtime"]})
+    return table(rows, ["path", "s of audio", "ms/step", "frames/s", "x real time"],
+                 f"Offline generation (frames/s: motion frames of every dyad, both people); KV cache speed-up "
+                 f"{off['kv_speedup_b1']:.1f}x (1 dyad), {off['kv_speedup_batched']:.1f}x ({off['batch']} dyads)")
+
+
+def streaming_tables(st: dict) -> str:
+    cols = ["ms_per_step_median", "ms_per_step_p99", "ms_per_step_max", "frames_per_s"]
+    rows = [{"push": k, **{c: st[k][c] for c in cols}} for k in ("features", "raw_audio") if k in st]
+    if "cold_start" in st:
+        rows.insert(0, {"push": f"cold start (first {st['cold_start']['steps']} steps of a process)",
+                        **{c: st["cold_start"][c] for c in cols[:3]}})
+    lat = dict(st["latency"])
+    return (table(rows, ["push"] + cols, f"Streaming, one token step per push ({st['seconds_of_audio']:g} s of audio)")
+            + "\n" + table([lat], list(lat), "End-to-end streaming latency (ms) = algorithmic + compute"))
+
+
+def memory_table(mem: dict) -> str:
+    rows = [{"minutes": m, "RSS MB": r, "device MB": dv, "KV cache KB": kv / 1024}
+            for m, r, dv, kv in zip(mem["minutes"], mem["rss_mb"], mem["device_mb"], mem["kv_cache_bytes"])]
+    return table(rows, ["minutes", "RSS MB", "device MB", "KV cache KB"],
+                 f"Memory while streaming (growth {mem['rss_growth_mb']:+.1f} MB RSS, "
+                 f"{mem['kv_cache_growth_bytes']:+d} B KV cache)")
+
+
+def describe(gen: Generator) -> dict:
+    c = gen.cfg
+    return {"gpt": gen.bundle.path, "tokenizer": getattr(gen.tok, "artifact_path", ""), "params": gen.model.num_params(),
+            "layers": c.depth, "dim": c.dim, "attn_window_steps": c.attn_window, "rvq_head": c.rvq_head,
+            "downsample": gen.d, "num_quantizers": gen.Q, "speaker_only": bool(c.speaker_only)}
+
+
+def untrained_generator(config_path: str, tokenizer_path: str, cache: Cache, device="cpu") -> Generator:
     """A Generator with random weights for ``config_path``'s model ("default": the dataclass defaults), for speed
     only: it costs what a trained one does."""
     from stage1_vq import load_tokenizer
@@ -192,4 +406,4 @@ def untrained_generator(config_path: str, tokenizer_path: str, cache: Cache) -> 
     from common.config import to_dict
     bundle = GPTBundle(model, to_dict(cfg), tok, audio_description(cache), {"gpt_config": to_dict(cfg.model)},
                        f"untrained:{config_path}")
-    return Generator(bundle, load_tokenizer(tokenizer_path))
+    return Generator(bundle, load_tokenizer(tokenizer_path, device=device), device)

@@ -60,7 +60,11 @@ def load_gpt(path: str | Path, device: str | torch.device = "cpu") -> GPTBundle:
     meta = payload["meta"]
     cfg = from_dict(GPTConfig, meta["gpt_config"], where="model.")
     model = DyadGPT(cfg)
-    model.load_state_dict(payload["state_dict"], strict=True)
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit this version of stage2_gpt/model.py (written by an older one? "
+                              f"retrain, or use the code it was trained with): {' '.join(str(e).split())[:300]}") from e
     return GPTBundle(model.to(device).eval(), payload["config"], meta["tokenizer"], meta["audio"], meta, str(path))
 
 
@@ -194,7 +198,7 @@ class Generator:
         if given not in (None, 0, 1):
             raise ValueError(f"given must be None, 0 or 1, got {given!r}")
         return StepState(prev=torch.full((num_samples, 2, self.Q), -1, dtype=torch.long, device=self.device),
-                         generator=torch.Generator(device="cpu").manual_seed(int(seed)),
+                         generator=torch.Generator(device=self.device).manual_seed(int(seed)),
                          identity=self._identity(identity), active=[p for p in (0, 1) if p != given],
                          history=None if use_cache else [])
 
@@ -284,7 +288,7 @@ class Generator:
     @torch.no_grad()
     def generate(self, audio_feats, *, given: int | None = None, given_motion=None,
                  sampling: Sampling | None = None, num_samples: int = 1, identity=None,
-                 progress: bool = False) -> Generation:
+                 progress: bool = False, use_cache: bool = True) -> Generation:
         """Whole-sequence generation from both participants' audio features (2, T, F) (un-normalised, as cached).
 
         ``given`` (0 / 1) with ``given_motion`` (T, D) raw: listener mode, that participant's codes come from
@@ -292,6 +296,7 @@ class Generator:
         ``identity`` (2, I): each participant's FLAME shape (None / a None row: unknown), used by models trained
         with ``use_identity``. ``num_samples`` > 1 draws that many samples in one batch and returns their average motion (an estimate
         of the conditional mean: lower MSE, less lively motion); the samples are in ``Generation.samples``.
+        ``use_cache=False`` reruns the decoder over the attention window at every step (the same model; benchmarks).
         """
         sampling = sampling or Sampling()
         audio = self.normalize_audio(audio_feats)
@@ -301,9 +306,9 @@ class Generator:
         K = -(-T // self.d)
         audio = _pad_to(audio.transpose(0, 1), K * self.d).transpose(0, 1)  # (2, K*d, F), last frame repeated
         giv = self._given_codes(given, given_motion, K)
-        st = self.new_state(sampling.seed, N, identity, given)
+        st = self.new_state(sampling.seed, N, identity, given, use_cache=use_cache)
         codes = torch.empty((K, N, 2, self.Q), dtype=torch.long, device=self.device)
-        states = torch.full((K, 2, self.d), -1, dtype=torch.long)
+        states = torch.full((K, 2, self.d), -1, dtype=torch.long, device=self.device)   # no host sync per step
         steps = range(K)
         if progress:
             from tqdm import tqdm
@@ -313,12 +318,12 @@ class Generator:
             codes[k] = c
             if probs is not None:
                 for p in st.active:
-                    states[k, p] = probs[:, p].mean(0).argmax(-1).cpu()
+                    states[k, p] = probs[:, p].mean(0).argmax(-1)
         codes = codes.permute(1, 2, 0, 3)                                      # (N, 2, K, Q)
         motion = self.tok.decode(codes.reshape(2 * N, K, self.Q)).reshape(N, 2, K * self.d, -1)
         motion = motion.cpu().numpy()[:, :, :T].astype(np.float32)
         return Generation(motion.mean(0) if N > 1 else motion[0], codes[0].cpu().numpy(),
-                          states.permute(1, 0, 2).reshape(2, -1)[:, :T].numpy(), [p for p in (0, 1) if p != given],
+                          states.permute(1, 0, 2).reshape(2, -1)[:, :T].cpu().numpy(), [p for p in (0, 1) if p != given],
                           motion if N > 1 else None)
 
     # --- streaming ---------------------------------------------------------------------------------------------
@@ -457,7 +462,7 @@ class StreamSession:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# dialogs, prediction files and plots (what scripts/sample.py runs)
+# dialogs and prediction files (what scripts/sample.py runs; the plot is common/plots.py's timeline)
 # ----------------------------------------------------------------------------------------------------------
 def motion_layout(bundle: GPTBundle, motion_dim: int) -> dict[str, list[int]]:
     layout = bundle.audio.get("motion_layout") or {}
@@ -523,54 +528,6 @@ def read_shape(npz_path: str | Path) -> np.ndarray:
         return np.asarray(z["shape_params"], np.float32).reshape(-1, z["shape_params"].shape[-1])[0]
 
 
-def plot_dialog(path: str | Path, title: str, generated: dict[str, np.ndarray], layout: dict, fps: float,
-                truth: dict[str, np.ndarray] | None = None, states: dict[str, np.ndarray] | None = None,
-                state_source: str = "true", max_seconds: float = 60.0, exp_dims: int = 2) -> Path:
-    """PNG: per participant, jaw and the first ``exp_dims`` expression dims, generated vs true, over state bands."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    from common.states import STATE_NAMES
-    colors = {0: "#ffffff", 1: "#cfe8ff", 2: "#ffd9b3", 3: "#e6ccff"}
-    names = list(generated)
-    j0 = layout["jaw"][0]
-    dims = [("jaw", j0)] + [(f"exp {i}", layout["exp"][0] + i) for i in range(exp_dims)]
-    fig, axes = plt.subplots(len(names) * len(dims), 1, figsize=(14, 1.6 * len(names) * len(dims) + 0.8),
-                             sharex=True, squeeze=False)
-    for pi, name in enumerate(names):
-        g = generated[name]
-        n = min(len(g), int(max_seconds * fps))
-        t = np.arange(n) / fps
-        for di, (label, dim) in enumerate(dims):
-            ax = axes[pi * len(dims) + di, 0]
-            st = None if states is None or name not in states else np.asarray(states[name])[:n]
-            if st is not None:
-                start = 0
-                for i in range(1, n + 1):
-                    if i == n or st[i] != st[start]:
-                        if st[start] in (1, 2, 3):
-                            ax.axvspan(start / fps, i / fps, color=colors[int(st[start])], lw=0)
-                        start = i
-            if truth is not None and name in truth:
-                ax.plot(t, truth[name][:n, dim], color="k", lw=0.9, label="true")
-            ax.plot(t, g[:n, dim], color="tab:red", lw=0.9, label="generated")
-            ax.set_ylabel(f"{name}\n{label}", fontsize=8)
-            ax.tick_params(labelsize=7)
-    handles = [Patch(color=colors[s], label=STATE_NAMES[s]) for s in (1, 2, 3)]
-    handles += axes[0, 0].get_legend_handles_labels()[0]
-    axes[0, 0].legend(handles=handles, fontsize=7, ncol=6, loc="upper right")
-    axes[-1, 0].set_xlabel("seconds")
-    fig.suptitle(f"{title}  (bands: {state_source} states)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
 @dataclass
 class DialogOutput:
     dialog: str
@@ -633,13 +590,17 @@ def generate_dialog(gen: Generator, dialog: str, participants: list[str], audio_
             extra = {"pred_states": res.states[p].astype(np.int8), "codes": res.codes[p].astype(np.int32)}
             out.files.append(save_prediction(Path(out_dir) / dialog / f"{name}.npz", res.motion[p], layout,
                                              None if shape is None or shape[p] is None else shape[p], extra))
-    if plot:
-        truth = None if gt_motion is None else {participants[p]: gt_motion[p] for p in (0, 1)}
+    if plot:       # common/plots.py's timeline: audio energy, jaw and the first expression dims over state bands
+        from common.plots import timeline
+        shown = [p for p in (0, 1) if participants[p] in out.motion]
         if true_states is not None:
-            states, source = {participants[p]: true_states[p] for p in (0, 1)}, "true"
+            states, source = true_states, "true"
         else:
-            states, source = pred_states, "predicted"
-        title = f"{dialog}: {mode}" + ("" if mode == "dyad" else " (partner given)")
-        out.plot = plot_dialog(Path(out_dir) / dialog / "trajectories.png", title, out.motion, layout, gen.fps,
-                               truth, states, source)
+            states, source = [pred_states.get(participants[p]) for p in (0, 1)], "predicted"
+        title = f"{dialog}: {mode}" + ("" if mode == "dyad" else " (partner given)") + f"  (bands: {source} states)"
+        e0 = layout["exp"][0]
+        out.plot = timeline(Path(out_dir) / dialog / "trajectories.png", title, gen.fps, participants, states,
+                            np.asarray(audio_feats, np.float32).mean(-1), gt_motion,
+                            {"generated": [out.motion.get(participants[p]) for p in (0, 1)]},
+                            jaw_dim=layout["jaw"][0], exp_dims=(e0, e0 + 1), max_seconds=60.0, show=shown, dpi=90)
     return out
