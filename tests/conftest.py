@@ -54,3 +54,19 @@ def broken_corpus(small_corpus_root, tmp_path) -> Path:
     dst = tmp_path / "corpus"
     shutil.copytree(small_corpus_root, dst)
     return dst
+
+
+def tokenized_copy(cache_dir: Path, root: Path, steps: int) -> dict:
+    """Train the tiny stage-1 tokenizer for ``steps`` steps on ``cache_dir`` and tokenize a private copy of the
+    cache with it (stage-2 tests build on this): {"cache": copy, "tokenizer": tokenizer.pt}."""
+    from stage1_vq import load_stage1_config
+    from stage1_vq.tokenize import tokenize_cache
+    from stage1_vq.train import train as train_stage1
+    cache = root / "cache"
+    shutil.copytree(cache_dir, cache)
+    config = Path(__file__).resolve().parents[1] / "configs" / "stage1_vq_tiny.yaml"
+    cfg = load_stage1_config(config, [f"cache={cache}", f"out_dir={root / 's1'}", f"train.max_steps={steps}",
+                                      "train.val_every=0", f"train.save_every={steps}", "train.progress=false"])
+    tok = Path(train_stage1(cfg)["tokenizer"])
+    tokenize_cache(tok, cache, progress=False)
+    return {"cache": cache, "tokenizer": tok}

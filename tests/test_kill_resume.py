@@ -321,24 +321,14 @@ def test_stage1_training_killed_anywhere_resumes_exactly(cache_dir, tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tokenized(cache_dir, tmp_path_factory):
-    """A briefly trained tokenizer and a private copy of the test cache tokenized with it (as in test_stage2)."""
-    from stage1_vq import load_stage1_config
-    from stage1_vq.tokenize import tokenize_cache
-    from stage1_vq.train import train as train_stage1
+    """A briefly trained tokenizer and a private copy of the test cache tokenized with it."""
+    from conftest import tokenized_copy
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                # small ops; and immune to a busy 2-core machine
-    root = tmp_path_factory.mktemp("kill_resume_tok")
-    cache = root / "cache"
-    shutil.copytree(cache_dir, cache)
-    cfg = load_stage1_config(ROOT / "configs" / "stage1_vq_tiny.yaml",
-                             [f"cache={cache}", f"out_dir={root / 's1'}", "train.max_steps=10", "train.val_every=0",
-                              "train.save_every=10", "train.progress=false"])
     try:
-        tok = Path(train_stage1(cfg)["tokenizer"])
-        tokenize_cache(tok, cache, progress=False)
+        return tokenized_copy(cache_dir, tmp_path_factory.mktemp("kill_resume_tok"), steps=10)
     finally:
         torch.set_num_threads(threads)
-    return {"cache": cache, "tokenizer": tok}
 
 
 @pytest.mark.slow

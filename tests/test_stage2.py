@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 
 from common.cache import Cache
+from conftest import tokenized_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "stage2_gpt_tiny.yaml"
@@ -44,18 +45,7 @@ def _one_thread():
 @pytest.fixture(scope="session")
 def tokenized(cache_dir, tmp_path_factory):
     """A tiny stage-1 tokenizer (briefly trained) and a private copy of the test cache tokenized with it."""
-    from stage1_vq import load_stage1_config
-    from stage1_vq.tokenize import tokenize_cache
-    from stage1_vq.train import train as train_stage1
-    root = tmp_path_factory.mktemp("stage2_tok")
-    cache = root / "cache"
-    shutil.copytree(cache_dir, cache)
-    cfg = load_stage1_config(ROOT / "configs" / "stage1_vq_tiny.yaml",
-                             [f"cache={cache}", f"out_dir={root / 's1'}", "train.max_steps=40", "train.val_every=0",
-                              "train.save_every=40", "train.progress=false"])
-    tok = Path(train_stage1(cfg)["tokenizer"])
-    tokenize_cache(tok, cache, progress=False)
-    return {"cache": cache, "tokenizer": tok}
+    return tokenized_copy(cache_dir, tmp_path_factory.mktemp("stage2_tok"), steps=40)
 
 
 def _cfg(tokenized, out_dir, *overrides):
