@@ -69,7 +69,13 @@ SPLIT_DECOYS = ("train", "val", "test", "seamless_mini")   # the index's split f
 
 _DIM = np.arange(EXPRESSION_DIMS)
 DRIFT_STD = (0.22 * (1.0 + _DIM / 6.0) ** -0.75).astype(np.float64)     # idle drift std per expression dim
-OFFSET_STD = (0.50 * (1.0 + _DIM / 6.0) ** -0.75).astype(np.float64)    # person offset std per dim
+OFFSET_STD = (0.25 * (1.0 + _DIM / 6.0) ** -0.75).astype(np.float64)    # person offset std per dim
+# Tracked FLAME expressions vary along few directions at a time, not as 100 independent processes: the idle
+# drift is IDLE_FACTORS shared smooth processes seen through a fixed loading (plus IDLE_UNIQUE_VAR of each
+# dim's drift variance of its own), and a person's resting offset lies in an OFFSET_FACTORS-dim subspace.
+IDLE_FACTORS = 6
+IDLE_UNIQUE_VAR = 0.05
+OFFSET_FACTORS = 4
 SPEECH_PATTERN = np.array([1.2, -0.9, 0.8, -0.6])      # signs and sizes of the speech couplings (dims 0-3)
 SMILE_PATTERN = np.array([1.0, 0.7, -0.5])              # listener couplings (dims 5-7)
 BACKCHANNEL_PATTERN = np.array([0.8, 0.6])              # backchannel bump (dims 8-9)
@@ -80,6 +86,15 @@ SPEECH_SECONDARY_LOADING = (_LOADINGS.choice([-1.0, 1.0], len(SPEECH_SECONDARY_D
                             * 0.5 * (1.0 + (np.arange(len(SPEECH_SECONDARY_DIMS)) / 10.0)) ** -1.0)
 LISTENER_SECONDARY_LOADING = (_LOADINGS.choice([-1.0, 1.0], len(LISTENER_SECONDARY_DIMS))
                               * _LOADINGS.uniform(0.6, 1.0, len(LISTENER_SECONDARY_DIMS)) * 0.25)
+
+
+def _unit_rows(m: np.ndarray) -> np.ndarray:
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+# (100, k) loadings with unit-norm rows: a dim's variance is its std^2 times the factors' (unit) variance
+IDLE_LOADING = _unit_rows(_LOADINGS.standard_normal((EXPRESSION_DIMS, IDLE_FACTORS)))
+OFFSET_LOADING = _unit_rows(_LOADINGS.standard_normal((EXPRESSION_DIMS, OFFSET_FACTORS)))
 VOWEL_FORMANTS = np.array([[730.0, 1090.0], [270.0, 2290.0], [300.0, 870.0]])   # /a/, /i/, /u/
 _TABLE_N = 2048
 
@@ -134,7 +149,7 @@ def person_style(person: int) -> PersonStyle:
         smile_gain=rng.uniform(0.6, 1.4) * rng.uniform(0.85, 1.15, 3),
         bc_gain=rng.uniform(0.6, 1.4) * rng.uniform(0.85, 1.15, 2),
         head_gain=float(rng.uniform(0.5, 1.5)),
-        exp_offset=rng.standard_normal(EXPRESSION_DIMS) * OFFSET_STD,
+        exp_offset=(OFFSET_LOADING @ rng.standard_normal(OFFSET_FACTORS)) * OFFSET_STD,
         pose_offset=rng.standard_normal(3) * np.array([0.04, 0.04, 0.02]),
         shape=rng.standard_normal(SHAPE_DIMS) * 0.8 / (1.0 + np.arange(SHAPE_DIMS) / 20.0),
         cam_scale=float(rng.uniform(7.5, 9.5)),
@@ -323,9 +338,11 @@ def _motion(rng: np.random.Generator, style: PersonStyle, own: _Track, partner: 
     va_lag = _lag(own.va.astype(np.float64), L)
     pitch_lag = _lag(own.pitch, L)
 
-    # expression: person offset + idle drift + couplings
-    taus = rng.uniform(1.0, 3.0, EXPRESSION_DIMS) * fps
-    exp = style.exp_offset[None, :] + _smooth_noise(rng, T, DRIFT_STD, taus)
+    # expression: person offset + idle drift (shared factors + a little of each dim's own) + couplings
+    factors = _smooth_noise(rng, T, np.ones(IDLE_FACTORS), rng.uniform(1.0, 3.0, IDLE_FACTORS) * fps)
+    unique = _smooth_noise(rng, T, DRIFT_STD * np.sqrt(IDLE_UNIQUE_VAR), rng.uniform(1.0, 3.0, EXPRESSION_DIMS) * fps)
+    drift = factors @ (IDLE_LOADING * (DRIFT_STD * np.sqrt(1.0 - IDLE_UNIQUE_VAR))[:, None]).T + unique
+    exp = style.exp_offset[None, :] + drift
     gains = SPEECH_PATTERN * style.speech_gain
     slow_env = _one_pole(env_lag, SPEECH_SMOOTH_TAU_S * fps) * 1.5
     for j, d in enumerate(SPEECH_EXP_DIMS):

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Sampler
 
 from .checkpoint import file_sha256
-from .io import write_json
+from .io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,37 @@ class EpochSampler(Sampler):
             return iter(range(self.n))
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+class MetricsLog:
+    """``out_dir/metrics.jsonl``, one JSON line per logged step, written by the main process only.
+
+    On resume from step ``start`` the lines of steps after ``start`` (logged by the killed run, about to be
+    redone) are dropped first, atomically, so the file holds each step once."""
+
+    def __init__(self, path: str | Path, start: int, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+        if enabled and self.path.is_file():
+            lines = self.path.read_text().splitlines()
+            keep = [ln for ln in lines if _logged_step(ln) <= start]
+            if len(keep) != len(lines):
+                dropped = [int(s) for s in map(_logged_step, lines) if start < s < math.inf]
+                with atomic_path(self.path) as tmp:
+                    tmp.write_text("".join(ln + "\n" for ln in keep))
+                log.info("%s: dropped %d entries logged after checkpoint step %d (steps %s..%s), which are redone",
+                         self.path, len(lines) - len(keep), start, min(dropped, default="-"), max(dropped, default="-"))
+
+    def write(self, step: int, entry: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": step, **entry}) + "\n")
+
+
+def _logged_step(line: str) -> float:
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf          # a line torn by a kill: dropped
 
 
 class NonFiniteGuard:

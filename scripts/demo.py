@@ -51,8 +51,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="full")
     ap.add_argument("--out", help="run directory (default per preset)")
+    ap.add_argument("--dialogs", type=int, help="synthetic dialogs (default per preset: full 40, smoke 6)")
+    ap.add_argument("--seconds", type=float, help="seconds per dialog (default per preset: full 60, smoke 12)")
     args = ap.parse_args(argv)
-    p = PRESETS[args.preset]
+    p = dict(PRESETS[args.preset])
+    p.update({k: v for k, v in (("dialogs", args.dialogs), ("seconds", args.seconds)) if v is not None})
     out = Path(args.out or p["out"])
     out.mkdir(parents=True, exist_ok=True)
     d = Demo(out)
@@ -139,6 +142,21 @@ def verdict(compare: dict) -> list[str]:
     return lines
 
 
+RECON_TARGETS = (("nmse_exp", "<=", 0.02), ("nmse_jaw", "<=", 0.01), ("corr_jaw", ">=", 0.98), ("min usage", ">=", 0.8))
+
+
+def recon_section(recon: dict) -> list[str]:
+    """The tokenizer's reconstruction table (as `stage1_vq.evaluate` prints it) and the stage-1 targets."""
+    from stage1_vq.evaluate import format_table
+    head = (f"tokenizer: {recon.get('motion_dim', '?')}-dim motion at {recon.get('fps', '?')} fps, downsample "
+            f"{recon.get('downsample', '?')}, {recon.get('num_quantizers', '?')} x {recon.get('codebook_size', '?')} "
+            f"codes, causal={recon.get('causal', '?')}, look-ahead {recon.get('lookahead_frames', '?')} frames")
+    values = {**recon, "min usage": min(recon["usage"])}
+    met = [f"{k} {_fmt(float(values[k]))} ({'met' if (values[k] <= t if op == '<=' else values[k] >= t) else 'MISSED'}"
+           f": target {op} {t:g})" for k, op, t in RECON_TARGETS]
+    return ["```", head, format_table(recon), "```", "", "Targets of the stage-1 issue: " + "; ".join(met) + "."]
+
+
 def write_report(out: Path, log: list[str], seconds: float, clip: Path | None) -> Path:
     compare = json.loads((out / "compare.json").read_text())
     recon = json.loads((out / "stage1_recon.json").read_text())
@@ -146,7 +164,7 @@ def write_report(out: Path, log: list[str], seconds: float, clip: Path | None) -
           "## Does the model beat the baselines?", "", *verdict(compare), "",
           "## Comparison on the test split (mean over dialogs, bootstrap 95% CI)", "",
           (out / "compare.md").read_text().strip(), "",
-          "## Tokenizer reconstruction (test split)", "", "```", json.dumps(recon, indent=1)[:4000], "```", ""]
+          "## Tokenizer reconstruction (test split)", "", *recon_section(recon), ""]
     plots = sorted((out / "plots").glob("*.png")) + sorted((out / "predictions" / "model_dyad").glob("*/*.png"))
     if plots:
         md += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(out)})" for p in plots[:8]] + [""]

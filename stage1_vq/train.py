@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from common.cache import Cache, CacheError
 from common.config import ConfigError, to_dict, split_cli_overrides
 from common.datasets import MotionWindows
-from common.training import (CheckpointManager, DistributedLaunchError, EpochSampler, NonFiniteGuard, lr_at,
+from common.training import (CheckpointManager, DistributedLaunchError, EpochSampler, MetricsLog, NonFiniteGuard, lr_at,
                              make_accelerator)
 from stage1_vq import export_tokenizer
 from stage1_vq.config import Stage1Config, load_stage1_config
@@ -144,7 +144,7 @@ def train(cfg: Stage1Config) -> dict:
     stop_at = min(tc.max_steps, cfg.stop_after) if cfg.stop_after > 0 else tc.max_steps
     history: list[tuple[int, float]] = []
     last_val: dict = {}
-    metrics_path = out_dir / "metrics.jsonl"
+    metrics = MetricsLog(out_dir / "metrics.jsonl", start=step, enabled=main)
     bar = None
     if main and tc.progress:
         from tqdm import tqdm
@@ -153,9 +153,7 @@ def train(cfg: Stage1Config) -> dict:
     def record(entry: dict):
         if tc.tracker != "none":
             accelerator.log(entry, step=step)
-        if main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps({"step": step, **entry}) + "\n")
+        metrics.write(step, entry)
 
     t_start, windows_seen = time.perf_counter(), 0
     model.train()

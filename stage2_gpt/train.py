@@ -32,7 +32,7 @@ from common.checkpoint import CheckpointError, file_sha256, save_artifact
 from common.config import ConfigError, split_cli_overrides, to_dict
 from common.datasets import TokenWindows
 from common.io import read_json
-from common.training import (CheckpointManager, DistributedLaunchError, EpochSampler, NonFiniteGuard, lr_at,
+from common.training import (CheckpointManager, DistributedLaunchError, EpochSampler, MetricsLog, NonFiniteGuard, lr_at,
                              make_accelerator)
 from stage2_gpt.config import Stage2Config, load_stage2_config
 from stage2_gpt.model import DyadGPT, GPTConfig
@@ -195,7 +195,7 @@ def train(cfg: Stage2Config) -> dict:
     stop_at = min(tc.max_steps, cfg.stop_after) if cfg.stop_after > 0 else tc.max_steps
     history: list[tuple[int, float]] = []
     last_val: dict = {}
-    metrics_path = out_dir / "metrics.jsonl"
+    metrics = MetricsLog(out_dir / "metrics.jsonl", start=step, enabled=main)
     bar = None
     if main and tc.progress:
         from tqdm import tqdm
@@ -204,9 +204,7 @@ def train(cfg: Stage2Config) -> dict:
     def record(entry: dict):
         if tc.tracker != "none":
             accelerator.log(entry, step=step)
-        if main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps({"step": step, **entry}) + "\n")
+        metrics.write(step, entry)
 
     t_start, windows_seen = time.perf_counter(), 0
     model.train()

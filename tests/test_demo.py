@@ -1,6 +1,7 @@
 """The main job, short: `make demo DEMO=smoke` writes a report whose table has every method and metric."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -27,4 +28,8 @@ def test_smoke_demo_writes_full_report(tmp_path):
     for m in METHODS:
         assert f"| {m} |" in report, m
     assert "Does the model beat the baselines?" in report and "model vs baseline_mean" in report
+    # the tokenizer's table, with its measured nMSE, and each stage-1 target judged
+    recon = json.loads((out / "stage1_recon.json").read_text())
+    assert f"exp {recon['nmse_exp']:>14.5f}" in report
+    assert report.count("(met: target") + report.count("(MISSED: target") == 4
     assert (out / "plots" / "metrics.png").is_file() and (out / "clip.mp4").stat().st_size > 10000

@@ -932,3 +932,17 @@ def test_damaged_token_file_names_the_dialog(cache_dir, tmp_path):
     last = max(i for i, (d, _) in enumerate(ds.index) if d == len(entries) - 1)
     with pytest.raises(CacheError, match=f"dialog {entries[-1]['id']}.*{bad.name}.*stage1_vq.tokenize"):
         ds[last]
+
+
+def test_metrics_log_drops_the_steps_a_resumed_run_redoes(tmp_path):
+    from common.training import MetricsLog
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "train/loss": 1.0 / s}) + "\n" for s in (10, 20, 30))
+                    + '{"step": 40, "train/lo')           # torn by a kill mid-write
+    log = MetricsLog(path, start=20)
+    log.write(30, {"train/loss": 0.5})
+    steps = [json.loads(ln)["step"] for ln in path.read_text().splitlines()]
+    assert steps == [10, 20, 30]
+    assert json.loads(path.read_text().splitlines()[-1])["train/loss"] == 0.5
+    MetricsLog(tmp_path / "other.jsonl", start=0, enabled=False).write(1, {"x": 1})
+    assert not (tmp_path / "other.jsonl").exists()

@@ -221,6 +221,24 @@ def test_secondary_dims_carry_speech_and_listening(corpus):
     assert np.mean(listen_gap) > 0.3, listen_gap
 
 
+def test_idle_drift_and_person_offsets_are_low_rank(corpus):
+    # the drift-only dims of every participant, centred per participant: IDLE_FACTORS shared processes carry
+    # all but IDLE_UNIQUE_VAR of their variance (50 independent processes would need ~50 components)
+    dims = [d for d in syn.DRIFT_ONLY_EXP_DIMS if d < 50]
+    centred = []
+    for parts, _ in dialogs(corpus):
+        for pid, flame, _, _ in parts:
+            x = flame["expression_params"][:, 0, dims].astype(np.float64)
+            centred.append((x - x.mean(0)) / syn.DRIFT_STD[dims])
+    ev = np.linalg.eigvalsh(np.cov(np.concatenate(centred).T))[::-1]
+    share = ev[:syn.IDLE_FACTORS].sum() / ev.sum()
+    assert share > 0.9, share
+    assert ev[syn.IDLE_FACTORS:].sum() / ev.sum() > 0.01     # each dim still has a little of its own
+    # the resting offsets of 12 persons span OFFSET_FACTORS directions exactly
+    offsets = np.array([syn.person_style(p).exp_offset for p in range(12)])
+    assert np.linalg.matrix_rank(offsets, tol=1e-9) == syn.OFFSET_FACTORS
+
+
 def test_nods_follow_partner_phrase_ends(corpus):
     after, elsewhere = [], []
     for parts, T in dialogs(corpus):
