@@ -76,6 +76,10 @@ OFFSET_STD = (0.25 * (1.0 + _DIM / 6.0) ** -0.75).astype(np.float64)    # person
 IDLE_FACTORS = 6
 IDLE_UNIQUE_VAR = 0.05
 OFFSET_FACTORS = 4
+# Shared affect (mimicry): MIMIC_RHO (in std) of each person's idle-drift factors follows the partner's own
+# factors MIMIC_LAG_S earlier, so a listener's face echoes the speaker's; only the partner's motion reveals it.
+MIMIC_RHO = 0.6
+MIMIC_LAG_S = 0.5
 SPEECH_PATTERN = np.array([1.2, -0.9, 0.8, -0.6])      # signs and sizes of the speech couplings (dims 0-3)
 SMILE_PATTERN = np.array([1.0, 0.7, -0.5])              # listener couplings (dims 5-7)
 BACKCHANNEL_PATTERN = np.array([0.8, 0.6])              # backchannel bump (dims 8-9)
@@ -329,9 +333,9 @@ def _speaker_track(rng: np.random.Generator, style: PersonStyle, segs: list[tupl
     return _Track(voice, env_f, va, np.where(va, pitch_f, 0.0))
 
 
-def _motion(rng: np.random.Generator, style: PersonStyle, own: _Track, partner: _Track, fps: float
-            ) -> dict[str, np.ndarray]:
-    """FLAME coefficient tracks (T, K) of one participant from both tracks."""
+def _motion(rng: np.random.Generator, style: PersonStyle, own: _Track, partner: _Track, fps: float,
+            factors: np.ndarray) -> dict[str, np.ndarray]:
+    """FLAME coefficient tracks (T, K) of one participant from both tracks and its idle-drift factors (T, 6)."""
     T = len(own.env)
     L = SPEECH_LAG_FRAMES
     env_lag = _lag(own.env, L)
@@ -339,7 +343,6 @@ def _motion(rng: np.random.Generator, style: PersonStyle, own: _Track, partner: 
     pitch_lag = _lag(own.pitch, L)
 
     # expression: person offset + idle drift (shared factors + a little of each dim's own) + couplings
-    factors = _smooth_noise(rng, T, np.ones(IDLE_FACTORS), rng.uniform(1.0, 3.0, IDLE_FACTORS) * fps)
     unique = _smooth_noise(rng, T, DRIFT_STD * np.sqrt(IDLE_UNIQUE_VAR), rng.uniform(1.0, 3.0, EXPRESSION_DIMS) * fps)
     drift = factors @ (IDLE_LOADING * (DRIFT_STD * np.sqrt(1.0 - IDLE_UNIQUE_VAR))[:, None]).T + unique
     exp = style.exp_offset[None, :] + drift
@@ -403,13 +406,18 @@ def generate_dialog(rng: np.random.Generator, styles: tuple[PersonStyle, PersonS
     segs = turn_timeline(rng, n_frames / fps, styles)
     tracks = [_speaker_track(rng, styles[i], segs[i], n_frames, n_samples, fps, sample_rate) for i in (0, 1)]
     delay = max(1, int(round(0.004 * sample_rate)))
+    # idle-drift factors: each person's own, plus the partner's MIMIC_LAG_S earlier (shared affect)
+    lag = int(round(MIMIC_LAG_S * fps))
+    base = [_smooth_noise(rng, n_frames + lag, np.ones(IDLE_FACTORS), rng.uniform(1.0, 3.0, IDLE_FACTORS) * fps)
+            for _ in (0, 1)]
+    factors = [np.sqrt(1.0 - MIMIC_RHO ** 2) * base[i][lag:] + MIMIC_RHO * base[1 - i][:n_frames] for i in (0, 1)]
     out = []
     for i in (0, 1):
         own, partner = tracks[i], tracks[1 - i]
         level = 0.5 * rng.uniform(0.7, 1.3)                              # microphone gain
         mic = own.audio_voice + BLEED * _lag(partner.audio_voice, delay)
         mic = level * mic + NOISE_FLOOR * rng.standard_normal(n_samples)
-        m = _motion(rng, styles[i], own, partner, fps)
+        m = _motion(rng, styles[i], own, partner, fps, factors[i])
         out.append(_Participant(styles[i], mic.astype(np.float32), states_from_activity(own.va, partner.va),
                                 m["expression"], m["jaw"], m["pose"], m["cam"]))
     return out

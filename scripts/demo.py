@@ -119,14 +119,17 @@ def _fmt(x):
 
 
 def verdict(compare: dict) -> list[str]:
-    """Plain statements: does the model beat the mean baseline and the speaker-only ablation?"""
+    """Plain statements: does the model beat the mean baseline and the speaker-only ablation? Dyad mode (both
+    generated) against both; listener mode (the partner's true motion given: the DualTalk protocol) against the
+    ablation, which never sees the partner."""
     means = compare.get("methods", {})
     lines = []
-    model = means.get("model_dyad", {}).get("metrics", {})
-    for other in ("baseline_mean", "speaker_only"):
+    for name, other in (("model_dyad", "baseline_mean"), ("model_dyad", "speaker_only"),
+                        ("model_listener", "speaker_only")):
+        model = means.get(name, {}).get("metrics", {})
         o = means.get(other, {}).get("metrics", {})
         if not o or not model:
-            lines.append(f"- {other}: not evaluated")
+            lines.append(f"- {name} vs {other}: not evaluated")
             continue
         keys = ["p_fid_exp", "p_fid_jaw", "mse_exp", "mse_jaw"]
         if other == "speaker_only":
@@ -134,11 +137,11 @@ def verdict(compare: dict) -> list[str]:
         wins = [k for k in keys if k in model and k in o and model[k] < o[k]]
         losses = [k for k in keys if k in model and k in o and model[k] >= o[k]]
         if losses:
-            lines.append(f"- model vs {other}: better on {', '.join(wins) or 'nothing'}; "
+            lines.append(f"- {name} vs {other}: better on {', '.join(wins) or 'nothing'}; "
                          f"**NOT better on {', '.join(losses)}** "
                          + "; ".join(f"{k}: {_fmt(model[k])} vs {_fmt(o[k])}" for k in losses))
         else:
-            lines.append(f"- model vs {other}: better on all of {', '.join(wins)}")
+            lines.append(f"- {name} vs {other}: better on all of {', '.join(wins)}")
     return lines
 
 

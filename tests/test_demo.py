@@ -27,7 +27,8 @@ def test_smoke_demo_writes_full_report(tmp_path):
         assert f" {key} " in header, key
     for m in METHODS:
         assert f"| {m} |" in report, m
-    assert "Does the model beat the baselines?" in report and "model vs baseline_mean" in report
+    assert "Does the model beat the baselines?" in report and "model_dyad vs baseline_mean" in report
+    assert "model_listener vs speaker_only" in report
     # the tokenizer's table, with its measured nMSE, and each stage-1 target judged
     recon = json.loads((out / "stage1_recon.json").read_text())
     assert f"exp {recon['nmse_exp']:>14.5f}" in report

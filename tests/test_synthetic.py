@@ -239,6 +239,24 @@ def test_idle_drift_and_person_offsets_are_low_rank(corpus):
     assert np.linalg.matrix_rank(offsets, tol=1e-9) == syn.OFFSET_FACTORS
 
 
+def test_partners_share_affect_through_their_drift(corpus):
+    # MIMIC_RHO of each person's drift factors follows the partner's: the drift-only dims of the two partners
+    # correlate (independent persons would give ~0); shuffled across dialogs they do not
+    dims = [d for d in syn.DRIFT_ONLY_EXP_DIMS if d < 50]
+    per_dialog = []
+    for parts, _ in dialogs(corpus):
+        x = [p[1]["expression_params"][:, 0, dims].astype(np.float64) for p in parts]
+        per_dialog.append([(v - v.mean(0)) / v.std(0) for v in x])
+
+    def corr(a, b):
+        n = min(len(a), len(b))
+        return float(np.mean(a[:n] * b[:n]))
+
+    same = np.mean([corr(a, b) for a, b in per_dialog])
+    other = np.mean([corr(per_dialog[i][0], per_dialog[(i + 1) % len(per_dialog)][1]) for i in range(len(per_dialog))])
+    assert same > 0.3 and same > other + 0.25, (same, other)
+
+
 def test_nods_follow_partner_phrase_ends(corpus):
     after, elsewhere = [], []
     for parts, T in dialogs(corpus):
