@@ -312,7 +312,10 @@ def test_long_generation_bounded_cache(gen, dialog):
     mean_shift = np.abs(first.mean(axis=(0, 1)) - last.mean(axis=(0, 1))).mean()
     spread = last.std(axis=(0, 1)).mean() / first.std(axis=(0, 1)).mean()
     print(f"drift: mean shift {mean_shift:.3f} std, spread ratio {spread:.3f}")
-    assert mean_shift < 0.3 and 0.67 < spread < 1.5
+    # bound: the synthetic idle drift is 6 shared factors with 1-3 s time constants, so the mean of the true motion
+    # itself moves between halves (the demo corpus's ground truth, halves of 60 s dialogs: 0.30 on average, 0.38
+    # at the 90th percentile); a drifting model moves by more than 1 std or collapses / blows up its spread
+    assert mean_shift < 0.5 and 0.67 < spread < 1.5
 
 
 def test_streaming_from_raw_audio_equals_offline_features(gen, dialog, tokenized, tmp_path):
