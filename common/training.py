@@ -129,24 +129,28 @@ class EpochSampler(Sampler):
 
 
 class MetricsLog:
-    """``out_dir/metrics.jsonl``, one JSON line per logged step, written by the main process only.
+    """What a training loop logs: ``out_dir/metrics.jsonl`` (main process only, one JSON line per logged step)
+    and the accelerator's tracker, if any.
 
     On resume from step ``start`` the lines of steps after ``start`` (logged by the killed run, about to be
     redone) are dropped first, atomically, so the file holds each step once."""
 
-    def __init__(self, path: str | Path, start: int, enabled: bool = True):
-        self.path, self.enabled = Path(path), enabled
+    def __init__(self, path: str | Path, start: int, enabled: bool = True, accelerator=None):
+        self.path, self.enabled, self.accelerator = Path(path), enabled, accelerator
         if enabled and self.path.is_file():
             lines = self.path.read_text().splitlines()
-            keep = [ln for ln in lines if _logged_step(ln) <= start]
+            steps = [_logged_step(ln) for ln in lines]
+            keep = [ln for ln, s in zip(lines, steps) if s <= start]
             if len(keep) != len(lines):
-                dropped = [int(s) for s in map(_logged_step, lines) if start < s < math.inf]
+                dropped = [int(s) for s in steps if start < s < math.inf]
                 with atomic_path(self.path) as tmp:
                     tmp.write_text("".join(ln + "\n" for ln in keep))
                 log.info("%s: dropped %d entries logged after checkpoint step %d (steps %s..%s), which are redone",
                          self.path, len(lines) - len(keep), start, min(dropped, default="-"), max(dropped, default="-"))
 
     def write(self, step: int, entry: dict) -> None:
+        if self.accelerator is not None:
+            self.accelerator.log(entry, step=step)
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": step, **entry}) + "\n")

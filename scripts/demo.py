@@ -151,13 +151,10 @@ RECON_TARGETS = (("nmse_exp", "<=", 0.02), ("nmse_jaw", "<=", 0.01), ("corr_jaw"
 def recon_section(recon: dict) -> list[str]:
     """The tokenizer's reconstruction table (as `stage1_vq.evaluate` prints it) and the stage-1 targets."""
     from stage1_vq.evaluate import format_table
-    head = (f"tokenizer: {recon.get('motion_dim', '?')}-dim motion at {recon.get('fps', '?')} fps, downsample "
-            f"{recon.get('downsample', '?')}, {recon.get('num_quantizers', '?')} x {recon.get('codebook_size', '?')} "
-            f"codes, causal={recon.get('causal', '?')}, look-ahead {recon.get('lookahead_frames', '?')} frames")
     values = {**recon, "min usage": min(recon["usage"])}
     met = [f"{k} {_fmt(float(values[k]))} ({'met' if (values[k] <= t if op == '<=' else values[k] >= t) else 'MISSED'}"
            f": target {op} {t:g})" for k, op, t in RECON_TARGETS]
-    return ["```", head, format_table(recon), "```", "", "Targets of the stage-1 issue: " + "; ".join(met) + "."]
+    return ["```", format_table(recon, recon), "```", "", "Targets of the stage-1 issue: " + "; ".join(met) + "."]
 
 
 def write_report(out: Path, log: list[str], seconds: float, clip: Path | None) -> Path:

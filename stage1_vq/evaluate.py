@@ -116,13 +116,14 @@ def evaluate_cache(tokenizer, cache, split: str = "test", progress: bool = False
     return out
 
 
-def format_table(m: dict, tokenizer=None) -> str:
+def format_table(m: dict, about: dict | None = None) -> str:
+    """The reconstruction table; ``about``: the tokenizer's ``describe()`` (also inside the ``--json`` file)."""
     lines = []
-    if tokenizer is not None:
-        lines.append(f"tokenizer: {tokenizer.motion_dim}-dim motion at {tokenizer.fps:g} fps, downsample "
-                     f"{tokenizer.downsample} ({tokenizer.fps / tokenizer.downsample:g} tokens/s), "
-                     f"{tokenizer.num_quantizers} x {tokenizer.codebook_size} codes, causal={tokenizer.causal}, "
-                     f"lookahead {tokenizer.lookahead_frames} frames")
+    if about is not None:
+        lines.append(f"tokenizer: {about['motion_dim']}-dim motion at {about['fps']:g} fps, downsample "
+                     f"{about['downsample']} ({about['fps'] / about['downsample']:g} tokens/s), "
+                     f"{about['num_quantizers']} x {about['codebook_size']} codes, causal={about['causal']}, "
+                     f"lookahead {about['lookahead_frames']} frames")
     lines.append(f"split {m.get('split', '?')}: {m.get('dialogs', '?')} dialogs, {m['frames']} frames")
     groups = [k[5:] for k in m if k.startswith("nmse_") and k not in ("nmse_all", "nmse_per_dim")]
     lines.append(f"{'group':<8}{'nMSE':>10}{'Pearson r':>12}")
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
     except (CheckpointError, CacheError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(format_table(m, tok))
+    print(format_table(m, tok.describe()))
     if args.json:
         write_json(args.json, {"ckpt": str(args.ckpt), "cache": str(args.cache), **tok.describe(), **m})
     return 0

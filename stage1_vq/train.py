@@ -144,16 +144,12 @@ def train(cfg: Stage1Config) -> dict:
     stop_at = min(tc.max_steps, cfg.stop_after) if cfg.stop_after > 0 else tc.max_steps
     history: list[tuple[int, float]] = []
     last_val: dict = {}
-    metrics = MetricsLog(out_dir / "metrics.jsonl", start=step, enabled=main)
+    metrics = MetricsLog(out_dir / "metrics.jsonl", start=step, enabled=main,
+                         accelerator=accelerator if tc.tracker != "none" else None)
     bar = None
     if main and tc.progress:
         from tqdm import tqdm
         bar = tqdm(total=tc.max_steps, initial=step, desc="stage1", unit="step", dynamic_ncols=True)
-
-    def record(entry: dict):
-        if tc.tracker != "none":
-            accelerator.log(entry, step=step)
-        metrics.write(step, entry)
 
     t_start, windows_seen = time.perf_counter(), 0
     model.train()
@@ -184,12 +180,13 @@ def train(cfg: Stage1Config) -> dict:
                 bar.set_postfix(loss=f"{lval:.4f}", rec=f"{float(parts['recon']):.4f}")
             if step % tc.log_every == 0 or step == stop_at:
                 el = time.perf_counter() - t_start
-                record({"train/loss": lval, "train/recon": float(parts["recon"]),
-                        "train/velocity": float(parts["velocity"]), "train/commit": float(parts["commit"]),
-                        "train/lr": opt.param_groups[0]["lr"], "train/windows_per_s": windows_seen / max(el, 1e-9)})
+                metrics.write(step, {
+                    "train/loss": lval, "train/recon": float(parts["recon"]),
+                    "train/velocity": float(parts["velocity"]), "train/commit": float(parts["commit"]),
+                    "train/lr": opt.param_groups[0]["lr"], "train/windows_per_s": windows_seen / max(el, 1e-9)})
             if tc.val_every > 0 and (step % tc.val_every == 0 or step == stop_at):
                 last_val = validate(accelerator, raw, val_ds, val_idx, tc.batch_size)
-                record(_flat_metrics("val", last_val))
+                metrics.write(step, _flat_metrics("val", last_val))
                 if bar is not None:
                     bar.write(f"step {step}: val nMSE exp {last_val['nmse_exp']:.4f} jaw {last_val['nmse_jaw']:.4f} "
                               f"r_jaw {last_val['corr_jaw']:.4f} usage {min(last_val['usage']):.0%} "

@@ -195,16 +195,12 @@ def train(cfg: Stage2Config) -> dict:
     stop_at = min(tc.max_steps, cfg.stop_after) if cfg.stop_after > 0 else tc.max_steps
     history: list[tuple[int, float]] = []
     last_val: dict = {}
-    metrics = MetricsLog(out_dir / "metrics.jsonl", start=step, enabled=main)
+    metrics = MetricsLog(out_dir / "metrics.jsonl", start=step, enabled=main,
+                         accelerator=accelerator if tc.tracker != "none" else None)
     bar = None
     if main and tc.progress:
         from tqdm import tqdm
         bar = tqdm(total=tc.max_steps, initial=step, desc="stage2", unit="step", dynamic_ncols=True)
-
-    def record(entry: dict):
-        if tc.tracker != "none":
-            accelerator.log(entry, step=step)
-        metrics.write(step, entry)
 
     t_start, windows_seen = time.perf_counter(), 0
     model.train()
@@ -238,10 +234,10 @@ def train(cfg: Stage2Config) -> dict:
                          "train/windows_per_s": windows_seen / max(el, 1e-9)}
                 if "state" in parts:
                     entry["train/state"] = float(parts["state"].detach())
-                record(entry)
+                metrics.write(step, entry)
             if tc.val_every > 0 and (step % tc.val_every == 0 or step == stop_at):
                 last_val = validate(accelerator, model, val_ds, val_idx, tc.batch_size)
-                record({f"val/{k}": v for k, v in last_val.items()})
+                metrics.write(step, {f"val/{k}": v for k, v in last_val.items()})
                 if bar is not None:
                     Q = raw.cfg.num_quantizers
                     bar.write(f"step {step}: val loss {last_val['loss']:.4f} acc "

@@ -22,6 +22,7 @@ RECORD_KEYS = ["video_path", "frame_dir", "frames_num", "audio_path", "valid_fra
                "pixelai_kp", "flame_coeff_save_path", "speaker_id", "state_path", "motion_feature_path", "split"]
 NPZ_DIMS = {"shape_params": 300, "expression_params": 100, "pose_params": 3, "jaw_params": 3, "cam": 3}
 PARTNER_STATE = np.array([0, 2, 1, 3])     # idle<->idle, listen<->speak, crosstalk<->crosstalk
+MOTION_DRIFT_DIMS = [d for d in syn.DRIFT_ONLY_EXP_DIMS if d < 50]   # drift-only dims inside the 51-dim motion
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +225,7 @@ def test_secondary_dims_carry_speech_and_listening(corpus):
 def test_idle_drift_and_person_offsets_are_low_rank(corpus):
     # the drift-only dims of every participant, centred per participant: IDLE_FACTORS shared processes carry
     # all but IDLE_UNIQUE_VAR of their variance (50 independent processes would need ~50 components)
-    dims = [d for d in syn.DRIFT_ONLY_EXP_DIMS if d < 50]
+    dims = MOTION_DRIFT_DIMS
     centred = []
     for parts, _ in dialogs(corpus):
         for pid, flame, _, _ in parts:
@@ -242,7 +243,7 @@ def test_idle_drift_and_person_offsets_are_low_rank(corpus):
 def test_partners_share_affect_through_their_drift(corpus):
     # MIMIC_RHO of each person's drift factors follows the partner's: the drift-only dims of the two partners
     # correlate (independent persons would give ~0); shuffled across dialogs they do not
-    dims = [d for d in syn.DRIFT_ONLY_EXP_DIMS if d < 50]
+    dims = MOTION_DRIFT_DIMS
     per_dialog = []
     for parts, _ in dialogs(corpus):
         x = [p[1]["expression_params"][:, 0, dims].astype(np.float64) for p in parts]
