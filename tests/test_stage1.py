@@ -229,46 +229,144 @@ def test_resume_is_exact(cache_dir, tmp_path):
 
 
 # --- distributed -----------------------------------------------------------------------------------------------
-DDP_HELPER = """
+DIST_HELPER = """
 import sys, torch
 from stage1_vq import load_stage1_config
 from stage1_vq.train import train
-cfg = load_stage1_config(sys.argv[1], sys.argv[3:])
+mode, out_prefix = sys.argv[1], sys.argv[2]
+if mode == "fsdp":
+    # accelerate never chooses FSDP on CPU (its MULTI_CPU branch skips the FSDP plugin); switch its state to FSDP2
+    # with the settings of the shipped configs/accelerate/fsdp_stage1.yaml, as `accelerate launch` does on GPUs
+    import accelerate, yaml
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+    fc = yaml.safe_load(open(sys.argv[3]))["fsdp_config"]
+    init = accelerate.Accelerator.__init__
+    def fsdp_init(self, *a, **kw):
+        init(self, *a, **kw)
+        self.state.fsdp_plugin = FullyShardedDataParallelPlugin(
+            fsdp_version=fc["fsdp_version"], auto_wrap_policy=fc["fsdp_auto_wrap_policy"].lower(),
+            transformer_cls_names_to_wrap=fc["fsdp_transformer_layer_cls_to_wrap"].split(","),
+            state_dict_type=fc["fsdp_state_dict_type"], reshard_after_forward=fc["fsdp_reshard_after_forward"])
+        self.state.distributed_type = DistributedType.FSDP
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    accelerate.Accelerator.__init__ = fsdp_init
+cfg = load_stage1_config(sys.argv[4], sys.argv[5:])
 res = train(cfg)
 acc, model = res["accelerator"], res["model"]
 assert acc.num_processes == 2, acc.num_processes
+assert acc.distributed_type == ("FSDP" if mode == "fsdp" else "MULTI_CPU"), acc.distributed_type
 assert all(layer._codebook.use_ddp for layer in model.rvq.layers)
-books = {f"q{i}": layer._codebook.embed.detach().clone() for i, layer in enumerate(model.rvq.layers)}
-books["enc0"] = next(model.encoder.parameters()).detach().clone()
-torch.save(books, f"{sys.argv[2]}/rank{acc.process_index}.pt")
+if res["tokenizer"] is None:
+    sys.exit(0)
+from torch.distributed.tensor import DTensor
+sharded = [n for n, p in model.named_parameters() if isinstance(p, DTensor)]
+assert (len(sharded) == len(list(model.parameters()))) == (mode == "fsdp"), sharded[:3]
+out = {}
+for i, layer in enumerate(model.rvq.layers):
+    for b in ("embed", "embed_avg", "cluster_size"):
+        t = getattr(layer._codebook, b)
+        assert not isinstance(t, DTensor)                    # codebooks are buffers: never sharded
+        out[f"q{i}.{b}"] = t.detach().clone()
+p = next(model.encoder.parameters())
+out["enc0"] = (p.to_local() if isinstance(p, DTensor) else p).detach().clone()   # the group is gone: no gather
+torch.save(out, f"{out_prefix}{acc.process_index}.pt")
 """
+DIST_ARGS = ["train.max_steps=6", "train.batch_size=8", "train.val_every=3", "train.save_every=3",
+             "train.log_every=1", "train.progress=false"]
+
+
+def _launch(mode, tmp_path, cache_dir, out, tag, *extra, port=29531):
+    helper = tmp_path / "dist_helper.py"
+    helper.write_text(DIST_HELPER)
+    env = _env()
+    env["ACCELERATE_USE_CPU"] = "1"
+    cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), str(helper),
+           mode, str(tmp_path / f"{tag}_rank"), str(ROOT / "configs" / "accelerate" / "fsdp_stage1.yaml"),
+           str(TINY), f"cache={cache_dir}", f"out_dir={out}", *DIST_ARGS, *extra]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def ddp_run(cache_dir, tmp_path_factory):
+    """The tiny config for 6 steps on 2 CPU processes, DDP over gloo (torchrun + ACCELERATE_USE_CPU=1)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    r = _launch("ddp", tmp, cache_dir, tmp / "run", "ddp")
+    return {"tmp": tmp, "out": tmp / "run", "log": r.stderr, "ranks": _rank_files(tmp, "ddp")}
+
+
+def _rank_files(tmp, tag):
+    return [torch.load(f"{tmp / f'{tag}_rank'}{i}.pt", weights_only=True) for i in range(2)]
+
+
+def _losses(out):
+    lines = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return {l["step"]: l["train/loss"] for l in lines if "train/loss" in l}
 
 
 @pytest.mark.slow
-def test_two_process_cpu_training(cache_dir, tmp_path):
-    helper = tmp_path / "ddp_helper.py"
-    helper.write_text(DDP_HELPER)
-    out = tmp_path / "run"
-    env = _env()
-    env["ACCELERATE_USE_CPU"] = "1"
-    cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531", str(helper),
-           str(TINY), str(tmp_path), f"cache={cache_dir}", f"out_dir={out}", "train.max_steps=6",
-           "train.batch_size=8", "train.val_every=3", "train.save_every=6", "train.progress=false"]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r0, r1 = torch.load(tmp_path / "rank0.pt", weights_only=True), torch.load(tmp_path / "rank1.pt", weights_only=True)
+def test_two_process_cpu_training(ddp_run, cache_dir):
+    r0, r1 = ddp_run["ranks"]
+    out = ddp_run["out"]
     saved = _final_state(out)
     init = MotionTokenizer(_cfg(cache_dir, out).model, 51, 30.0)
     for i in range(4):
-        k = f"q{i}"
+        k = f"q{i}.embed"
         assert torch.equal(r0[k], r1[k]), k
         assert torch.equal(r0[k], saved[f"rvq.layers.{i}._codebook.embed"]), k
         assert r0[k].abs().sum() > 0                          # k-means-initialised, not the zero init
+        assert torch.equal(r0[f"q{i}.cluster_size"], r1[f"q{i}.cluster_size"])
     assert torch.equal(r0["enc0"], r1["enc0"])
     assert not torch.equal(r0["enc0"], next(init.encoder.parameters()).detach())
     assert (out / "tokenizer.pt").is_file()
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("val/nmse_exp" in l for l in lines)
+
+
+@pytest.mark.slow
+def test_fsdp2_sharded_training_on_cpu(ddp_run, cache_dir, tmp_path):
+    """The FSDP2 path of stage1_vq/train.py (accelerate's fully_shard of every ResBlock and the root, sharded
+    checkpoints, full-state export) on 2 CPU processes: codebooks equal on both ranks and in the exported file,
+    the same training as DDP, and exact resume from a sharded checkpoint."""
+    out = tmp_path / "fsdp"
+    _launch("fsdp", tmp_path, cache_dir, out, "fsdp", port=29533)      # asserts DistributedType.FSDP, world 2
+    f0, f1 = _rank_files(tmp_path, "fsdp")
+    step = sorted((out / "checkpoints").glob("step-*"))[-1]
+    assert len(list((step / "pytorch_model_fsdp_0").glob("*.distcp"))) == 2     # one shard per rank
+    tok = load_tokenizer(out / "tokenizer.pt")
+    exported = torch.load(out / "tokenizer.pt", weights_only=True)["state_dict"]
+    fresh = MotionTokenizer(_cfg(cache_dir, out).model, 51, 30.0).state_dict()
+    assert {k: v.shape for k, v in exported.items()} == {k: v.shape for k, v in fresh.items()}   # full, not shards
+    d0, d1 = ddp_run["ranks"]
+    for i in range(4):
+        for b in ("embed", "embed_avg", "cluster_size"):
+            k = f"q{i}.{b}"
+            assert torch.equal(f0[k], f1[k]), k
+            assert torch.equal(f0[k].cpu(), exported[f"rvq.layers.{i}._codebook.{b}"].float()), k
+        # the same k-means initialisation and EMA updates as DDP, up to float summation order
+        torch.testing.assert_close(f0[f"q{i}.embed"], d0[f"q{i}.embed"], rtol=1e-3, atol=1e-3)
+    ddp_exported = torch.load(ddp_run["out"] / "tokenizer.pt", weights_only=True)["state_dict"]
+    for k in exported:
+        torch.testing.assert_close(exported[k], ddp_exported[k], rtol=1e-3, atol=1e-3, msg=k)
+    assert torch.equal(exported["encoder.0.conv.weight"][:len(f0["enc0"])], f0["enc0"])   # rank 0's shard
+    ddp_losses, fsdp_losses = _losses(ddp_run["out"]), _losses(out)
+    assert sorted(fsdp_losses) == list(range(1, 7))
+    for s in fsdp_losses:
+        assert fsdp_losses[s] == pytest.approx(ddp_losses[s], rel=1e-4), s
+    c = Cache(cache_dir)
+    x = torch.from_numpy(np.array(c.load(c.dialogs("test")[0]["id"]).motion[0, :64]))[None]
+    assert tok.decode(tok.encode(x)).shape == (1, 64, 51)
+    # killed after step 3 (a sharded checkpoint), resumed: steps 4..6 and the export equal the straight run's
+    res = tmp_path / "fsdp_resume"
+    _launch("fsdp", tmp_path, cache_dir, res, "first", "stop_after=3", port=29535)
+    _launch("fsdp", tmp_path, cache_dir, res, "second", port=29537)
+    resumed = _losses(res)
+    assert [resumed[s] for s in (4, 5, 6)] == [fsdp_losses[s] for s in (4, 5, 6)]
+    again = torch.load(res / "tokenizer.pt", weights_only=True)["state_dict"]
+    for k in exported:
+        assert torch.equal(again[k], exported[k]), k
 
 
 def test_world_size_guard(cache_dir, tmp_path):
