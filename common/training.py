@@ -130,7 +130,7 @@ class EpochSampler(Sampler):
 
 class MetricsLog:
     """What a training loop logs: ``out_dir/metrics.jsonl`` (main process only, one JSON line per logged step)
-    and the accelerator's tracker, if any.
+    and the accelerator's trackers (``accelerator.log``: nothing when the run started none).
 
     On resume from step ``start`` the lines of steps after ``start`` (logged by the killed run, about to be
     redone) are dropped first, atomically, so the file holds each step once."""

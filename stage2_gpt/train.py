@@ -195,8 +195,7 @@ def train(cfg: Stage2Config) -> dict:
     stop_at = min(tc.max_steps, cfg.stop_after) if cfg.stop_after > 0 else tc.max_steps
     history: list[tuple[int, float]] = []
     last_val: dict = {}
-    metrics = MetricsLog(out_dir / "metrics.jsonl", start=step, enabled=main,
-                         accelerator=accelerator if tc.tracker != "none" else None)
+    metrics = MetricsLog(out_dir / "metrics.jsonl", start=step, enabled=main, accelerator=accelerator)
     bar = None
     if main and tc.progress:
         from tqdm import tqdm
