@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.baselines import BASELINES, make_baselines
-from common.cache import CacheError
+from common.eval.baselines import BASELINES, make_baselines
+from common.data.cache import CacheError
 
 
 def main(argv=None):

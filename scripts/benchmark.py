@@ -1,7 +1,8 @@
-"""Measure, in one run, the speeds users care about, print tables, and check the speed targets (docs/STAGE2.md).
+"""The one benchmark: speed of every stage and generation path, and motion quality of given models, as tables.
 
     python scripts/benchmark.py [--device cpu|cuda] [--only SECTION,...] --out bench.json
     python scripts/benchmark.py --tokenizer T --gpt G --cache C --out bench.json     # existing trained models
+    python scripts/benchmark.py --only quality --gpt G --cache C [--speaker-only-gpt G2] [--split test]
 
 Sections (all by default, in this order):
 
@@ -16,6 +17,9 @@ Sections (all by default, in this order):
   end-to-end path): per-step latency median / p99, frames/s, and the latency budget (algorithmic + compute).
 - ``memory``: streaming ``--memory-minutes`` (1 and 10): RSS, device memory and KV cache at each.
 - ``sizes`` (only with ``--speed-config YAML|default``): other GPT sizes, untrained, through the same paths.
+- ``quality`` (only when named in ``--only``): the GPT's motion on ``--split`` in dyad and listener mode (and
+  ``--speaker-only-gpt``), the tokenizer's own reconstruction and the mean motion, written as prediction files
+  and scored by the one evaluation path (common/eval/scoring.py, what scripts/evaluate.py runs).
 
 At the end, the speed targets of docs/STAGE2.md that apply to the device are checked; a missed one is printed
 with the amount by which it is missed.
@@ -23,8 +27,8 @@ with the amount by which it is missed.
 The generation sections use ``--gpt`` / ``--tokenizer`` when given (``--cache``: audio to drive them, and data for
 the training sections; nothing is written into it). Without them the benchmark builds what it needs in a temp
 directory: a synthetic corpus and cache, a tokenizer and a GPT briefly trained by the training sections (tiny
-configs: a briefly trained model costs what a trained one does). The stage-2 logic lives in
-stage2_gpt/benchmark.py (shared with scripts/bench_stage2.py, which also measures quality).
+configs: a briefly trained model costs what a trained one does). The generation timings live in
+stage2_gpt/speed.py.
 """
 from __future__ import annotations
 
@@ -60,7 +64,7 @@ class Workbench:
         self.tokenizer_path = Path(args.tokenizer) if args.tokenizer else None
         self.gpt_path = Path(args.gpt) if args.gpt else None
         if self.gpt_path and not self.tokenizer_path:
-            from stage2_gpt.generate import load_gpt
+            from stage2_gpt.artifact import load_gpt
             self.tokenizer_path = Path(load_gpt(self.gpt_path).tokenizer["path"])     # the one it was trained with
         self.trained: dict[int, dict] = {}
         self._tokens_cache = None
@@ -70,9 +74,9 @@ class Workbench:
         if self.cache_path is None:
             built = self.work / "cache-1"                      # the preprocess section's output, when it ran
             if not (built / "manifest.json").is_file():
-                from common.data_config import DataConfig
-                from common.preprocess import preprocess
-                from common.synthetic import make_corpus
+                from common.data.config import DataConfig
+                from common.data.preprocess import preprocess
+                from common.data.synthetic import make_corpus
                 corpus = self.work / "corpus"
                 if not (corpus / "dataset_jsons").is_dir():
                     make_corpus(corpus, num_dialogs=self.args.dialogs, seconds=self.args.seconds, seed=0)
@@ -81,17 +85,15 @@ class Workbench:
         return self.cache_path
 
     def tokenizer(self) -> Path:
-        if self.tokenizer_path is None:
-            self.tokenizer_path = Path(self.train(1)["artifact"])
+        self.tokenizer_path = self.tokenizer_path or Path(self.train(1)["artifact"])
         return self.tokenizer_path
 
     def tokens_cache(self) -> Path:
         """A cache holding tokens of the tokenizer: the given cache when it has them, else the built cache
         tokenized in place, else a view of the given cache (links to its files) with its own tokens folder."""
         if self._tokens_cache is None:
-            from common.cache import Cache
-            from stage1_vq.tokenize import tokenize_cache
-            from stage2_gpt.train import find_tokens
+            from common.data.cache import Cache
+            from stage1_vq.tokens import find_tokens, tokenize_cache
             cache, tok = self.cache(), self.tokenizer()
             try:
                 find_tokens(Cache(cache), tok)
@@ -108,8 +110,7 @@ class Workbench:
         return self._tokens_cache
 
     def gpt(self) -> Path:
-        if self.gpt_path is None:
-            self.gpt_path = Path(self.train(2)["artifact"])
+        self.gpt_path = self.gpt_path or Path(self.train(2)["artifact"])
         return self.gpt_path
 
     def generator(self):
@@ -122,7 +123,7 @@ class Workbench:
         """Audio features (2, T, F) of one dialog of the cache (a test dialog when there is one)."""
         import numpy as np
 
-        from common.cache import Cache
+        from common.data.cache import Cache
         c = Cache(self.cache())
         d = (c.dialogs("test") or c.dialogs())[0]
         return np.array(c.load(d["id"]).audio, np.float32)
@@ -137,7 +138,7 @@ class Workbench:
         given = self.tokenizer_path if stage == 1 else self.gpt_path
         config = TINY[stage]
         if given is not None:                                  # measure the given model's own configuration
-            from common.checkpoint import load_artifact
+            from common.train.artifact import load_artifact
             config = self.work / f"stage{stage}-config.json"
             config.write_text(json.dumps(load_artifact(given)["config"], default=str))
         common = [f"out_dir={out}", f"train.max_steps={a.train_steps}", f"train.log_every={a.log_every}",
@@ -171,7 +172,7 @@ def train_child(spec: dict) -> None:
     logging.basicConfig(level=logging.WARNING)
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
-    from stage2_gpt.benchmark import rss_mb
+    from stage2_gpt.speed import rss_mb
     if spec["stage"] == 1:
         from stage1_vq import load_stage1_config as load
         from stage1_vq.train import train
@@ -203,7 +204,7 @@ def train_child(spec: dict) -> None:
            "rss_before_training_mb": base,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "peak_device_mb": 0.0 if device.type == "cpu" else torch.accelerator.max_memory_allocated(device) / 2 ** 20,
-           "artifact": res["tokenizer" if spec["stage"] == 1 else "gpt"]}
+           "artifact": res["artifact"]}
     if spec["stage"] == 1:
         d = cfg.model.downsample
         out.update({"unit": "window = one person's motion window", "frames_per_s": wps * cfg.window,
@@ -219,9 +220,9 @@ def train_child(spec: dict) -> None:
 # ----------------------------------------------------------------------------------------------------------
 @section("preprocess")
 def bench_preprocess(wb: Workbench) -> dict:
-    from common.data_config import DataConfig
-    from common.preprocess import preprocess
-    from common.synthetic import make_corpus
+    from common.data.config import DataConfig
+    from common.data.preprocess import preprocess
+    from common.data.synthetic import make_corpus
 
     args, work = wb.args, wb.work
     data = work / "corpus"
@@ -250,7 +251,7 @@ def bench_train_stage2(wb: Workbench) -> dict:
 
 @section("offline")
 def bench_offline(wb: Workbench) -> dict:
-    from stage2_gpt import benchmark as B
+    from stage2_gpt import speed as B
     a = wb.args
     return B.offline_section(wb.generator(), wb.audio(), seconds=a.gen_seconds, no_cache_seconds=a.no_cache_seconds,
                              batch=a.batch)
@@ -258,28 +259,73 @@ def bench_offline(wb: Workbench) -> dict:
 
 @section("streaming")
 def bench_streaming(wb: Workbench) -> dict:
-    from stage2_gpt import benchmark as B
+    from stage2_gpt import speed as B
     return B.streaming_section(wb.generator(), wb.audio(), seconds=wb.args.gen_seconds)
 
 
 @section("memory")
 def bench_memory(wb: Workbench) -> dict:
-    from stage2_gpt import benchmark as B
+    from stage2_gpt import speed as B
     return B.memory_section(wb.generator(), wb.audio(), minutes=tuple(wb.args.memory_minutes))
 
 
 @section("sizes")
 def bench_sizes(wb: Workbench) -> dict:
-    """Only with --speed-config: other model sizes, untrained, through the same paths (stage2_gpt/benchmark.py)."""
-    from common.cache import Cache
-    from stage2_gpt import benchmark as B
+    """Only with --speed-config: other model sizes, untrained, through the same paths (stage2_gpt/speed.py)."""
+    from common.data.cache import Cache
+    from stage2_gpt import speed as B
     a = wb.args
     return {"configs": B.sizes_section(a.speed_config, str(wb.tokenizer()), Cache(wb.cache()), wb.audio(),
                                        seconds=min(20.0, a.gen_seconds), batch=a.batch, device=a.device)}
 
 
+@section("quality")
+def bench_quality(wb: Workbench) -> dict:
+    """Only when asked: motion quality of the GPT (dyad and listener mode), the speaker-only GPT (if given), the
+    tokenizer's reconstruction and the mean motion on ``--split``, scored like scripts/evaluate.py scores files."""
+    import numpy as np
+    import torch
+
+    from common.data.cache import Cache
+    from common.eval.baselines import make_baselines
+    from common.eval.predictions import write_prediction
+    from common.eval.scoring import comparison_table, evaluate_method
+    from stage2_gpt.generate import Generator, Sampling, generate_dialog
+    a = wb.args
+    cache = Cache(wb.cache())
+    dialogs = cache.dialogs(a.split)
+    if not dialogs:
+        raise SystemExit(f"quality: no dialog in split {a.split!r} of {cache.root}")
+    sampling = Sampling(a.temperature, a.top_k, a.top_p, a.seed)
+    out = wb.work / "quality"
+    gen = wb.generator()
+    models = [("gpt_dyad", gen, "dyad"), ("gpt_listener", gen, "listener")]
+    if a.speaker_only_gpt:
+        models.append(("gpt_speaker_only", Generator.load(a.speaker_only_gpt, wb.tokenizer(), a.device), "dyad"))
+    for name, g, mode in models:
+        for d in dialogs:
+            arr = cache.load(d["id"])
+            generate_dialog(g, d["id"], d["participants"], np.asarray(arr.audio), out / name, mode=mode,
+                            gt_motion=np.asarray(arr.motion), shape=np.asarray(arr.shape), sampling=sampling,
+                            num_samples=a.samples, plot=False)
+    tok = gen.tok
+    for d in dialogs:                                      # the tokenizer's own reconstruction: the ceiling
+        motion = torch.from_numpy(np.array(cache.load(d["id"]).motion, np.float32))
+        rec = tok.decode(tok.encode(motion)).cpu().numpy()
+        T = motion.shape[1]
+        rec = np.concatenate([rec, np.repeat(rec[:, -1:], T - rec.shape[1], 1)], 1)     # a partial last token
+        for p, pid in enumerate(d["participants"]):
+            write_prediction(out / "tokenizer_reconstruction" / d["id"] / f"{pid}.npz", rec[p], cache.layout)
+    make_baselines(cache.root, out, split=a.split, which=("mean",), progress=False)
+    names = [m[0] for m in models] + ["tokenizer_reconstruction", "mean"]
+    results = [evaluate_method(cache, out / n, a.split, name=n, n_boot=200) for n in names]
+    return {"split": a.split, "dialogs": [d["id"] for d in dialogs], "sampling": vars(sampling),
+            "samples": a.samples, "methods": {r.name: {"metrics": r.metrics, "ci": r.ci} for r in results},
+            "table": comparison_table(results)}
+
+
 def print_section(name: str, res: dict) -> None:
-    from stage2_gpt import benchmark as B
+    from stage2_gpt import speed as B
     if name == "preprocess":
         print(B.table([{"workers": k.split("=")[1], **v} for k, v in res.items()],
                       ["workers", "seconds", "dialog_hours", "dialog_hours_per_minute"]))
@@ -295,6 +341,8 @@ def print_section(name: str, res: dict) -> None:
         print(B.memory_table(res))
     elif name == "sizes" and res["configs"]:
         print(B.table(res["configs"], list(res["configs"][0]), "Other model sizes (untrained weights, same code paths)"))
+    elif name == "quality":
+        print(f"Quality on {res['split']} ({len(res['dialogs'])} dialogs):\n{res['table']}")
 
 
 def main(argv=None):
@@ -322,13 +370,21 @@ def main(argv=None):
                     help="memory: minutes of streaming at which memory is read (comma-separated)")
     ap.add_argument("--speed-config", action="append", default=[], metavar="YAML",
                     help="section sizes: also time an untrained GPT of this stage-2 config, or 'default' (repeatable)")
+    ap.add_argument("--split", default="test", help="quality: the split scored")
+    ap.add_argument("--speaker-only-gpt", help="quality: also score this GPT (trained with model.speaker_only=true)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="quality: sampling temperature")
+    ap.add_argument("--top-k", type=int, default=0, help="quality: top-k (0: off)")
+    ap.add_argument("--top-p", type=float, default=1.0, help="quality: nucleus (1: off)")
+    ap.add_argument("--seed", type=int, default=0, help="quality: sampling seed")
+    ap.add_argument("--samples", type=int, default=1, help="quality: average this many samples per sequence")
     ap.add_argument("--train-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.command = " ".join(["python scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
     if args.train_child:
         train_child(json.loads(args.train_child))
         return 0
-    names = args.only.split(",") if args.only else [n for n in SECTIONS if n != "sizes" or args.speed_config]
+    names = args.only.split(",") if args.only else [n for n in SECTIONS if n not in ("sizes", "quality")
+                                                    or (n == "sizes" and args.speed_config)]
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         ap.error(f"unknown section(s) {unknown}; known: {list(SECTIONS)}")
@@ -351,7 +407,7 @@ def main(argv=None):
 def run(args, names: list[str]) -> dict:
     import torch
 
-    from stage2_gpt import benchmark as B
+    from stage2_gpt import speed as B
     report = {"machine": f"{platform.node()} {platform.machine()} {platform.processor()}".strip() + f", {os.cpu_count()} CPUs",
               "date": time.strftime("%Y-%m-%d"), "device": args.device, "torch": torch.__version__,
               "generation_threads": args.threads, "command": args.command,

@@ -74,9 +74,9 @@ def main(argv=None):
     d.run(py, "stage1_vq/train.py", "--config", "configs/stage1_vq_tiny.yaml", f"cache={cache}", f"out_dir={s1}",
           *p["stage1"], skip_if=s1 / "tokenizer.pt")
     tok = s1 / "tokenizer.pt"
-    d.run(py, "-m", "stage1_vq.evaluate", "--ckpt", tok, "--cache", cache, "--split", "test",
+    d.run(py, "-m", "stage1_vq.evaluate", "--tokenizer", tok, "--cache", cache, "--split", "test",
           "--json", out / "stage1_recon.json")
-    d.run(py, "-m", "stage1_vq.tokenize", "--ckpt", tok, "--cache", cache)
+    d.run(py, "-m", "stage1_vq.tokens", "--tokenizer", tok, "--cache", cache)
 
     # stage 2: the dyadic GPT and its speaker-only ablation
     d.run(py, "stage2_gpt/train.py", "--config", "configs/stage2_gpt_tiny.yaml", f"cache={cache}", f"tokenizer={tok}",
@@ -88,7 +88,7 @@ def main(argv=None):
     methods = {}
     for name, ckpt, mode in (("model_dyad", s2 / "gpt.pt", "dyad"), ("model_listener", s2 / "gpt.pt", "listener"),
                              ("speaker_only", s2so / "gpt.pt", "dyad")):
-        d.run(py, "scripts/sample.py", "--ckpt", ckpt, "--tokenizer", tok, "--cache", cache, "--split", "test",
+        d.run(py, "scripts/sample.py", "--gpt", ckpt, "--tokenizer", tok, "--cache", cache, "--split", "test",
               "--mode", mode, "--out", preds / name, "--samples", p["samples"], "--quiet",
               *([] if name == "model_dyad" else ["--no-plot"]))
         methods[name] = preds / name

@@ -9,7 +9,7 @@ Layouts (``--layout``, default auto by width): ours (T, 51) [54 in neck mode], d
 ++ neck 3, dim (T, 54) = exp 50 ++ jaw 1 ++ neck 3, dim56 (T, 56) = neck 3 ++ jaw 3 ++ exp 50 (declared only).
 Frame rate (``--pred-fps``, default auto: the ground truth's 30 fps or DualTalk's 25, whichever the frame count
 fits within --frame-tolerance-s): predictions at another rate are mapped onto the ground truth's frames by linear
-interpolation (common/layouts.py, docs/BASELINES.md). The layout and rate read are printed and reported per
+interpolation (common/eval/external.py, docs/BASELINES.md). The layout and rate read are printed and reported per
 method (``layout``, ``pred_fps``, ``read_as``). ``--compare`` scores several methods into one markdown table with bootstrap 95%
 CIs over dialogs; ``--plots`` writes metric bar charts and a timeline of the first dialog.
 """
@@ -58,15 +58,16 @@ def main(argv=None):
     if bool(args.cache) == bool(args.data_root):
         ap.error("give --cache or --data-root (with --index)")
 
-    from common.cache import Cache, CacheError
-    from common.evaluation import FRAME_TOLERANCE_S, TABLE_KEYS, PredictionError, evaluate_method, markdown_table
+    from common.data.cache import Cache, CacheError
+    from common.eval.predictions import FRAME_TOLERANCE_S, PredictionError
+    from common.eval.scoring import TABLE_KEYS, comparison_table, evaluate_method
     tol = FRAME_TOLERANCE_S if args.frame_tolerance_s is None else args.frame_tolerance_s
     reading = dict(layout=args.layout, pred_fps=args.pred_fps, frame_tolerance_s=tol)
 
     try:
         if args.data_root:
-            from common.data_config import DataConfig
-            from common.preprocess import preprocess
+            from common.data.config import DataConfig
+            from common.data.preprocess import preprocess
             cfg = DataConfig(data_root=args.data_root, **({"index": args.index} if args.index else {}))
             preprocess(cfg, args.work_cache)
             args.cache = args.work_cache
@@ -82,7 +83,7 @@ def main(argv=None):
     except (CacheError, PredictionError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    table = markdown_table(results)
+    table = comparison_table(results)
     print(table)
     for r in results:
         resampled = "" if r.pred_fps == cache.fps else f", mapped onto the ground truth's {cache.fps:g} fps"
@@ -100,8 +101,8 @@ def main(argv=None):
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")
     if args.plots:
-        from common.evaluation import find_prediction, read_prediction
-        from common.plots import metric_bars, timeline
+        from common.eval.predictions import find_prediction, read_prediction
+        from common.viz.plots import metric_bars, timeline
         plots = Path(args.plots)
         metric_bars(results, TABLE_KEYS, plots / "metrics.png")
         d = cache.dialogs(args.split)[0]
@@ -110,12 +111,13 @@ def main(argv=None):
         for name, p in methods[:4]:
             files = [find_prediction(p, d["id"], pid, side=i) for i, pid in enumerate(d["participants"])]
             if all(files):
-                x = [read_prediction(f, cache.motion_dim, target_frames=a.motion.shape[1], target_fps=cache.fps,
+                x = [read_prediction(f, cache.layout, target_frames=a.motion.shape[1], target_fps=cache.fps,
                                      **reading) for f in files]
                 T = min(len(x[0]), len(x[1]), a.motion.shape[1])
                 preds[name] = np.stack([x[0][:T], x[1][:T]])
         timeline(plots / f"timeline_{d['id']}.png", f"{d['id']} ({args.split})", cache.fps, d["participants"],
-                 np.asarray(a.states), np.asarray(a.audio).mean(-1), np.asarray(a.motion), preds)
+                 np.asarray(a.states), np.asarray(a.audio).mean(-1), np.asarray(a.motion), preds,
+                 jaw_dim=cache.layout.jaw[0])
         print(f"plots in {plots}")
     return 0
 

@@ -31,9 +31,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
 
-    from common.bridges import ExportError, export
-    from common.cache import CacheError
-    from common.corpus import CorpusError
+    from common.eval.bridges import ExportError, export
+    from common.data.cache import CacheError
+    from common.data.corpus import CorpusError
     try:
         m = export(args.cache, args.format, args.out, args.split, sample_rate=args.sample_rate,
                    dualtalk_fps=args.dualtalk_fps, strict=args.strict, progress=not args.quiet)

@@ -13,7 +13,7 @@ import time
 
 from tqdm import tqdm
 
-from common.synthetic import make_corpus
+from common.data.synthetic import make_corpus
 
 
 def main(argv=None) -> int:

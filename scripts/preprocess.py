@@ -11,9 +11,9 @@ import logging
 import sys
 
 from common.config import ConfigError, load_config, split_cli_overrides
-from common.corpus import CorpusError
-from common.data_config import DataConfig
-from common.preprocess import default_workers, merge, preprocess
+from common.data.corpus import CorpusError
+from common.data.config import DataConfig
+from common.data.preprocess import default_workers, merge, preprocess
 
 
 def main(argv=None):
@@ -51,7 +51,7 @@ def _run(args, overrides):
         preprocess(cfg, args.out, workers=args.workers, shard=(i, n), skip_bad=args.skip_bad, progress=not args.quiet)
         if n > 1:
             return 0
-        from common.cache import Cache
+        from common.data.cache import Cache
         manifest = Cache(args.out).manifest
     print(f"cache {args.out}: {len(manifest['dialogs'])} dialogs, {len(manifest['skipped'])} skipped, "
           f"motion {manifest['motion_dim']}-dim at {manifest['fps']} fps, audio {manifest['audio_features']['dim']}-dim "

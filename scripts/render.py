@@ -10,7 +10,7 @@
 --cache CACHE takes states, identities and audio from the cache without the ground-truth row. --seconds and
 --start render a part. The FLAME model is licensed and not shipped: https://flame.is.tue.mpg.de (accepted:
 FLAME 2020/2023 .pkl, chumpy or not, read by a loader that refuses any code; or an .npz of the same keys).
-All logic lives in common/render.py and common/flame.py; see docs/RENDERING.md.
+All logic lives in common/viz/render.py and common/viz/flame.py; see docs/RENDERING.md.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet or args.benchmark else logging.INFO,
                         format="%(levelname)s %(message)s")
     if args.benchmark:
-        from common.render import benchmark
+        from common.viz.render import benchmark
         for name, fps in benchmark(args.seconds or 10.0, args.size).items():
             print(f"{name}: {fps:.1f} frames/s")
         return 0
@@ -52,11 +52,11 @@ def main(argv=None) -> int:
     if args.size < 64 or args.size % 16:
         ap.error("--size must be a multiple of 16, at least 64")
 
-    from common.cache import CacheError
-    from common.corpus import CorpusError
-    from common.flame import FlameModelError
-    from common.render import RenderError, render_dialog
-    from common.audio import AudioError
+    from common.data.cache import CacheError
+    from common.data.corpus import CorpusError
+    from common.viz.flame import FlameModelError
+    from common.viz.render import RenderError, render_dialog
+    from common.data.audio import AudioError
     try:
         res = render_dialog(args.pred, args.out, cache=args.gt or args.cache, flame_model=args.flame_model,
                             seconds=args.seconds, start=args.start, show_gt=bool(args.gt),

@@ -1,11 +1,11 @@
 """Generate facial motion with a trained stage-2 GPT (+ its stage-1 tokenizer).
 
     # cached dialogs (one, several, or a whole split)
-    python scripts/sample.py --ckpt runs/stage2/gpt.pt --tokenizer runs/stage1/tokenizer.pt \
+    python scripts/sample.py --gpt runs/stage2/gpt.pt --tokenizer runs/stage1/tokenizer.pt \
         --cache CACHE --dialog ID [--dialog ID2 ...] --out OUT
-    python scripts/sample.py --ckpt G --tokenizer T --cache CACHE --split test --out OUT
-    # raw WAVs (any rate / channel count: common/audio.py's path)
-    python scripts/sample.py --ckpt G --tokenizer T --audio-a A.wav --audio-b B.wav --out OUT [--name dialog]
+    python scripts/sample.py --gpt G --tokenizer T --cache CACHE --split test --out OUT
+    # raw WAVs (any rate / channel count: common/data/audio.py's path)
+    python scripts/sample.py --gpt G --tokenizer T --audio-a A.wav --audio-b B.wav --out OUT [--name dialog]
     # listener (partner given) mode: the partner's motion is given, teacher-forced as the dialog unfolds
     python scripts/sample.py ... --mode listener [--given PARTICIPANT]     # cached: no --given = both roles in turn
     python scripts/sample.py ... --audio-a A.wav --audio-b B.wav --mode listener --given B --given-motion B.npz
@@ -28,7 +28,7 @@ import numpy as np
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", required=True, help="exported GPT (OUT/gpt.pt of stage2_gpt/train.py)")
+    ap.add_argument("--gpt", required=True, help="exported GPT (OUT/gpt.pt of stage2_gpt/train.py)")
     ap.add_argument("--tokenizer", required=True, help="the stage-1 tokenizer file the GPT was trained with")
     ap.add_argument("--cache", help="preprocessed cache (with --dialog or --split)")
     ap.add_argument("--dialog", action="append", help="dialog id in the cache (repeatable)")
@@ -60,8 +60,8 @@ def main(argv=None) -> int:
 
     import torch
     torch.set_num_threads(max(1, args.threads))
-    from common.cache import Cache, CacheError
-    from common.checkpoint import CheckpointError
+    from common.data.cache import Cache, CacheError
+    from common.train.artifact import CheckpointError
     from stage2_gpt.generate import Generator, Sampling, generate_dialog, read_given_motion, read_shape
 
     wav_mode = bool(args.audio_a or args.audio_b)
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
     out = Path(args.out)
     try:
-        gen = Generator.load(args.ckpt, args.tokenizer, args.device)
+        gen = Generator.load(args.gpt, args.tokenizer, args.device)
         t0, frames, written = time.perf_counter(), 0, []
         if wav_mode:
             feats = gen.features_from_wav([args.audio_a, args.audio_b])

@@ -58,7 +58,7 @@ def stream_step_ms(tok, reps: int = 30) -> float:
 
 
 def run(args) -> list[dict]:
-    from common.cache import Cache
+    from common.data.cache import Cache
     from stage1_vq import load_stage1_config, load_tokenizer
     from stage1_vq.evaluate import evaluate_cache
     from stage1_vq.train import train

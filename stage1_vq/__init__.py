@@ -33,7 +33,7 @@ def export_tokenizer(path, tokenizer: MotionTokenizer, run_config: dict, extra_m
 
     ``state_dict`` defaults to ``tokenizer.state_dict()``; pass ``accelerator.get_state_dict(model)`` when the
     module is sharded (FSDP)."""
-    from common.checkpoint import save_artifact
+    from common.train.artifact import save_artifact
 
     meta = tokenizer.describe()
     meta.update({"motion_mean": tokenizer.motion_mean.detach().cpu().numpy(),
@@ -50,7 +50,7 @@ def load_tokenizer(path, device="cpu") -> MotionTokenizer:
     Codebooks are never synchronised across processes after loading (``sync_codebook=False``), so it is safe to
     call on every rank of a distributed stage-2 job, or on one rank only.
     """
-    from common.checkpoint import load_artifact
+    from common.train.artifact import load_artifact
     from common.config import from_dict
 
     payload = load_artifact(path, kind=ARTIFACT_KIND)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from common.config import ConfigError, load_config
-from common.training import TrainConfig
+from common.train.config import RunConfig
 
 
 @dataclass
@@ -44,19 +44,14 @@ class LossConfig:
 
 
 @dataclass
-class Stage1Config:
-    cache: str = "cache/synthetic"    # preprocessed cache (scripts/preprocess.py)
+class Stage1Config(RunConfig):
+    """``cache``, ``out_dir``, ``window`` (frames, a multiple of model.downsample), ``stride``, ``val_windows``,
+    ``resume``, ``stop_after``, ``export_name``, ``train``: common/train/config.py."""
     out_dir: str = "runs/stage1"
-    window: int = 64                  # training window in frames (multiple of model.downsample)
-    stride: int = 0                   # window hop in frames (0: window // 2)
-    val_windows: int = 256            # validation windows (spread over the val split; 0: all)
-    resume: bool = True               # continue from out_dir/checkpoints when a good one exists
-    stop_after: int = 0               # stop (checkpointed) at this step, before train.max_steps; 0: run to the end.
-                                      # The schedule still follows train.max_steps: rerun without it to resume.
-    export_name: str = "tokenizer.pt" # exported tokenizer file, in out_dir
+    window: int = 64
+    export_name: str = "tokenizer.pt"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Stage1Config":
         m = self.model
@@ -70,9 +65,7 @@ class Stage1Config:
             raise ConfigError("model.num_quantizers must be >= 1 and model.codebook_size >= 2")
         if m.activation not in ("gelu", "silu", "relu"):
             raise ConfigError(f"model.activation must be gelu, silu or relu, got {m.activation!r}")
-        if self.train.batch_size < 1:
-            raise ConfigError("train.batch_size must be >= 1")
-        return self
+        return super().validate()
 
 
 def load_stage1_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Stage1Config:

@@ -1,6 +1,6 @@
 """Reconstruction quality of a tokenizer on whole cached dialogs (default: the test split).
 
-    python -m stage1_vq.evaluate --ckpt OUT/tokenizer.pt --cache CACHE [--split test] [--json out.json]
+    python -m stage1_vq.evaluate --tokenizer OUT/tokenizer.pt --cache CACHE [--split test] [--json out.json]
 
 Prints, per motion group (exp, jaw, neck in 54-dim mode): normalised MSE = MSE / per-dim variance of the ground
 truth over the split, averaged over the group's dims; the Pearson correlation of the jaw; and per quantizer the
@@ -92,7 +92,7 @@ def dead_codes(tokenizer) -> list[int]:
 @torch.no_grad()
 def evaluate_cache(tokenizer, cache, split: str = "test", progress: bool = False) -> dict:
     """Encode + decode every dialog of ``split`` whole (both participants); metrics on raw motion."""
-    from common.datasets import DialogSequences
+    from common.data.datasets import DialogSequences
 
     ds = DialogSequences(cache, split, normalize=False)
     acc = ReconAccumulator(tokenizer.motion_dim, tokenizer.num_quantizers, tokenizer.codebook_size)
@@ -140,32 +140,32 @@ def format_table(m: dict, about: dict | None = None) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", required=True, help="exported tokenizer file (OUT/tokenizer.pt)")
+    ap.add_argument("--tokenizer", required=True, help="exported tokenizer file (OUT/tokenizer.pt)")
     ap.add_argument("--cache", required=True, help="preprocessed cache")
     ap.add_argument("--split", default="test", help="split(s), comma-separated (default test)")
     ap.add_argument("--json", help="also write the metrics here")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
-    from common.cache import Cache, CacheError
-    from common.checkpoint import CheckpointError
+    from common.data.cache import Cache, CacheError
+    from common.train.artifact import CheckpointError
     from common.io import write_json
 
     from . import load_tokenizer
     try:
-        tok = load_tokenizer(args.ckpt, device=args.device)
+        tok = load_tokenizer(args.tokenizer, device=args.device)
         cache = Cache(args.cache)
-        check_compatible(tok, cache)
+        check_cache(tok, cache)
         m = evaluate_cache(tok, cache, args.split)
     except (CheckpointError, CacheError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(m, tok.describe()))
     if args.json:
-        write_json(args.json, {"ckpt": str(args.ckpt), "cache": str(args.cache), **tok.describe(), **m})
+        write_json(args.json, {"tokenizer": str(args.tokenizer), "cache": str(args.cache), **tok.describe(), **m})
     return 0
 
 
-def check_compatible(tok, cache):
+def check_cache(tok, cache):
     if cache.motion_dim != tok.motion_dim:
         raise ValueError(f"tokenizer expects {tok.motion_dim}-dim motion, cache {cache.root} holds "
                          f"{cache.motion_dim}-dim motion")

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.layout import layout_for_dim
+
 from .config import LossConfig, ModelConfig
 
 
@@ -149,20 +151,12 @@ class Decoder(Seq):
 # ----------------------------------------------------------------------------------------------------------
 # the tokenizer
 # ----------------------------------------------------------------------------------------------------------
-def default_groups(motion_dim: int, expression_dims: int = 50) -> dict[str, list[int]]:
-    """Dim ranges [start, stop) of the motion groups: exp (expression), jaw, and neck (54-dim mode)."""
-    groups = {"exp": [0, expression_dims], "jaw": [expression_dims, expression_dims + 1]}
-    if motion_dim > expression_dims + 1:
-        groups["neck"] = [expression_dims + 1, motion_dim]
-    return groups
-
-
 class MotionTokenizer(nn.Module):
     """Motion <-> residual-VQ codes. Public API (see :func:`stage1_vq.load_tokenizer`):
 
     Attributes: ``fps``, ``motion_dim``, ``downsample``, ``num_quantizers``, ``codebook_size``,
     ``lookahead_frames`` (0 when causal), ``decoder_context`` (tokens), ``encoder_context`` (frames),
-    ``causal``, ``groups`` (dim ranges of exp / jaw / neck).
+    ``causal``, ``groups`` (dim ranges of exp / jaw / pose: :mod:`common.layout`).
 
     - ``encode(motion_raw (B, T, D) float) -> codes (B, T // downsample, Q) long``. Raw (unnormalised) FLAME
       coefficients; trailing ``T % downsample`` frames are dropped.
@@ -188,7 +182,7 @@ class MotionTokenizer(nn.Module):
         self.num_quantizers = int(cfg.num_quantizers)
         self.codebook_size = int(cfg.codebook_size)
         self.causal = bool(cfg.causal)
-        self.groups = {k: list(v) for k, v in (groups or default_groups(self.motion_dim)).items()}
+        self.groups = {k: list(v) for k, v in (groups or layout_for_dim(self.motion_dim).to_json()).items()}
         self.encoder = Encoder(self.motion_dim, cfg)
         self.decoder = Decoder(self.motion_dim, cfg)
         # sync_codebook=None lets vector_quantize_pytorch decide "is torch.distributed initialised?" now:

@@ -12,31 +12,22 @@ from pathlib import Path
 from typing import Iterable
 
 from common.config import ConfigError, load_config
-from common.training import TrainConfig
+from common.train.config import RunConfig
 
 from .model import GPTConfig
 
 
 @dataclass
-class Stage2Config:
-    cache: str = "cache/synthetic"    # preprocessed cache (scripts/preprocess.py), tokenized by stage 1
+class Stage2Config(RunConfig):
+    """``cache`` (tokenized by stage 1), ``out_dir``, ``window`` (token steps; longer than model.attn_window: the
+    band mask is used), ``stride``, ``val_windows``, ``resume``, ``stop_after``, ``export_name``, ``train``:
+    common/train/config.py."""
+    out_dir: str = "runs/stage2"
+    window: int = 128
+    export_name: str = "gpt.pt"
     tokenizer: str = "runs/stage1/tokenizer.pt"   # exported stage-1 tokenizer (stage1_vq.load_tokenizer)
     tokens: str = ""                  # CACHE/tokens/<name>; "": the folder whose tokens.json matches the tokenizer
-    out_dir: str = "runs/stage2"
-    window: int = 128                 # training window in token steps (> model.attn_window: the band mask is used)
-    stride: int = 0                   # window hop in token steps (0: window // 2)
-    both_orderings: bool = False      # every window also with the participants swapped (the model already runs
-                                      # both perspectives of each window: symmetric by construction)
-    val_windows: int = 256            # validation windows (spread over the val split; 0: all)
-    resume: bool = True               # continue from out_dir/checkpoints when a good one exists
-    stop_after: int = 0               # stop (checkpointed, not exported) after this many steps; 0: run to the end
-    export_name: str = "gpt.pt"       # exported GPT file, in out_dir
     model: GPTConfig = field(default_factory=GPTConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    @property
-    def speaker_only(self) -> bool:
-        return self.model.speaker_only
 
     def validate(self) -> "Stage2Config":
         m = self.model
@@ -50,9 +41,7 @@ class Stage2Config:
             raise ConfigError("model.dim_head must be > 0")
         if not 0 <= m.token_noise < 1:
             raise ConfigError(f"model.token_noise must be in [0, 1), got {m.token_noise}")
-        if self.train.batch_size < 1:
-            raise ConfigError("train.batch_size must be >= 1")
-        return self
+        return super().validate()
 
 
 def load_stage2_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Stage2Config:

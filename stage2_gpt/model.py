@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from x_transformers import Decoder
+from x_transformers.autoregressive_wrapper import modify_cached_kv
 
 
 @dataclass
@@ -83,11 +84,6 @@ class GPTConfig:
     state_loss: float = 0.1           # weight of the auxiliary per-frame state prediction (0: off)
 
     @property
-    def slots(self) -> int:
-        """Participants predicted per sequence (one perspective: self)."""
-        return 1
-
-    @property
     def inputs(self) -> int:
         """Participants seen per sequence: self and partner, or self only (speaker-only)."""
         return 1 if self.speaker_only else 2
@@ -107,54 +103,50 @@ class GPTConfig:
 
 
 class DepthHead(nn.Module):
-    """Levels coarse-to-fine: ``logits_q = MLP_q(W h + sum_{i<q} E_i(c_i))``, per slot and level."""
+    """Levels coarse-to-fine: ``logits_q = MLP_q(W h + sum_{i<q} E_i(c_i))``, one small MLP per level."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        S, Q, V, H = cfg.slots, cfg.num_quantizers, cfg.codebook_size, cfg.head_hidden
-        self.S, self.Q, self.V, self.H = S, Q, V, H
-        self.inp = nn.Linear(cfg.dim, S * H)
-        self.level_emb = nn.Embedding(S * Q * V, H)                  # embeddings of already chosen levels
+        Q, V, H = cfg.num_quantizers, cfg.codebook_size, cfg.head_hidden
+        self.Q, self.V, self.H = Q, V, H
+        self.inp = nn.Linear(cfg.dim, H)
+        self.level_emb = nn.Embedding(Q * V, H)                      # embeddings of already chosen levels
         self.norm = nn.LayerNorm(H)
-        self.w1 = nn.Parameter(torch.randn(S, Q, H, H) / math.sqrt(H))
-        self.b1 = nn.Parameter(torch.zeros(S, Q, H))
-        self.w2 = nn.Parameter(torch.randn(S, Q, H, V) * 0.02)
-        self.b2 = nn.Parameter(torch.zeros(S, Q, V))
-        offs = (torch.arange(S)[:, None] * Q + torch.arange(Q)[None]) * V
-        self.register_buffer("offsets", offs, persistent=False)        # (S, Q)
+        self.w1 = nn.Parameter(torch.randn(Q, H, H) / math.sqrt(H))
+        self.b1 = nn.Parameter(torch.zeros(Q, H))
+        self.w2 = nn.Parameter(torch.randn(Q, H, V) * 0.02)
+        self.b2 = nn.Parameter(torch.zeros(Q, V))
+        self.register_buffer("offsets", torch.arange(Q) * V, persistent=False)     # (Q,)
 
-    def base(self, h):                                               # (..., dim) -> (..., S, H)
-        return self.inp(h).unflatten(-1, (self.S, self.H))
+    def base(self, h):                                               # (..., dim) -> (..., H)
+        return self.inp(h)
 
-    def level_logits(self, z, q, slots=None):
-        """z (..., S', H) running input of level q for slots ``slots`` (all when None) -> logits (..., S', V)."""
-        s = slice(None) if slots is None else slots
-        y = F.gelu(torch.einsum("...sh,shg->...sg", self.norm(z), self.w1[s, q]) + self.b1[s, q])
-        return torch.einsum("...sh,shv->...sv", y, self.w2[s, q]) + self.b2[s, q]
+    def level_logits(self, z, q):
+        """z (..., H) running input of level q -> logits (..., V)."""
+        y = F.gelu(self.norm(z) @ self.w1[q] + self.b1[q])
+        return y @ self.w2[q] + self.b2[q]
 
-    def embed_level(self, codes, q, slots=None):                     # codes (..., S') -> (..., S', H)
-        s = slice(None) if slots is None else slots
-        return self.level_emb(codes + self.offsets[s, q])
+    def embed_level(self, codes, q):                                 # codes (...) -> (..., H)
+        return self.level_emb(codes + self.offsets[q])
 
     def forward(self, h, codes):
-        """Teacher-forced: h (B, K, dim), codes (B, K, S, Q) -> logits (B, K, S, Q, V)."""
-        z0 = self.base(h)                                            # (B, K, S, H)
-        emb = self.level_emb(codes + self.offsets)                   # (B, K, S, Q, H)
+        """Teacher-forced: h (B, K, dim), codes (B, K, Q) -> logits (B, K, Q, V)."""
+        emb = self.level_emb(codes + self.offsets)                   # (B, K, Q, H)
         prev = torch.cumsum(emb, dim=-2) - emb                       # sum of levels < q
-        z = z0.unsqueeze(-2) + prev                                  # (B, K, S, Q, H)
-        y = F.gelu(torch.einsum("bksqh,sqhg->bksqg", self.norm(z), self.w1) + self.b1)
-        return torch.einsum("bksqh,sqhv->bksqv", y, self.w2) + self.b2
+        z = self.base(h).unsqueeze(-2) + prev                        # (B, K, Q, H)
+        y = F.gelu(torch.einsum("bkqh,qhg->bkqg", self.norm(z), self.w1) + self.b1)
+        return torch.einsum("bkqh,qhv->bkqv", y, self.w2) + self.b2
 
 
 class ParallelHead(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.S, self.Q, self.V = cfg.slots, cfg.num_quantizers, cfg.codebook_size
+        self.Q, self.V = cfg.num_quantizers, cfg.codebook_size
         self.proj = nn.Sequential(nn.Linear(cfg.dim, cfg.head_hidden), nn.GELU(),
-                                  nn.Linear(cfg.head_hidden, self.S * self.Q * self.V))
+                                  nn.Linear(cfg.head_hidden, self.Q * self.V))
 
     def forward(self, h, codes=None):
-        return self.proj(h).unflatten(-1, (self.S, self.Q, self.V))
+        return self.proj(h).unflatten(-1, (self.Q, self.V))
 
 
 class DyadGPT(nn.Module):
@@ -281,7 +273,7 @@ class DyadGPT(nn.Module):
         x = self.embed(prev_codes, a, ident)
         h = self.decoder(x, attn_mask=self._window_mask(K, x.device))
         target = codes.flatten(0, 1)                                   # (2B, K, Q): self's codes
-        logits = self.head(h, target.unsqueeze(2))[:, :, 0]            # (2B, K, Q, V)
+        logits = self.head(h, target)                                  # (2B, K, Q, V)
         logits = logits.reshape(B, 2, K, Q, -1)
         state_logits = None
         if self.state_head is not None:
@@ -308,13 +300,6 @@ class DyadGPT(nn.Module):
         return h[:, -1], cache
 
     @torch.no_grad()
-    def step_hidden_no_cache(self, prev_codes, audio_step, history: list, identity=None):
-        """The same without KV cache (benchmarks): the decoder reruns over the window's inputs in ``history``."""
-        history.append(self.embed(prev_codes.unsqueeze(1), audio_step.unsqueeze(1), identity))
-        del history[:-self.cfg.attn_window]
-        return self.decoder(torch.cat(history, 1))[:, -1], history
-
-    @torch.no_grad()
     def state_probs(self, h):
         """h (B, dim) -> (B, d, C) state probabilities of the step's frames, or None."""
         if self.state_head is None:
@@ -327,10 +312,7 @@ def trim_cache(cache, keep: int):
     re-rotated from their place in the cache at each step, so trimming keeps relative positions exact)."""
     if cache.cache_length <= keep:
         return cache
-    for inter in cache.attn_intermediates:
-        if getattr(inter, "cached_kv", None) is not None:
-            k, v = inter.cached_kv
-            inter.cached_kv = (k[..., -keep:, :], v[..., -keep:, :]) if keep > 0 else (k[..., :0, :], v[..., :0, :])
+    modify_cached_kv(cache, lambda t: t[..., t.shape[-2] - keep:, :])
     cache.cache_length = keep
     cache.hiddens = None
     cache.layer_hiddens = None

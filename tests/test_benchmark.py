@@ -60,7 +60,7 @@ def test_benchmark_runs_every_section(cache_dir, tmp_path):
     assert bench.main([*TINY, "--cache", str(cache_dir), "--out", str(out)]) == 0
     assert torch.get_num_threads() == threads
     rep = json.loads(out.read_text())
-    assert set(rep["results"]) == set(EXPECTED) == set(bench.SECTIONS) - {"sizes"}    # sizes: only when asked
+    assert set(rep["results"]) == set(EXPECTED) == set(bench.SECTIONS) - {"sizes", "quality"}   # only when asked
     for name, expected in EXPECTED.items():
         _check(rep["results"][name], expected, name)
     r = rep["results"]
@@ -80,7 +80,7 @@ def test_benchmark_runs_every_section(cache_dir, tmp_path):
 
 
 def test_missed_target_says_by_how_much():
-    from stage2_gpt.benchmark import check_targets
+    from stage2_gpt.speed import check_targets
     res = {"offline": {"kv_cache_b1": {"x_realtime": 8.0}},
            "streaming": {"features": {"frames_per_s": 60.0, "ms_per_step_p99": 20.0},
                          "latency": {"total_ms": 125.0}}}
@@ -88,3 +88,20 @@ def test_missed_target_says_by_how_much():
     assert rows["offline, x real time (batch 1)"]["verdict"].startswith("MISSED by 20%")
     assert rows["end-to-end streaming latency"]["verdict"].startswith("MISSED by 25%")
     assert rows["streaming, frames/s per dyad"]["met"] and "2.00x" in rows["streaming, frames/s per dyad"]["verdict"]
+
+
+def test_quality_section_scores_given_models_through_the_evaluation_path(cache_dir, tmp_path):
+    """``--only quality`` writes every method's predictions as files and scores them with evaluate_method: the
+    tokenizer's reconstruction must beat the mean motion, and every method has the comparison table's keys."""
+    bench = _script()
+    out = tmp_path / "bench.json"
+    assert bench.main([*TINY, "--cache", str(cache_dir), "--only", "train_stage1,train_stage2,quality",
+                       "--split", "test", "--out", str(out)]) == 0
+    q = json.loads(out.read_text())["results"]["quality"]
+    assert set(q["methods"]) == {"gpt_dyad", "gpt_listener", "tokenizer_reconstruction", "mean"}
+    m = {k: v["metrics"] for k, v in q["methods"].items()}
+    assert m["tokenizer_reconstruction"]["mse_jaw"] < m["mean"]["mse_jaw"]
+    assert m["tokenizer_reconstruction"]["mse_exp"] < m["mean"]["mse_exp"]
+    for name in m:
+        assert {"fid_exp", "p_fid_exp", "mse_exp", "mse_jaw", "jaw_speech_r"} <= set(m[name]), name
+    assert "| gpt_listener |" in q["table"] and "| mean |" in q["table"]

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from common import layouts as L
-from common.bridges import ExportError, export
-from common.cache import Cache
-from common.evaluation import PredictionError, evaluate_method, read_prediction
+from common.eval import external as L
+from common.eval.bridges import ExportError, export
+from common.data.cache import Cache
+from common.eval.predictions import PredictionError, read_prediction
+from common.eval.scoring import evaluate_method
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS = "train,val,test"
@@ -29,7 +30,7 @@ def exports(cache_dir, tmp_path_factory):
 
 
 def corpus_flame(data_cfg, dialog, pid):
-    from common.corpus import load_index
+    from common.data.corpus import load_index
     rec = load_index(data_cfg)[dialog][pid]
     with np.load(Path(data_cfg.data_root) / rec["flame_coeff_save_path"]) as z:
         return z["jaw_params"][:, 0, :3], z["pose_params"][:, 0, :3]
@@ -164,7 +165,7 @@ def test_30fps_exports_score_perfectly(cache_dir, exports, fmt, layout):
 
 
 def roundtrip_mse_bound(cache, split):
-    """The documented bound (common.layouts.roundtrip_error_bound) on what evaluate reports as mse_exp / mse_jaw."""
+    """The documented bound (common.eval.external.roundtrip_error_bound) on what evaluate reports as mse_exp / mse_jaw."""
     be, bj = [], []
     for d in cache.dialogs(split):
         a = cache.load(d["id"])

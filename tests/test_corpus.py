@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from common.corpus import CorpusError, load_index, read_dialog
-from common.data_config import DataConfig
-from common.splits import assign_splits
+from common.data.corpus import CorpusError, load_index, read_dialog
+from common.data.config import DataConfig
+from common.data.splits import assign_splits
 
 
 def cfg_for(root: Path, **kw) -> DataConfig:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from common.evaluation import TABLE_KEYS
+from common.eval.scoring import TABLE_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ["model_dyad", "model_listener", "speaker_only", "baseline_mean", "baseline_mirror", "baseline_nn_audio",

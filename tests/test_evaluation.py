@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.baselines import make_baselines
-from common.cache import Cache
-from common.evaluation import PredictionError, evaluate_method, markdown_table
+from common.eval.baselines import make_baselines
+from common.data.cache import Cache
+from common.eval.predictions import PredictionError
+from common.eval.scoring import comparison_table, evaluate_method
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,5 +101,5 @@ def test_missing_and_malformed_predictions_are_named(cache_dir, baselines_dir, t
 def test_markdown_marks_best(cache_dir, baselines_dir):
     cache = Cache(cache_dir)
     rs = [evaluate_method(cache, baselines_dir / n, n_boot=20) for n in ("mean", "random_other")]
-    t = markdown_table(rs)
+    t = comparison_table(rs)
     assert t.count("**") >= 2 and "[" in t

@@ -31,11 +31,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from common.cache import CacheError
-from common.checkpoint import CheckpointError, load_artifact, save_artifact
-from common.corpus import CorpusError, load_index, read_dialog
-from common.data_config import DataConfig
-from common.training import CheckpointManager, NonFiniteGuard, TrainConfig, make_accelerator
+from common.data.cache import CacheError
+from common.train.artifact import CheckpointError, load_artifact, save_artifact
+from common.data.corpus import CorpusError, load_index, read_dialog
+from common.data.config import DataConfig
+from common.train.accelerator import make_accelerator
+from common.train.checkpoints import CheckpointManager
+from common.train.config import TrainConfig
+from common.train.guard import NonFiniteGuard
 
 ROOT = Path(__file__).resolve().parent.parent
 INDEX = "dataset_jsons/synthetic.json"
@@ -583,7 +586,7 @@ def test_damaged_checkpoint_is_detected_and_resume_falls_back(tmp_path, caplog, 
         (newest / "checkpoint.json").write_bytes(b"\x00\xff{{")
     ok, why = mgr.verify(newest)
     assert not ok and message in why
-    with caplog.at_level("WARNING", logger="common.training"):
+    with caplog.at_level("WARNING", logger="common.train.checkpoints"):
         step, weights = _resumed(tmp_path)
     assert step == 10 and _same(weights, saved[10])
     assert any(message in r.getMessage() and str(newest) in r.getMessage() for r in caplog.records)
@@ -602,7 +605,7 @@ def test_rotation_keeps_last_n_good_and_never_the_only_good_one(tmp_path, caplog
     acc, model, opt = _training(out)
     assert mgr.resume(acc) == 10                              # the corrupt newest one is skipped
     _step(acc, model, opt)
-    with caplog.at_level("WARNING", logger="common.training"):
+    with caplog.at_level("WARNING", logger="common.train.checkpoints"):
         mgr.save(acc, 20)                                     # rotation must keep 20, not the corrupt 30
     assert mgr.verify(_ckpt(out, 20))[0]
     assert not _ckpt(out, 10).exists()                        # beyond keep_last once 20 is good
@@ -615,7 +618,7 @@ def test_interrupted_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatc
     """Disk full (ENOSPC) while writing any file of a save, or an interrupt mid-save: the previous checkpoint
     is untouched, the partial one is removed, and resume uses the previous one."""
     import accelerate.checkpointing as ac_ckpt
-    import common.training as training
+    import common.train.checkpoints as training
     mgr, saved = _train_and_save(tmp_path, [10], keep_last=1)
     before = {p.name: p.read_bytes() for p in _ckpt(tmp_path, 10).iterdir()}
     fail_on = {"model": "model.safetensors", "optimizer": "optimizer.bin", "rng": "random_states_0.pkl",
@@ -708,7 +711,7 @@ def test_load_artifact_refuses_truncated_and_code_carrying_files(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 def test_nonfinite_guard_skips_then_stops(caplog):
     guard = NonFiniteGuard(limit=3)
-    with caplog.at_level("WARNING", logger="common.training"):
+    with caplog.at_level("WARNING", logger="common.train.guard"):
         assert guard(torch.tensor(1.0), 0)
         assert not guard(torch.tensor(float("nan")), 1)
         assert not guard(torch.tensor(float("inf")), 2)
@@ -757,7 +760,7 @@ def test_nonfinite_guard_restores_buffers_a_skipped_forward_changed(caplog):
     m, guard = fresh(), NonFiniteGuard(5)
     assert guard.protect(m) is m
     init = buffers(m)
-    with caplog.at_level("WARNING", logger="common.training"):
+    with caplog.at_level("WARNING", logger="common.train.guard"):
         assert not guard(loss(m, bad), 0)
     assert _same(buffers(m), init)
     assert any("buffers restored" in r.getMessage() for r in caplog.records)
@@ -776,15 +779,18 @@ def test_nonfinite_guard_restores_buffers_a_skipped_forward_changed(caplog):
     assert guard(loss(m, good[1]), 3) and finite(m) and not _same(buffers(m), after_good)
 
 
-@pytest.mark.parametrize("module", ["stage1_vq/train.py", "stage2_gpt/train.py"])
-def test_stage_loops_use_the_guard_and_checkpoint_manager(module):
-    """Both training loops skip steps through NonFiniteGuard before backward, and save/resume through
-    CheckpointManager (the stages' own tests cover their kill/resume)."""
-    src = (ROOT / module).read_text()
+def test_the_one_training_loop_uses_the_guard_and_checkpoint_manager():
+    """The training loop skips steps through NonFiniteGuard before backward, and saves/resumes through
+    CheckpointManager; both stages train through it (their own tests cover their kill/resume)."""
+    src = (ROOT / "common/train/loop.py").read_text()
     assert re.search(r"NonFiniteGuard\(\s*tc\.max_nonfinite\s*\)", src)
     guarded = re.search(r"if guard\((.|\n)*?accelerator\.backward", src)
     assert guarded, "backward must be inside `if guard(...)`"
     assert "CheckpointManager(" in src and "ckpt.resume(" in src and "ckpt.save(" in src
+    for stage in ("stage1_vq/train.py", "stage2_gpt/train.py"):
+        stage_src = (ROOT / stage).read_text()
+        assert re.search(r"return fit\(", stage_src), f"{stage} must train through common.train.loop.fit"
+        assert "accelerator.backward" not in stage_src and "CheckpointManager" not in stage_src, stage
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -860,7 +866,7 @@ def test_paths_escaping_the_data_root_are_refused(broken_corpus, tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 def test_wandb_missing_logs_locally(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "wandb", None)            # `import wandb` now raises ImportError
-    with caplog.at_level("WARNING", logger="common.training"):
+    with caplog.at_level("WARNING", logger="common.train.accelerator"):
         acc = make_accelerator(TrainConfig(tracker="wandb"), tmp_path)
     assert any("wandb is not installed" in r.getMessage() for r in caplog.records)
     assert acc.trackers == []
@@ -874,7 +880,7 @@ def test_tracker_that_cannot_start_logs_locally(tmp_path, monkeypatch, caplog):
     def refuse(self, *a, **k):
         raise RuntimeError("wandb: not logged in")
     monkeypatch.setattr(Accelerator, "init_trackers", refuse)
-    with caplog.at_level("WARNING", logger="common.training"):
+    with caplog.at_level("WARNING", logger="common.train.accelerator"):
         acc = make_accelerator(TrainConfig(tracker="wandb"), tmp_path)
     assert any("could not start" in r.getMessage() for r in caplog.records)
     acc.log({"train/loss": 1.0}, step=1)
@@ -891,8 +897,8 @@ def private_cache(cache_dir, tmp_path):
 def test_loader_worker_reports_the_broken_dialog(private_cache, damage):
     from torch.utils.data import DataLoader
 
-    from common.cache import Cache
-    from common.datasets import MotionWindows
+    from common.data.cache import Cache
+    from common.data.datasets import MotionWindows
     ds = MotionWindows(Cache(private_cache), "train", window=64)
     victim = ds.entries[0]["id"]
     f = private_cache / "dialogs" / victim / ("audio.npy" if damage == "truncated" else "motion.npy")
@@ -915,8 +921,8 @@ def test_damaged_token_file_names_the_dialog(cache_dir, tmp_path):
     """A truncated stage-2 token file is a CacheError naming the dialog, the file and the fix."""
     import shutil
 
-    from common.cache import Cache, CacheError
-    from common.datasets import TokenWindows
+    from common.data.cache import Cache, CacheError
+    from common.data.datasets import TokenWindows
     cache = tmp_path / "cache"
     shutil.copytree(cache_dir, cache)
     tokens = cache / "tokens" / "t"
@@ -930,12 +936,12 @@ def test_damaged_token_file_names_the_dialog(cache_dir, tmp_path):
     bad.write_bytes(bad.read_bytes()[:200])
     ds = TokenWindows(cache, "t", downsample=2, split="train", window=8)
     last = max(i for i, (d, _) in enumerate(ds.index) if d == len(entries) - 1)
-    with pytest.raises(CacheError, match=f"dialog {entries[-1]['id']}.*{bad.name}.*stage1_vq.tokenize"):
+    with pytest.raises(CacheError, match=f"dialog {entries[-1]['id']}.*{bad.name}.*stage1_vq.tokens"):
         ds[last]
 
 
 def test_metrics_log_drops_the_steps_a_resumed_run_redoes(tmp_path):
-    from common.training import MetricsLog
+    from common.train.loop import MetricsLog
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(json.dumps({"step": s, "train/loss": 1.0 / s}) + "\n" for s in (10, 20, 30))
                     + '{"step": 40, "train/lo')           # torn by a kill mid-write

@@ -10,7 +10,7 @@ its log and checked against the checkpoint folder), redo exactly the same steps,
 the same per-step losses, the same final loss and the same exported weights as one uninterrupted run.
 
 Exact kill points inside a save use a launcher that installs a fault (``os.kill(os.getpid(), SIGKILL)`` at one
-call site of common/training.py, accelerate or common/io.py) and then runs the unchanged ``train.py`` as
+call site of common/train/loop.py, accelerate or common/io.py) and then runs the unchanged ``train.py`` as
 ``__main__`` with the same arguments; every other run is the plain command line.
 """
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.checkpoint import load_artifact
-from common.training import CheckpointManager
+from common.train.artifact import load_artifact
+from common.train.checkpoints import CheckpointManager
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -69,7 +69,7 @@ if where == "mid_state":          # save_state wrote the model, then half of the
             die()
     ac.save = save
 elif where == "manifest":         # every state file written; killed half-way through the manifest's atomic write
-    import common.training as training
+    import common.train.checkpoints as training
     from common.io import atomic_path
     real_write_json = training.write_json
     def write_json(path, obj):
@@ -89,7 +89,7 @@ elif where in ("rename", "export"):   # complete temp folder / artifact, killed 
         return real_replace(src, dst, *a, **k)
     os.replace = replace
 elif where == "rotate":           # renamed into place, killed before the rotation deletes anything
-    from common.training import CheckpointManager
+    from common.train.checkpoints import CheckpointManager
     real_rotate = CheckpointManager._rotate
     def _rotate(self, just_saved=None):
         if just_saved is not None and just_saved.name == final_name:
@@ -396,7 +396,7 @@ def test_stage2_training_killed_anywhere_resumes_exactly(tokenized, tmp_path):
 def test_training_loader_worker_error_names_the_dialog(cache_dir, tmp_path):
     """Stage-1 training with a loader worker (train.num_workers=1) on a cache whose train dialog was truncated
     after preprocessing: the command stops with exit code 2 and ``error: ...`` naming the dialog and the fix."""
-    from common.cache import Cache
+    from common.data.cache import Cache
     cache = tmp_path / "cache"
     shutil.copytree(cache_dir, cache)
     victim = Cache(cache).dialogs("train")[0]["id"]
@@ -419,7 +419,7 @@ def _poison(cache: Path, array: str, frame: int) -> str:
     preprocessing itself refuses NaN input). Returns the dialog id."""
     import numpy as np
 
-    from common.cache import Cache
+    from common.data.cache import Cache
     victim = Cache(cache).dialogs("train")[0]["id"]
     f = cache / "dialogs" / victim / f"{array}.npy"
     x = np.load(f)

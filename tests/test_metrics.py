@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from common import metrics as M
-
+from common.eval import metrics as M
 MAIN = ("fid", "p_fid", "mse", "sid", "rpcc")
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import common.preprocess as pre
-from common.cache import Cache
-from common.data_config import AudioConfig, DataConfig
-from common.datasets import DialogSequences, MotionWindows
+import common.data.preprocess as pre
+from common.data.cache import Cache
+from common.data.config import AudioConfig, DataConfig
+from common.data.datasets import DialogSequences, MotionWindows
 
 ROOT = Path(__file__).resolve().parent.parent
 

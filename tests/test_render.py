@@ -1,7 +1,7 @@
 """Rendering: the restricted FLAME loader, the FLAME forward pass, mesh rasterisation and the MP4 videos.
 
 The FLAME model is licensed and not shipped, so every test builds a tiny FLAME-*format* model (a few hundred
-vertices, real key names and shapes) with common.flame.synthetic_flame_arrays and writes it as a plain-numpy
+vertices, real key names and shapes) with common.viz.flame.synthetic_flame_arrays and writes it as a plain-numpy
 pickle and as an .npz.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.flame import (FLAME_URL, REQUIRED_KEYS, FlameModel, FlameModelError, load_flame_model, rodrigues,
+from common.viz.flame import (FLAME_URL, REQUIRED_KEYS, FlameModel, FlameModelError, load_flame_model, rodrigues,
                           synthetic_flame_arrays)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +45,9 @@ def flame_files(flame_arrays, tmp_path_factory):
 @pytest.fixture(scope="module")
 def render_setup(small_corpus_root, tmp_path_factory):
     """A cache of the small corpus and a prediction folder (ground truth + noise) for its first dialog."""
-    from common.cache import Cache
-    from common.data_config import DataConfig
-    from common.preprocess import preprocess
+    from common.data.cache import Cache
+    from common.data.config import DataConfig
+    from common.data.preprocess import preprocess
     cache_dir = tmp_path_factory.mktemp("render_cache")
     preprocess(DataConfig(data_root=str(small_corpus_root), index="dataset_jsons/synthetic.json"), cache_dir,
                workers=1, progress=False)
@@ -256,7 +256,7 @@ def test_forward_matches_reference_lbs(flame_arrays):
 
 
 def test_jaw_opening_changes_mouth_pixels(flame_arrays):
-    from common.render import MeshRenderer
+    from common.viz.render import MeshRenderer
     m = FlameModel(*(flame_arrays[k] for k in REQUIRED_KEYS))
     jaw = np.zeros((2, 3))
     jaw[1, 0] = 0.35                                            # FLAME: +x rotation opens the mouth
@@ -276,7 +276,7 @@ def test_jaw_opening_changes_mouth_pixels(flame_arrays):
 # videos
 # --------------------------------------------------------------------------------------------------------------
 def test_mesh_video_has_frames_and_audio(render_setup, flame_files, tmp_path):
-    from common.render import render_dialog
+    from common.viz.render import render_dialog
     cache_dir, pred, _ = render_setup
     out = tmp_path / "mesh.mp4"
     res = render_dialog(pred, out, cache=cache_dir, flame_model=flame_files[0], seconds=2, progress=False)
@@ -289,7 +289,7 @@ def test_mesh_video_has_frames_and_audio(render_setup, flame_files, tmp_path):
 
 
 def test_coefficient_video_without_model(render_setup, tmp_path, caplog):
-    from common.render import render_dialog
+    from common.viz.render import render_dialog
     cache_dir, pred, entry = render_setup
     out = tmp_path / "coef.mp4"
     with caplog.at_level(logging.WARNING):
@@ -310,8 +310,8 @@ def _load_cli():
 
 def test_cli_with_wavs_listener_folder_and_errors(render_setup, flame_files, small_corpus_root, tmp_path, capsys):
     import shutil
-    from common.corpus import load_index
-    from common.data_config import DataConfig
+    from common.data.corpus import load_index
+    from common.data.config import DataConfig
     cli = _load_cli()
     cache_dir, pred, entry = render_setup
     did, (a, b) = entry["id"], entry["participants"]

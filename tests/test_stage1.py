@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.cache import Cache
+from common.data.cache import Cache
 from common.config import ConfigError
 from stage1_vq import load_tokenizer, load_stage1_config
 from stage1_vq.model import MotionTokenizer
@@ -43,7 +43,7 @@ def trained(cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("stage1_run")
     cfg = _cfg(cache_dir, out, "train.max_steps=150", "train.val_every=150", "train.save_every=150")
     res = train(cfg)
-    return {"out": out, "result": res, "tokenizer": Path(res["tokenizer"]), "cfg": cfg}
+    return {"out": out, "result": res, "tokenizer": Path(res["artifact"]), "cfg": cfg}
 
 
 # --- model -------------------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def test_resume_is_exact(cache_dir, tmp_path):
               "model.threshold_ema_dead_code=4"]     # exercise the RNG-using paths (dropout, dead codes)
     straight = train(_cfg(cache_dir, tmp_path / "a", *common))
     first = train(_cfg(cache_dir, tmp_path / "b", *common, "stop_after=10"))
-    assert first["step"] == 10 and first["tokenizer"] is None
+    assert first["step"] == 10 and first["artifact"] is None
     second = train(_cfg(cache_dir, tmp_path / "b", *common))
     assert second["step"] == n and [s for s, _ in second["history"]] == list(range(11, n + 1))
     full = dict(straight["history"])
@@ -257,7 +257,7 @@ acc, model = res["accelerator"], res["model"]
 assert acc.num_processes == 2, acc.num_processes
 assert acc.distributed_type == ("FSDP" if mode == "fsdp" else "MULTI_CPU"), acc.distributed_type
 assert all(layer._codebook.use_ddp for layer in model.rvq.layers)
-if res["tokenizer"] is None:
+if res["artifact"] is None:
     sys.exit(0)
 from torch.distributed.tensor import DTensor
 sharded = [n for n, p in model.named_parameters() if isinstance(p, DTensor)]
@@ -385,7 +385,7 @@ def test_tokenize_and_evaluate_cli(trained, cache_dir, tmp_path):
     cache = tmp_path / "cache"
     shutil.copytree(cache_dir, cache)
     ckpt = trained["tokenizer"]
-    r = subprocess.run([PY, "-m", "stage1_vq.tokenize", "--ckpt", str(ckpt), "--cache", str(cache), "--name", "t1",
+    r = subprocess.run([PY, "-m", "stage1_vq.tokens", "--tokenizer", str(ckpt), "--cache", str(cache), "--name", "t1",
                         "--quiet"], env=_env(), capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     c = Cache(cache)
@@ -401,13 +401,13 @@ def test_tokenize_and_evaluate_cli(trained, cache_dir, tmp_path):
     np.testing.assert_array_equal(np.load(cache / "tokens" / "t1" / f"{d['id']}.npy"), ref)
     assert not list((cache / "tokens" / "t1").glob(".*tmp*"))
 
-    r = subprocess.run([PY, "-m", "stage1_vq.evaluate", "--ckpt", str(ckpt), "--cache", str(cache), "--json",
+    r = subprocess.run([PY, "-m", "stage1_vq.evaluate", "--tokenizer", str(ckpt), "--cache", str(cache), "--json",
                         str(tmp_path / "m.json")], env=_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "jaw" in r.stdout and "perplexity" in r.stdout
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["split"] == "test" and m["frames"] > 0 and len(m["usage"]) == 4
     assert 0 <= m["nmse_exp"] < 10 and -1 <= m["corr_jaw"] <= 1 and all(0 < u <= 1 for u in m["usage"])
-    r = subprocess.run([PY, "-m", "stage1_vq.evaluate", "--ckpt", str(tmp_path / "nope.pt"), "--cache", str(cache)],
+    r = subprocess.run([PY, "-m", "stage1_vq.evaluate", "--tokenizer", str(tmp_path / "nope.pt"), "--cache", str(cache)],
                        env=_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "does not exist" in r.stderr

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from common.cache import Cache
+from common.data.cache import Cache
 from conftest import tokenized_copy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def gpt_run(tokenized, tmp_path_factory):
     from stage2_gpt.train import train
     out = tmp_path_factory.mktemp("stage2_run")
     res = train(_cfg(tokenized, out, "train.max_steps=120", "train.val_every=120", "train.save_every=120"))
-    return {"out": out, "result": res, "gpt": Path(res["gpt"])}
+    return {"out": out, "result": res, "gpt": Path(res["artifact"])}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def dialog(tokenized):
 
 # --- training ----------------------------------------------------------------------------------------------
 def test_training_loss_decreases_and_export(gpt_run, tokenized):
-    from stage2_gpt.generate import load_gpt
+    from stage2_gpt.artifact import load_gpt
     res = gpt_run["result"]
     losses = [l for _, l in res["history"]]
     assert len(losses) == 120 and all(np.isfinite(losses))
@@ -97,7 +97,7 @@ def test_training_loss_decreases_and_export(gpt_run, tokenized):
 
 
 def _final_state(out: Path) -> dict:
-    from stage2_gpt.generate import load_gpt
+    from stage2_gpt.artifact import load_gpt
     return load_gpt(out / "gpt.pt").model.state_dict()
 
 
@@ -106,7 +106,7 @@ def test_resume_is_exact(tokenized, tmp_path):
     n, common = 16, ["train.max_steps=16", "train.save_every=7", "model.token_noise=0.1"]   # noise: RNG in forward
     straight = train(_cfg(tokenized, tmp_path / "a", *common))
     first = train(_cfg(tokenized, tmp_path / "b", *common, "stop_after=7"))
-    assert first["step"] == 7 and first["gpt"] is None
+    assert first["step"] == 7 and first["artifact"] is None
     second = train(_cfg(tokenized, tmp_path / "b", *common))
     assert [s for s, _ in second["history"]] == list(range(8, n + 1))
     full = dict(straight["history"])
@@ -118,14 +118,12 @@ def test_resume_is_exact(tokenized, tmp_path):
 
 
 def test_token_windows(tokenized):
-    from common.datasets import TokenWindows
-    ds = TokenWindows(tokenized["cache"], _tokens_name(tokenized), 2, "train", 32, 16, both_orderings=True)
-    a, b = ds[0], ds[1]                                                 # the same window, participants swapped
+    from common.data.datasets import TokenWindows
+    ds = TokenWindows(tokenized["cache"], _tokens_name(tokenized), 2, "train", 32, 16)
+    a = ds[0]
     assert a["codes"].shape == (2, 32, 4) and a["audio"].shape == (2, 64, 80) and a["states"].shape == (2, 64)
-    assert (a["prev"] == -1).all() and a["start"] == 0 and b["swapped"] and not a["swapped"]
-    for k in ("codes", "audio", "states", "shape"):
-        np.testing.assert_array_equal(a[k][::-1], b[k])
-    c = ds[2]                                                           # the next window: prev = the code before it
+    assert (a["prev"] == -1).all() and a["start"] == 0
+    c = ds[1]                                                           # the next window: prev = the code before it
     codes = np.load(tokenized["cache"] / "tokens" / _tokens_name(tokenized) / f"{ds.entries[c['dialog']]['id']}.npy")
     np.testing.assert_array_equal(c["prev"], codes[:, c["start"] - 1])
     np.testing.assert_array_equal(c["codes"], codes[:, c["start"]:c["start"] + 32])
@@ -187,8 +185,8 @@ def test_windowed_cache_equals_band_masked_forward(head, speaker_only, identity)
                    if getattr(i, "cached_kv", None) is not None)
         hs.append(h)
         prev = cs[:, :, k]
-    target = codes.flatten(0, 1).unsqueeze(2)                          # (2B, K, 1, Q): self's codes
-    lg = m.head(torch.stack(hs, 1), target)[:, :, 0].reshape(out["logits"].shape)
+    target = codes.flatten(0, 1)                                       # (2B, K, Q): self's codes
+    lg = m.head(torch.stack(hs, 1), target).reshape(out["logits"].shape)
     assert torch.allclose(lg, out["logits"], atol=1e-5)
     if identity:                                                        # the identity is an input
         other, _ = m(codes, audio, identity=ident + 1)
@@ -355,7 +353,7 @@ def test_sample_cli_raw_wavs_44k_stereo(gpt_run, tokenized, dialog, tmp_path):
         wavs.append(tmp_path / f"p{i}.wav")
         sf.write(str(wavs[-1]), stereo, 44100, subtype="PCM_16")
     out = tmp_path / "out"
-    cmd = [PY, str(ROOT / "scripts" / "sample.py"), "--ckpt", str(gpt_run["gpt"]), "--tokenizer",
+    cmd = [PY, str(ROOT / "scripts" / "sample.py"), "--gpt", str(gpt_run["gpt"]), "--tokenizer",
            str(tokenized["tokenizer"]), "--audio-a", str(wavs[0]), "--audio-b", str(wavs[1]), "--out", str(out),
            "--name", "wavdialog", "--seed", "3", "--quiet"]
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
@@ -379,7 +377,7 @@ def test_sample_cli_raw_wavs_44k_stereo(gpt_run, tokenized, dialog, tmp_path):
 def test_sample_cli_cached_listener(gpt_run, tokenized, dialog, tmp_path):
     out = tmp_path / "out"
     a, b = dialog["participants"]
-    cmd = [PY, str(ROOT / "scripts" / "sample.py"), "--ckpt", str(gpt_run["gpt"]), "--tokenizer",
+    cmd = [PY, str(ROOT / "scripts" / "sample.py"), "--gpt", str(gpt_run["gpt"]), "--tokenizer",
            str(tokenized["tokenizer"]), "--cache", str(tokenized["cache"]), "--dialog", dialog["id"],
            "--mode", "listener", "--given", b, "--out", str(out), "--quiet", "--no-plot"]
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)

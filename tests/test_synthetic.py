@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from common import synthetic as syn
-from common.synthetic import make_corpus
+from common.data import synthetic as syn
+from common.data.synthetic import make_corpus
 
 SEED = 3
 DIALOGS = 4

@@ -32,15 +32,13 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import linalg
 
-from .states import STATE_NAMES
+from common.eval.external import DUALTALK
+from common.layout import STATE_NAMES, LayoutError, layout_for_dim
 
 SID_CLUSTERS = {"exp": 40, "jaw": 10, "pose": 10}
 DIVERSITY_PAIRS = 100          # the reference's diversity_times
 STS_TIMESTEP = 0.1             # the reference's sts(..., timestep=0.1)
 FD_EPS = 1e-6                  # pytorch-fid's fallback offset, as in the reference
-
-# DualTalk's own (T, 56) layout: 50 expression + 3 jaw (pose[:, 3:]) + 3 head pose (pose[:, :3])
-DUALTALK_GROUPS = {"exp": slice(0, 50), "jaw": slice(50, 53), "pose": slice(53, 56)}
 
 Group = slice | Sequence[int]
 
@@ -67,14 +65,15 @@ def _limited_threads(fn):
 
 
 def default_groups(dim: int) -> dict[str, slice]:
-    """``exp`` 0..49 and ``jaw`` 50 (51 dims); + ``pose`` 51..53 (54 dims); DualTalk's layout for 56 dims."""
-    if dim == 51:
-        return {"exp": slice(0, 50), "jaw": slice(50, 51)}
-    if dim == 54:
-        return {"exp": slice(0, 50), "jaw": slice(50, 51), "pose": slice(51, 54)}
-    if dim == 56:
-        return dict(DUALTALK_GROUPS)
-    raise ValueError(f"no default metric groups for {dim}-dim motion (51, 54 or DualTalk's 56); pass groups=")
+    """The groups of this system's default layout of ``dim`` dims (``exp`` 0..49, ``jaw`` 50, + ``pose`` 51..53
+    with the neck pose: :mod:`common.layout`), or of DualTalk's own (T, 56) layout."""
+    if dim == DUALTALK.width:
+        return DUALTALK.slices()
+    try:
+        return layout_for_dim(dim).slices()
+    except LayoutError:
+        raise ValueError(f"no default metric groups for {dim}-dim motion (51, 54 or DualTalk's 56); "
+                         "pass groups=") from None
 
 
 # --- the statistics (DualTalk's formulas) -----------------------------------------------------------------

@@ -382,7 +382,7 @@ def load_flame_model(path: str | Path) -> FlameModel:
 
 def save_flame_npz(model: FlameModel, path: str | Path) -> None:
     """Write ``model`` as a plain-array ``.npz`` (loads without any pickle)."""
-    from .io import atomic_path
+    from common.io import atomic_path
     V = model.num_vertices
     kt = np.stack([model.parents, np.arange(model.num_joints)]).astype(np.int64)
     with atomic_path(path, suffix=".npz") as tmp:

@@ -14,18 +14,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .cache import Cache
-from .io import atomic_path
+from common.data.cache import Cache
+from common.eval.predictions import write_prediction
 
 BASELINES = ("mean", "random_other", "mirror", "nn_audio")
-
-
-def _write(out: Path, dialog: str, pid: str, motion: np.ndarray):
-    path = out / dialog / f"{pid}.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, motion=motion.astype(np.float32))
 
 
 def _fit_length(x: np.ndarray, T: int) -> np.ndarray:
@@ -65,23 +57,26 @@ def make_baselines(cache_root: str | Path, out: str | Path, split: str = "test",
         if name not in BASELINES:
             raise ValueError(f"unknown baseline {name!r}; known: {BASELINES}")
         dirs[name] = out / name
+    def write(folder: Path, dialog: str, pid: str, motion: np.ndarray):
+        write_prediction(folder / dialog / f"{pid}.npz", motion, cache.layout)
+
     for d in tqdm(dialogs, desc="baselines", unit="dialog", disable=not progress):
         a = cache.load(d["id"])
         motion = np.asarray(a.motion)
         T = motion.shape[1]
         for i, pid in enumerate(d["participants"]):
             if "mean" in which:
-                _write(dirs["mean"], d["id"], pid, np.tile(cache.stats["motion_mean"], (T, 1)))
+                write(dirs["mean"], d["id"], pid, np.tile(cache.stats["motion_mean"], (T, 1)))
             if "mirror" in which:
-                _write(dirs["mirror"], d["id"], pid, motion[1 - i])
+                write(dirs["mirror"], d["id"], pid, motion[1 - i])
             if "random_other" in which:
                 cands = [o for o in others if o["id"] != d["id"]]
                 o = cands[int(rng.integers(len(cands)))]
-                _write(dirs["random_other"], d["id"], pid, _fit_length(np.asarray(cache.load(o["id"]).motion[i]), T))
+                write(dirs["random_other"], d["id"], pid, _fit_length(np.asarray(cache.load(o["id"]).motion[i]), T))
             if "nn_audio" in which:
                 aa = np.asarray(a.audio)[[i, 1 - i]]
                 q = _audio_keys(cache, np.pad(aa, ((0, 0), (0, -T % block), (0, 0)), mode="edge"), block, pool)
                 d2 = (q * q).sum(1)[:, None] - 2 * q @ keys.T + (keys * keys).sum(1)[None]
                 pred = values[np.argmin(d2, 1)].reshape(-1, values.shape[-1])[:T]
-                _write(dirs["nn_audio"], d["id"], pid, pred)
+                write(dirs["nn_audio"], d["id"], pid, pred)
     return dirs

@@ -40,7 +40,6 @@ EXPRESSION_DIMS = 100
 SHAPE_DIMS = 300
 SPEECH_LAG_FRAMES = 2                 # jaw / speech dims at frame t follow the envelope of frame t - 2
 JAW_DIM = 0                           # jaw_params[:, 0, JAW_DIM]: opening, follows own syllable envelope
-MOTION_JAW_INDEX = 50                 # where the jaw lands in the 51-dim motion (expression[:50] ++ jaw[:1])
 JAW_MAX = 0.35                        # rad
 FAST_SPEECH_EXP_DIMS = (0, 1)         # follow the lagged envelope directly
 SLOW_SPEECH_EXP_DIMS = (2, 3)         # follow it through a one-pole low-pass (SPEECH_SMOOTH_TAU_S)

@@ -51,11 +51,11 @@ frame) linear and slerp interpolation between consecutive frames differ by at mo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-BASELINE_EXP_DIMS = 50
+from common.layout import EXPRESSION_DIMS, Layout, LayoutError, layout_for_dim
+
+BASELINE_EXP_DIMS = 50             # DualTalk and DIM model expression[:50]
 DUALTALK_FPS = 25.0
 DIM_FPS = 30.0
 EXPORT_SAMPLE_RATE = 16000
@@ -63,41 +63,8 @@ LAYOUT_NAMES = ("ours", "dualtalk", "dim", "dim56")
 AUTO_LAYOUTS = ("ours", "dualtalk", "dim")        # dim56 has DualTalk's width: only taken when declared
 
 
-class LayoutError(ValueError):
-    pass
-
-
 class ResampleError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where expression, jaw and neck dims sit in a (T, width) motion array."""
-    name: str
-    width: int
-    exp: tuple[int, int]
-    jaw: tuple[int, int]
-    neck: tuple[int, int] | None
-    description: str
-
-    def parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        if x.ndim != 2 or x.shape[1] != self.width:
-            raise LayoutError(f"layout {self.name!r} needs (T, {self.width}), got {x.shape}")
-        exp = x[:, self.exp[0]:self.exp[1]]
-        jaw = x[:, self.jaw[0]:self.jaw[1]]
-        neck = None if self.neck is None else x[:, self.neck[0]:self.neck[1]]
-        return exp, jaw, neck
-
-
-def ours(motion_dim: int = 51, exp_dims: int = BASELINE_EXP_DIMS) -> Layout:
-    if motion_dim not in (exp_dims + 1, exp_dims + 4):
-        raise LayoutError(f"this system's motion is exp[:{exp_dims}] ++ jaw[:1] (++ neck[:3]): "
-                          f"{exp_dims + 1} or {exp_dims + 4} dims, not {motion_dim}")
-    e = exp_dims
-    neck = (e + 1, e + 4) if motion_dim == e + 4 else None
-    return Layout("ours", motion_dim, (0, e), (e, e + 1), neck,
-                  f"this system: exp[:{e}] ++ jaw[:1]" + (" ++ neck[:3]" if neck else ""))
 
 
 DUALTALK = Layout("dualtalk", 56, (0, 50), (50, 53), (53, 56),
@@ -107,20 +74,20 @@ DIM56 = Layout("dim56", 56, (6, 56), (3, 6), (0, 3),
                "DIM code: EMOCA pose (neck[:3] ++ jaw[:3]) ++ exp[:50] (vico_preprocessing.py)")
 
 
-def get_layout(name: str, motion_dim: int = 51, exp_dims: int = BASELINE_EXP_DIMS) -> Layout:
+def get_layout(name: str, motion_dim: int = 51, exp_dims: int = EXPRESSION_DIMS) -> Layout:
     """The layout called ``name``; ``ours`` depends on the cache's motion_dim / expression dims."""
     if name == "ours":
-        return ours(motion_dim, exp_dims)
+        return layout_for_dim(motion_dim, exp_dims)
     table = {"dualtalk": DUALTALK, "dim": DIM, "dim56": DIM56}
     if name not in table:
         raise LayoutError(f"unknown layout {name!r}; known: {', '.join(LAYOUT_NAMES)} (or auto)")
     return table[name]
 
 
-def detect_layout(width: int, motion_dim: int = 51, exp_dims: int = BASELINE_EXP_DIMS) -> Layout:
+def detect_layout(width: int, motion_dim: int = 51, exp_dims: int = EXPRESSION_DIMS) -> Layout:
     """Layout of a (T, width) array by its width: motion_dim -> ours, 56 -> dualtalk, 54 -> dim."""
     if width == motion_dim:
-        return ours(motion_dim, exp_dims)
+        return layout_for_dim(motion_dim, exp_dims)
     for name in ("dualtalk", "dim"):
         lay = get_layout(name)
         if lay.width == width:
@@ -130,7 +97,7 @@ def detect_layout(width: int, motion_dim: int = 51, exp_dims: int = BASELINE_EXP
                       f"accepted widths {known})")
 
 
-def layouts_with_width(width: int, motion_dim: int = 51, exp_dims: int = BASELINE_EXP_DIMS) -> list[str]:
+def layouts_with_width(width: int, motion_dim: int = 51, exp_dims: int = EXPRESSION_DIMS) -> list[str]:
     out = []
     for name in LAYOUT_NAMES:
         try:
@@ -144,7 +111,7 @@ def layouts_with_width(width: int, motion_dim: int = 51, exp_dims: int = BASELIN
 def convert(x: np.ndarray, src: Layout, dst: Layout, fill_missing: bool = False) -> np.ndarray:
     """Re-order ``x`` (T, src.width) into ``dst``; extra jaw/neck dims are dropped, missing ones are an error
     (or zeros with ``fill_missing``)."""
-    exp, jaw, neck = src.parts(np.asarray(x))
+    exp, jaw, pose = src.parts(np.asarray(x))
     T = len(exp)
     dexp = dst.exp[1] - dst.exp[0]
     djaw = dst.jaw[1] - dst.jaw[0]
@@ -158,9 +125,9 @@ def convert(x: np.ndarray, src: Layout, dst: Layout, fill_missing: bool = False)
         out[:, dst.jaw[0]:dst.jaw[0] + jaw.shape[1]] = jaw
     else:
         raise LayoutError(f"layout {src.name!r} has {jaw.shape[1]} jaw dims, {dst.name!r} needs {djaw}")
-    if dst.neck is not None:
-        if neck is not None:
-            out[:, dst.neck[0]:dst.neck[1]] = neck
+    if dst.pose is not None:
+        if pose is not None:
+            out[:, dst.pose[0]:dst.pose[1]] = pose
         elif not fill_missing:
             raise LayoutError(f"layout {src.name!r} has no neck pose, {dst.name!r} needs it "
                               "(a 54-dim cache scores the neck)")

@@ -1,111 +1,23 @@
-"""Stage-2 measurements: motion quality on a split (vs the tokenizer's reconstruction, the mean-motion baseline
-and a speaker-only model), and speed (offline, streaming, KV cache vs none, latency, memory over length).
+"""Speed of stage-2 generation, measured the way users meet it: offline (one dyad and a batch), streaming one
+token step at a time (features, and raw audio through the causal features: the end-to-end path), the
+latency budget, memory over long sessions, other model sizes; and the speed targets (docs/STAGE2.md).
 
-Used by ``scripts/bench_stage2.py`` (a thin CLI printing tables) and by the generation sections of
-``scripts/benchmark.py`` (offline, streaming, memory, and the speed targets of docs/STAGE2.md). Quality metrics are those of
-``common.metrics`` (docs/METRICS.md), computed in memory as ``scripts/evaluate.py`` does from files.
+``scripts/benchmark.py`` runs these as its sections and prints their tables (common/eval/tables.py).
 """
 from __future__ import annotations
 
-import logging
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from common.cache import Cache
+from common.data.cache import Cache
+from common.eval.tables import markdown_table as table
 
 from .generate import Generator, Sampling
 
-log = logging.getLogger(__name__)
 
-
-# ----------------------------------------------------------------------------------------------------------
-# predictions on a split
-# ----------------------------------------------------------------------------------------------------------
-@dataclass
-class SplitData:
-    ids: list[str]
-    motion: list[np.ndarray]      # (2, T, D) raw ground truth per dialog
-    audio: list[np.ndarray]       # (2, T, F) raw features
-    states: list[np.ndarray]      # (2, T)
-    shape: list[np.ndarray]       # (2, S) identities
-
-
-def load_split(cache: Cache, split: str = "test", max_dialogs: int = 0) -> SplitData:
-    entries = cache.dialogs(split)[:max_dialogs or None]
-    arrs = [cache.load(e["id"]) for e in entries]
-    return SplitData([e["id"] for e in entries], [np.array(a.motion, np.float32) for a in arrs],
-                     [np.array(a.audio, np.float32) for a in arrs], [np.array(a.states) for a in arrs],
-                     [np.array(a.shape, np.float32) for a in arrs])
-
-
-def predict_split(gen: Generator, data: SplitData, mode: str, sampling: Sampling, num_samples: int = 1,
-                  identity: bool = True) -> list[np.ndarray]:
-    """(2, T, D) per dialog. ``dyad``: both generated together; ``listener``: each participant generated with
-    the other's ground truth given (two runs per dialog, the DualTalk protocol)."""
-    out = []
-    for i, (audio, motion) in enumerate(zip(data.audio, data.motion)):
-        s = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, sampling.seed + 1000 * i)
-        ident = data.shape[i] if identity else None
-        if mode == "dyad":
-            out.append(gen.generate(audio, sampling=s, num_samples=num_samples, identity=ident).motion)
-        elif mode == "listener":
-            pred = np.empty_like(motion)
-            for g in (0, 1):
-                pred[1 - g] = gen.generate(audio, given=g, given_motion=motion[g], sampling=s,
-                                           num_samples=num_samples, identity=ident).motion[1 - g]
-            out.append(pred)
-        else:
-            raise ValueError(mode)
-    return out
-
-
-def reconstruct_split(tok, data: SplitData) -> list[np.ndarray]:
-    out = []
-    for m in data.motion:
-        T = m.shape[1]
-        x = torch.from_numpy(m).to(next(tok.parameters()).device)
-        rec = tok.decode(tok.encode(x)).cpu().numpy()
-        if rec.shape[1] < T:                                           # trailing partial token: repeat the last frame
-            rec = np.concatenate([rec, np.repeat(rec[:, -1:], T - rec.shape[1], 1)], 1)
-        out.append(rec.astype(np.float32))
-    return out
-
-
-def mean_split(cache: Cache, data: SplitData) -> list[np.ndarray]:
-    mu = cache.stats["motion_mean"].astype(np.float32)
-    return [np.broadcast_to(mu, m.shape).copy() for m in data.motion]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# metrics (common/metrics.py: the one scorer of every method)
-# ----------------------------------------------------------------------------------------------------------
-KEYS = ["fid_exp", "p_fid_exp", "mse_exp", "fid_jaw", "p_fid_jaw", "mse_jaw", "fid_exp@listen", "p_fid_exp@listen",
-        "mse_exp@listen", "mse_jaw@listen", "mse_jaw@speak", "jaw_speech_r", "jaw_speech_r_gt"]
-
-
-def compute_metrics(preds: list[np.ndarray], data: SplitData, layout: dict, with_sid: bool = False) -> dict:
-    """``common.metrics.evaluate_sequences`` over every participant of every dialog (the partner's ground truth
-    as partner, own states for the ``@state`` keys) plus the jaw / own-speech correlation, as scripts/evaluate.py."""
-    from common import metrics as M
-    P, G, Pa, S, E = [], [], [], [], []
-    for pred, gt, audio, st in zip(preds, data.motion, data.audio, data.states):
-        for p in (0, 1):
-            P.append(pred[p]); G.append(gt[p]); Pa.append(gt[1 - p]); S.append(st[p])
-            E.append(np.asarray(audio[p], np.float64).mean(1))
-    out = M.evaluate_sequences(P, G, Pa, states=S, dataset_level=False, with_sid=with_sid)
-    j = layout["jaw"][0]
-    out["jaw_speech_r"] = float(np.mean([M.jaw_speech_correlation(p[:, j], e) for p, e in zip(P, E)]))
-    out["jaw_speech_r_gt"] = float(np.mean([M.jaw_speech_correlation(g[:, j], e) for g, e in zip(G, E)]))
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# speed: what scripts/benchmark.py (sections offline, streaming, memory) and scripts/bench_stage2.py report
-# ----------------------------------------------------------------------------------------------------------
 def sync(device) -> None:
     """Wait for the work queued on ``device`` (honest timings on an accelerator); nothing to wait for on CPU."""
     device = torch.device(device)
@@ -130,9 +42,7 @@ def device_mb(device) -> float:
 
 
 def kv_cache_bytes(st) -> int:
-    """Bytes held by a generation state's KV cache (or its no-cache history)."""
-    if st.history is not None:
-        return sum(h.numel() * h.element_size() for h in st.history)
+    """Bytes held by a generation state's KV cache."""
     if st.cache is None:
         return 0
     return sum(t.numel() * t.element_size() for x in st.cache.attn_intermediates
@@ -148,31 +58,45 @@ def tile_audio(audio: np.ndarray, frames: int) -> np.ndarray:
 def noise_wav(gen: Generator, frames: int, seed: int = 0) -> np.ndarray:
     """(2, frames * hop) raw audio at the GPT's sample rate: amplitude-modulated noise (the cost of feature
     extraction does not depend on what is said)."""
-    from common.audio import hop_length
+    from common.data.audio import hop_length
     n = frames * hop_length(gen.sample_rate, gen.fps)
     rng = np.random.default_rng(seed)
     env = 0.5 + 0.5 * np.sin(np.arange(n) / gen.sample_rate * 2 * np.pi * np.array([[0.7], [1.3]]))
     return (0.1 * env * rng.standard_normal((2, n))).astype(np.float32)
 
 
-def bench_offline(gen: Generator, audio: np.ndarray, sampling=Sampling(), batch: int = 1,
-                  use_cache: bool = True) -> dict:
+def bench_offline(gen: Generator, audio: np.ndarray, sampling=Sampling(), batch: int = 1) -> dict:
     """:meth:`Generator.generate` of ``batch`` sequences at once (``num_samples``: each an independent dyad,
     the same cost as ``batch`` dialogs); ``frames_per_s`` counts every dyad's motion frames (both people)."""
     T = audio.shape[1]
-    gen.generate(audio[:, :min(T, 8 * gen.d)], sampling=sampling, num_samples=batch, use_cache=use_cache)  # warm-up
+    gen.generate(audio[:, :min(T, 8 * gen.d)], sampling=sampling, num_samples=batch)  # warm-up
     sync(gen.device)
     t = time.perf_counter()
-    res = gen.generate(audio, sampling=sampling, num_samples=batch, use_cache=use_cache)
+    res = gen.generate(audio, sampling=sampling, num_samples=batch)
     sync(gen.device)
     el = time.perf_counter() - t
-    return {"batch": batch, "kv_cache": use_cache, "frames": T, "seconds": el, "frames_per_s": batch * T / el,
+    return {"batch": batch, "kv_cache": True, "frames": T, "seconds": el, "frames_per_s": batch * T / el,
             "x_realtime": batch * T / gen.fps / el, "ms_per_step": 1e3 * el / res.codes.shape[1]}
 
 
-def bench_no_cache(gen: Generator, audio: np.ndarray, sampling=Sampling(), batch: int = 1) -> dict:
-    """The same generation without a KV cache: each step reruns the decoder over the whole attention window."""
-    return bench_offline(gen, audio, sampling, batch, use_cache=False)
+@torch.no_grad()
+def bench_no_cache(gen: Generator, audio: np.ndarray, sampling=Sampling(), batch: int = 1, repeats: int = 0) -> dict:
+    """What a step costs without a KV cache: the decoder reruns over the whole attention window (``attn_window``
+    positions of both perspectives of ``batch`` dyads) and the heads sample, per token step. ``audio`` sets the
+    number of steps timed (``repeats`` overrides it)."""
+    n = repeats or max(3, audio.shape[1] // gen.d)
+    x = torch.randn(2 * batch, gen.cfg.attn_window, gen.cfg.dim, device=gen.device)
+    g = torch.Generator(device=gen.device).manual_seed(sampling.seed)
+    gen._sample_heads(gen.model.decoder(x)[:, -1], sampling, g)              # warm-up
+    sync(gen.device)
+    t = time.perf_counter()
+    for _ in range(n):
+        gen._sample_heads(gen.model.decoder(x)[:, -1], sampling, g)
+    sync(gen.device)
+    el = time.perf_counter() - t
+    T = n * gen.d
+    return {"batch": batch, "kv_cache": False, "frames": T, "seconds": el, "frames_per_s": batch * T / el,
+            "x_realtime": batch * T / gen.fps / el, "ms_per_step": 1e3 * el / n}
 
 
 def bench_streaming(gen: Generator, audio: np.ndarray | None, sampling=Sampling(), given_motion=None,
@@ -183,7 +107,7 @@ def bench_streaming(gen: Generator, audio: np.ndarray | None, sampling=Sampling(
     computes the causal log-mel frames: the whole path from microphone samples to motion frames).
     ``probe_every`` > 0: record memory (RSS, device, KV cache) every that many steps. The first ``skip`` steps
     are left out of the statistics (when more than twice as many were timed)."""
-    from common.audio import hop_length
+    from common.data.audio import hop_length
     d = gen.d
     sess = gen.stream(sampling, given=None if given_motion is None else 1)
     hop = hop_length(gen.sample_rate, gen.fps)
@@ -233,7 +157,7 @@ def offline_section(gen: Generator, audio: np.ndarray, sampling=Sampling(), seco
     out = {"batch": batch, "seconds_of_audio": seconds, "no_cache_seconds_of_audio": no_cache_seconds}
     for tag, b in (("b1", 1), ("batched", batch)):
         kv = bench_offline(gen, a, sampling, b)
-        no = bench_offline(gen, nc, sampling, b, use_cache=False)
+        no = bench_no_cache(gen, nc, sampling, b)
         out[f"kv_cache_{tag}"], out[f"no_cache_{tag}"] = kv, no
         out[f"kv_speedup_{tag}"] = no["ms_per_step"] / kv["ms_per_step"]
     return out
@@ -320,17 +244,6 @@ def check_targets(results: dict, device) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], cols: list[str], title: str = "") -> str:
-    """A markdown table (floats rounded for reading)."""
-    def fmt(v):
-        if isinstance(v, bool) or not isinstance(v, float):
-            return str(v)
-        return f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}" if abs(v) < 100 else f"{v:.1f}" if abs(v) < 1e4 else f"{v:.0f}"
-    lines = ([f"\n{title}"] if title else []) + ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def sizes_section(configs: list[str], tokenizer_path: str, cache: Cache, audio: np.ndarray, sampling=Sampling(),
                   seconds: float = 20.0, batch: int = 8, device="cpu") -> list[dict]:
     """Speed of other model sizes (stage-2 YAMLs, or "default": the dataclass defaults) with untrained weights,
@@ -394,9 +307,9 @@ def untrained_generator(config_path: str, tokenizer_path: str, cache: Cache, dev
     only: it costs what a trained one does."""
     from stage1_vq import load_tokenizer
 
+    from .artifact import GPTBundle, audio_description, tokenizer_description
     from .config import load_stage2_config
-    from .generate import GPTBundle
-    from .train import audio_description, build_model, tokenizer_description
+    from .train import build_model
     cfg = load_stage2_config(None if config_path == "default" else config_path,
                              [f"cache={cache.root}", f"tokenizer={tokenizer_path}"])
     tok = tokenizer_description(tokenizer_path)

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .states import STATE_NAMES
+from common.layout import STATE_NAMES, motion_layout
+
+DEFAULT_LAYOUT = motion_layout()
 
 STATE_COLORS = {0: "#ffffff", 1: "#cfe8ff", 2: "#ffd9b3", 3: "#e6ccff"}
 
@@ -54,7 +56,7 @@ def _state_bands(ax, states, fps):
 
 
 def timeline(path: str | Path, title: str, fps: float, participants: list[str], states, energy, truth,
-             predictions: dict, jaw_dim: int = 50, exp_dims=(0, 5), max_seconds: float = 40.0, show=None,
+             predictions: dict, jaw_dim: int = DEFAULT_LAYOUT.jaw[0], exp_dims=(0, 5), max_seconds: float = 40.0, show=None,
              dpi: int = 80) -> Path:
     """Per participant: audio energy of both sides, jaw and some expression dims, truth vs each method,
     over state bands. ``states`` (2, T), ``energy`` (2, T), ``truth`` (2, T, D), predictions name -> (2, T, D).

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from .audio import AudioError, hop_length, read_wav
-from .data_config import DataConfig
+from common.data.audio import AudioError, hop_length, read_wav
+from common.data.config import DataConfig
+from common.layout import NECK_DIMS, NUM_STATES, motion_from_flame
 
 log = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("audio_path", "flame_coeff_save_path", "state_path", "valid_frames_num")
-NUM_STATES = 4
 
 
 class CorpusError(ValueError):
@@ -160,9 +160,10 @@ def read_flame(path: Path, cfg: DataConfig, dialog: str, pid: str) -> tuple[np.n
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise CorpusError(f"is not an npz archive (holds a single {type(npz).__name__})", dialog, pid, file=path,
                           field="flame_coeff_save_path")
-    need = {"expression_params": cfg.expression_dims, "jaw_params": 1, "shape_params": cfg.shape_dims}
-    if cfg.neck_pose:
-        need["pose_params"] = 3
+    layout = cfg.layout
+    need = {"expression_params": layout.expression_dims, "jaw_params": 1, "shape_params": cfg.shape_dims}
+    if layout.pose is not None:
+        need["pose_params"] = NECK_DIMS
     arrays = {}
     with npz:
         for key, min_dims in need.items():
@@ -184,11 +185,8 @@ def read_flame(path: Path, cfg: DataConfig, dialog: str, pid: str) -> tuple[np.n
             if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
                 raise CorpusError(f"dtype {a.dtype} is not a real number type", dialog, pid, file=path, field=key)
             arrays[key] = a
-    parts = [arrays["expression_params"][:, 0, :cfg.expression_dims], arrays["jaw_params"][:, 0, :1]]
-    names = ["expression_params", "jaw_params"]
-    if cfg.neck_pose:
-        parts.append(arrays["pose_params"][:, 0, :3])
-        names.append("pose_params")
+    names = [k for k in ("expression_params", "jaw_params", "pose_params") if k in need]
+    parts = [arrays[n][:, 0, :need[n]] for n in names]              # the dims the layout uses
     lengths = {n: p.shape[0] for n, p in zip(names, parts)}
     T = min(lengths.values())
     if max(lengths.values()) - T > cfg.length_tolerance_s * cfg.fps:
@@ -197,7 +195,7 @@ def read_flame(path: Path, cfg: DataConfig, dialog: str, pid: str) -> tuple[np.n
         _check_finite(p[:T], dialog, pid, path, n)
     shape = arrays["shape_params"][0, 0, :cfg.shape_dims]
     _check_finite(shape[None], dialog, pid, path, "shape_params")
-    motion = np.concatenate([p[:T] for p in parts], axis=1).astype(np.float32)
+    motion = motion_from_flame(*(p[:T] for p in parts), *([None] if len(parts) == 2 else []), layout)
     return motion, shape.astype(np.float32)
 
 

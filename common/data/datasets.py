@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Dataset
 
-from .cache import Cache, CacheError
+from common.data.cache import Cache, CacheError
 
 
 class _CacheBacked(Dataset):
@@ -85,28 +85,26 @@ class DialogSequences(_CacheBacked):
 class TokenWindows(_CacheBacked):
     """Windows of token steps over every dialog of a split, both participants (stage 2 training data).
 
-    Codes come from ``CACHE/tokens/<tokens>/<id>.npy`` ((2, T // downsample, Q), written by stage1_vq.tokenize);
+    Codes come from ``CACHE/tokens/<tokens>/<id>.npy`` ((2, T // downsample, Q), written by stage1_vq.tokens);
     token step ``k`` covers motion frames ``[k * downsample, (k + 1) * downsample)``.
     Windows of ``window`` steps start every ``stride`` steps (default: half a window); dialogs shorter than a
-    window are skipped. With ``both_orderings`` every window also appears with the participants swapped
-    (roles are symmetric), as item ``2 * n + 1``.
+    window are skipped. (Participant order needs no augmentation: the GPT runs both perspectives of a window.)
 
     Item: ``codes`` (2, W, Q) int64; ``prev`` (2, Q) int64, the codes of the step before the window (-1 when
     the window starts the dialog); ``audio`` (2, W * downsample, F) float32 normalised features at the motion
-    rate; ``states`` (2, W * downsample) int64; ``shape`` (2, S) float32 identities; ``motion``
-    (2, W * downsample, D) raw (only with ``with_motion``); ``dialog`` int; ``start`` (token step); ``swapped``.
+    rate; ``states`` (2, W * downsample) int64; ``shape`` (2, S) float32 identities; ``dialog`` int; ``start``
+    (token step).
     """
 
     def __init__(self, cache, tokens: str, downsample: int, split: str = "train", window: int = 64,
-                 stride: int | None = None, both_orderings: bool = False, with_motion: bool = False):
+                 stride: int | None = None):
         super().__init__(cache, split)
         self.tokens_dir = self.cache.root / "tokens" / tokens
         if not self.tokens_dir.is_dir():
             raise FileNotFoundError(f"{self.tokens_dir} does not exist: run "
-                                    f"`python -m stage1_vq.tokenize --ckpt TOKENIZER --cache {self.cache.root}` first")
+                                    f"`python -m stage1_vq.tokens --tokenizer TOKENIZER --cache {self.cache.root}` first")
         self.d, self.window = int(downsample), int(window)
         self.stride = int(stride or max(1, window // 2))
-        self.both_orderings, self.with_motion = both_orderings, with_motion
         self._codes = {}
         self.index = []
         for i, e in enumerate(self.entries):
@@ -125,7 +123,7 @@ class TokenWindows(_CacheBacked):
                 self._codes[i] = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as e:
                 raise CacheError(f"dialog {self.entries[i]['id']}: token file {path} is missing or damaged ({e}); "
-                                 f"rerun `python -m stage1_vq.tokenize` for this cache") from e
+                                 f"rerun `python -m stage1_vq.tokens` for this cache") from e
         return self._codes[i]
 
     def __getstate__(self):
@@ -134,22 +132,14 @@ class TokenWindows(_CacheBacked):
         return state
 
     def __len__(self):
-        return len(self.index) * (2 if self.both_orderings else 1)
+        return len(self.index)
 
     def __getitem__(self, k):
-        swapped = bool(self.both_orderings and k % 2)
-        i, s = self.index[k // 2 if self.both_orderings else k]
+        i, s = self.index[k]
         a, c, d = self.arrays(i), self.codes(i), self.d
         codes = np.asarray(c[:, s:s + self.window], np.int64)
         prev = np.asarray(c[:, s - 1], np.int64) if s > 0 else np.full((2, codes.shape[-1]), -1, np.int64)
         fr = slice(s * d, (s + self.window) * d)
         audio = self.cache.normalize_audio(np.asarray(a.audio[:, fr], np.float32)).astype(np.float32)
-        item = {"codes": codes, "prev": prev, "audio": audio, "states": np.asarray(a.states[:, fr], np.int64),
-                "shape": np.asarray(a.shape, np.float32), "dialog": i, "start": s, "swapped": swapped}
-        if self.with_motion:
-            item["motion"] = np.asarray(a.motion[:, fr], np.float32)
-        if swapped:
-            for key in ("codes", "prev", "audio", "states", "shape", "motion"):
-                if key in item:
-                    item[key] = np.ascontiguousarray(item[key][::-1])
-        return item
+        return {"codes": codes, "prev": prev, "audio": audio, "states": np.asarray(a.states[:, fr], np.int64),
+                "shape": np.asarray(a.shape, np.float32), "dialog": i, "start": s}

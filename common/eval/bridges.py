@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from . import config as config_lib
-from . import layouts as L
-from .audio import AudioError, read_wav
-from .cache import Cache
-from .io import atomic_path, read_json, write_json
+from common import config as config_lib
+from common.eval import external as L
+from common.data.audio import AudioError, read_wav
+from common.data.cache import Cache
+from common.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ class CorpusAccess:
     """The corpus behind a cache (its manifest's data_config), or the reason it cannot be read."""
 
     def __init__(self, cache: Cache):
-        from .corpus import CorpusError, load_index
-        from .data_config import DataConfig
+        from common.data.corpus import CorpusError, load_index
+        from common.data.config import DataConfig
         self.cfg = self.index = None
         self.reason = ""
         try:
@@ -82,7 +82,7 @@ class CorpusAccess:
         return self.index is not None
 
     def _path(self, dialog: str, pid: str, key: str) -> Path:
-        from .corpus import resolve
+        from common.data.corpus import resolve
         rec = self.index.get(dialog, {}).get(pid)
         if rec is None:
             raise ExportError(f"dialog {dialog}, participant {pid}: not in the corpus index {self.cfg.index}")
@@ -109,28 +109,24 @@ class CorpusAccess:
             raise ExportError(str(e)) from e
 
 
-def _exp_dims(cache: Cache) -> int:
-    lay = cache.manifest.get("motion_layout", {}).get("exp")
-    return int(lay[1] - lay[0]) if lay else 50
-
-
 def load_sides(cache: Cache, corpus: CorpusAccess, dialog: dict, sample_rate: int,
                strict: bool = False) -> list[Side]:
     """Both participants of ``dialog`` (a cache manifest entry) with full jaw / neck and audio."""
     did, T = dialog["id"], int(dialog["num_frames"])
     arrays = cache.load(did, mmap=False)
-    E = _exp_dims(cache)
+    lay = cache.layout
+    E = lay.expression_dims
     if E < L.BASELINE_EXP_DIMS:
         raise ExportError(f"the cache holds {E} expression dims; the baselines' layouts carry "
                           f"{L.BASELINE_EXP_DIMS}")
-    neck_in_cache = cache.motion_dim == E + 4
+    neck_in_cache = lay.pose is not None
     sides = []
     for i, pid in enumerate(dialog["participants"]):
         motion = np.asarray(arrays.motion[i], np.float32)
         exp = motion[:, :L.BASELINE_EXP_DIMS]
         jaw = np.zeros((T, 3), np.float32)
-        jaw[:, 0] = motion[:, E]
-        neck = motion[:, E + 1:E + 4].copy() if neck_in_cache else np.zeros((T, 3), np.float32)
+        jaw[:, 0] = motion[:, lay.jaw[0]]
+        neck = motion[:, lay.pose[0]:lay.pose[1]].copy() if neck_in_cache else np.zeros((T, 3), np.float32)
         notes, audio = [], None
         if corpus.reachable:
             try:
@@ -285,10 +281,10 @@ FIELDS = {
         "pose": "(T25, 6) neck (pose_params[:, 0, :3]) ++ jaw (jaw_params[:, 0, :3]), axis-angle rad, 25 fps",
         "wav": "16 kHz mono, the participant's own microphone, T / 30 s long",
         "naming": "<dialog>_speaker1 = the cache's first participant, <dialog>_speaker2 = the second",
-        "resampling": "30 -> 25 fps by common.layouts.resample_motion (linear interpolation, frame i at i / fps)",
+        "resampling": "30 -> 25 fps by common.eval.external.resample_motion (linear interpolation, frame i at i / fps)",
     },
     "dim": {
-        "motion": "(T, 54) exp[:50] ++ jaw[:1] ++ neck[:3], 30 fps (layout 'dim' of common.layouts)",
+        "motion": "(T, 54) exp[:50] ++ jaw[:1] ++ neck[:3], 30 fps (layout 'dim' of common.eval.external)",
         "pose_exp": "(T, 56) neck[:3] ++ jaw[:3] ++ exp[:50], 30 fps: the per-frame order of DIM's code "
                     "(EMOCA pose ++ exp; layout 'dim56')",
         "wav": "16 kHz mono, the participant's own microphone",
@@ -327,7 +323,7 @@ def export(cache_dir: str | Path, fmt: str, out: str | Path, splits: str | list[
         if strict:
             raise ExportError(f"{corpus.reason}; the export needs the corpus for jaw[1:3], neck and audio")
         log.warning("%s: jaw[1:3]%s are zeros and no WAV is written", corpus.reason,
-                    "" if cache.motion_dim == _exp_dims(cache) + 4 else " and neck")
+                    "" if cache.layout.pose is not None else " and neck")
     fps = float(cache.fps)
     result = {"format": fmt, "version": EXPORT_VERSION, "cache": str(Path(cache_dir).resolve()),
               "fps": dualtalk_fps if fmt == "dualtalk" else fps, "source_fps": fps, "sample_rate": sample_rate,

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.layout import Layout, motion_layout
+
 
 @dataclass
 class AudioConfig:
@@ -38,5 +40,9 @@ class DataConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
 
     @property
+    def layout(self) -> Layout:
+        return motion_layout(self.expression_dims, self.neck_pose)
+
+    @property
     def motion_dim(self) -> int:
-        return self.expression_dims + 1 + (3 if self.neck_pose else 0)
+        return self.layout.width

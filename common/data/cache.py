@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import load_npy, read_json
+from common.io import load_npy, read_json
+from common.layout import Layout, layout_from_json
 
 MANIFEST = "manifest.json"
 STATS = "stats.npz"
@@ -38,6 +39,7 @@ class Cache:
         self.fps = float(self.manifest["fps"])
         self.motion_dim = int(self.manifest["motion_dim"])
         self.audio_dim = int(self.manifest["audio_features"]["dim"])
+        self.layout: Layout = layout_from_json(self.manifest.get("motion_layout"), self.motion_dim)
         self._by_id = {d["id"]: d for d in self.manifest["dialogs"]}
         self._stats = None
         self._lock = threading.Lock()

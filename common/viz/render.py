@@ -20,15 +20,14 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .flame import FLAME_URL, FlameModel, load_flame_model
-from .states import STATE_NAMES
+from common.viz.flame import FLAME_URL, FlameModel, load_flame_model
+from common.eval.predictions import PredictionError, open_prediction
+from common.layout import EXPRESSION_DIMS, SHAPE_DIMS, STATE_NAMES, Layout, LayoutError, layout_for_dim
 
 log = logging.getLogger(__name__)
 
 FPS = 30.0
 SAMPLE_RATE = 48000
-EXPRESSION_DIMS = 50          # expression coefficients used for rendering (of FLAME's 100)
-SHAPE_DIMS = 100              # identity coefficients used for rendering (of FLAME's 300)
 
 BG = (22, 24, 30)
 PANEL_BG = (44, 48, 58)
@@ -82,32 +81,22 @@ class DialogData:
         return len(self.generated[0])
 
 
-def motion_to_track(motion: np.ndarray, label: str, expression_dims: int | None = None,
-                    neck_pose: bool | None = None) -> Track:
-    """A (T, D) motion array (``expression[:E] ++ jaw[:1] (++ neck[:3])``, docs/ARCHITECTURE.md) -> Track."""
+def motion_to_track(motion: np.ndarray, label: str, layout: Layout | None = None) -> Track:
+    """A (T, D) motion array in ``layout`` (default: this system's layout of D dims, :mod:`common.layout`)."""
     motion = np.asarray(motion, np.float32)
     if motion.ndim != 2:
         raise RenderError(f"motion has shape {motion.shape}, expected (T, D)")
-    D = motion.shape[1]
-    if expression_dims is None:
-        if neck_pose is None:
-            if D not in (51, 54):
-                raise RenderError(f"motion has {D} dims; expected 51 (50 expression + jaw) or 54 (+ neck pose)")
-            neck_pose = D == 54
-        expression_dims = D - 1 - (3 if neck_pose else 0)
-    neck_pose = bool(neck_pose) if neck_pose is not None else D == expression_dims + 4
-    if D != expression_dims + 1 + (3 if neck_pose else 0):
-        raise RenderError(f"motion has {D} dims, expected {expression_dims} expression + 1 jaw"
-                          + (" + 3 neck" if neck_pose else ""))
-    T = motion.shape[0]
-    jaw = np.zeros((T, 3), np.float32)
-    jaw[:, 0] = motion[:, expression_dims]
-    neck = motion[:, expression_dims + 1:expression_dims + 4] if neck_pose else None
-    return Track(motion[:, :expression_dims], jaw, neck, label)
+    try:
+        exp, jaw1, neck = (layout or layout_for_dim(motion.shape[1])).parts(motion)
+    except LayoutError as e:
+        raise RenderError(f"motion has {motion.shape[1]} dims: {e}") from e
+    jaw = np.zeros((len(motion), 3), np.float32)
+    jaw[:, :1] = jaw1[:, :1]
+    return Track(exp, jaw, neck, label)
 
 
-def _flame_key(z, key: str, path: Path) -> np.ndarray:
-    a = np.asarray(z[key], np.float32)
+def _flame_key(arrays: dict, key: str, path: Path) -> np.ndarray:
+    a = np.asarray(arrays[key], np.float32)
     if a.ndim == 3:
         a = a[:, 0, :]
     if a.ndim != 2:
@@ -115,35 +104,36 @@ def _flame_key(z, key: str, path: Path) -> np.ndarray:
     return a
 
 
-def read_prediction(path: str | Path, label: str = "generated") -> tuple[Track, np.ndarray | None, np.ndarray | None]:
-    """A prediction file (``.npz`` with FLAME keys or ``motion``; or ``.npy`` (T, D)) -> (track, shape, states)."""
+def read_track(path: str | Path, label: str = "generated") -> tuple[Track, np.ndarray | None, np.ndarray | None]:
+    """A prediction file (common/eval/predictions.py's layout) -> (track, shape or None, predicted states or None)."""
     path = Path(path)
     try:
-        if path.suffix == ".npy":
-            return motion_to_track(np.load(path, allow_pickle=False), label), None, None
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            shape = states = None
-            if "shape_params" in keys:
-                sp = np.asarray(z["shape_params"], np.float32).reshape(-1)
-                shape = sp[:SHAPE_DIMS] if sp.size else None
-            if "pred_states" in keys:
-                states = np.asarray(z["pred_states"]).reshape(-1).astype(np.int64)
-            if "expression_params" in keys and "jaw_params" in keys:
-                exp = _flame_key(z, "expression_params", path)
-                jaw = _flame_key(z, "jaw_params", path)
-                neck = _flame_key(z, "pose_params", path) if "pose_params" in keys else None
-                if jaw.shape[1] < 3:
-                    jaw = np.pad(jaw, ((0, 0), (0, 3 - jaw.shape[1])))
-                T = min(len(exp), len(jaw), len(neck) if neck is not None else len(exp))
-                if neck is not None and (neck.shape[1] != 3 or not np.any(neck[:T])):
-                    neck = None
-                track = Track(exp[:T], jaw[:T, :3], None if neck is None else neck[:T], label)
-            elif "motion" in keys:
-                track = motion_to_track(z["motion"], label)
-            else:
-                raise RenderError(f"{path}: no 'motion' or 'expression_params' + 'jaw_params' (keys: {sorted(keys)})")
-    except (OSError, ValueError) as e:
+        z = open_prediction(path)
+    except PredictionError as e:
+        raise RenderError(str(e)) from e
+    keys = set(z)
+    shape = states = None
+    try:
+        if "shape_params" in keys:
+            sp = np.asarray(z["shape_params"], np.float32).reshape(-1)
+            shape = sp[:SHAPE_DIMS] if sp.size else None
+        if "pred_states" in keys:
+            states = np.asarray(z["pred_states"]).reshape(-1).astype(np.int64)
+        if "expression_params" in keys and "jaw_params" in keys:
+            exp = _flame_key(z, "expression_params", path)
+            jaw = _flame_key(z, "jaw_params", path)
+            neck = _flame_key(z, "pose_params", path) if "pose_params" in keys else None
+            if jaw.shape[1] < 3:
+                jaw = np.pad(jaw, ((0, 0), (0, 3 - jaw.shape[1])))
+            T = min(len(exp), len(jaw), len(neck) if neck is not None else len(exp))
+            if neck is not None and (neck.shape[1] != 3 or not np.any(neck[:T])):
+                neck = None
+            track = Track(exp[:T], jaw[:T, :3], None if neck is None else neck[:T], label)
+        elif "motion" in keys:
+            track = motion_to_track(z["motion"], label)
+        else:
+            raise RenderError(f"{path}: no 'motion' or 'expression_params' + 'jaw_params' (keys: {sorted(keys)})")
+    except ValueError as e:
         if isinstance(e, RenderError):
             raise
         raise RenderError(f"cannot read prediction file {path}: {e}") from e
@@ -163,16 +153,16 @@ def _prediction_files(pred_dir: Path) -> dict[str, Path]:
 def _open_cache(cache):
     if cache is None:
         return None
-    from .cache import Cache
+    from common.data.cache import Cache
     return cache if isinstance(cache, Cache) else Cache(cache)
 
 
 def corpus_audio(cache, dialog: str, participants: Sequence[str]) -> tuple[list[np.ndarray], int]:
     """Both participants' WAVs of ``dialog`` from the corpus the cache was built from (manifest data_config)."""
-    from . import config as config_lib
-    from .audio import read_wav
-    from .corpus import load_index, resolve
-    from .data_config import DataConfig
+    from common import config as config_lib
+    from common.data.audio import read_wav
+    from common.data.corpus import load_index, resolve
+    from common.data.config import DataConfig
     cfg = config_lib.from_dict(DataConfig, cache.manifest["data_config"])
     index = load_index(cfg)
     if dialog not in index:
@@ -205,19 +195,17 @@ def load_dialog(pred_dir: str | Path, cache=None, show_gt: bool = True, audio: S
         raise RenderError(f"{pred_dir}: need two participants, found {participants} "
                           f"(files: {sorted(p.name for p in files.values())})")
 
-    arrays = dcfg = None
+    arrays = None
     if cache is not None:
         arrays = cache.load(dialog, mmap=False)
-        dcfg = cache.manifest.get("data_config", {})
     truth = None
     if arrays is not None:
-        truth = [motion_to_track(arrays.motion[p], "ground truth", int(dcfg.get("expression_dims", 50)),
-                                 bool(dcfg.get("neck_pose", False))) for p in range(2)]
+        truth = [motion_to_track(arrays.motion[p], "ground truth", cache.layout) for p in range(2)]
 
     generated, shapes, pred_states = [], [], []
     for p, pid in enumerate(participants):
         if pid in files:
-            track, shape, states = read_prediction(files[pid])
+            track, shape, states = read_track(files[pid])
         elif truth is not None:
             log.info("%s: no prediction for %s: showing its ground truth (the given partner)", dialog, pid)
             track, shape, states = truth[p], None, None
@@ -245,7 +233,7 @@ def load_dialog(pred_dir: str | Path, cache=None, show_gt: bool = True, audio: S
     if audio:
         if len(audio) != 2:
             raise RenderError("give both participants' WAVs (--audio-a and --audio-b)")
-        from .audio import read_wav
+        from common.data.audio import read_wav
         wav = [read_wav(a, SAMPLE_RATE, what=f"{a}: ") for a in audio]
     elif cache is not None:
         try:
@@ -656,7 +644,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], size: tuple[int,
     except ImportError as e:  # the optional "render" extra
         raise RenderError("writing MP4 needs imageio-ffmpeg: pip install 'dyadic-face[render]'") from e
     import soundfile as sf
-    from .io import atomic_path
+    from common.io import atomic_path
     path = Path(path)
     n = 0
     with tempfile.TemporaryDirectory(prefix="render-audio-") as tmpdir:
@@ -826,7 +814,7 @@ def synthetic_dialog(seconds: float = 10.0, fps: float = FPS, sample_rate: int =
 def benchmark(seconds: float = 10.0, size: int = 320, out_dir: str | Path | None = None) -> dict[str, float]:
     """Frames/s of the three videos (mesh with / without the ground-truth row, coefficient view) on a
     FLAME-sized stand-in model (``synthetic_flame_arrays(72, 70)``: 4,902 vertices, 9,800 faces)."""
-    from .flame import REQUIRED_KEYS, synthetic_flame_arrays
+    from common.viz.flame import REQUIRED_KEYS, synthetic_flame_arrays
     arrays = synthetic_flame_arrays(72, 70)
     model = FlameModel(*(arrays[k] for k in REQUIRED_KEYS), source="synthetic")
     results = {}

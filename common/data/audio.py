@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .data_config import AudioConfig
+from common.data.config import AudioConfig
 
 log = logging.getLogger(__name__)
 

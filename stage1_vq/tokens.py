@@ -1,6 +1,6 @@
-"""Tokenize every cached dialog (all splits) with an exported tokenizer, for stage 2.
+"""Tokenize every cached dialog (all splits) with an exported tokenizer, for stage 2; find those tokens again.
 
-    python -m stage1_vq.tokenize --ckpt OUT/tokenizer.pt --cache CACHE [--name NAME] [--overwrite]
+    python -m stage1_vq.tokens --tokenizer OUT/tokenizer.pt --cache CACHE [--name NAME] [--overwrite]
 
 Writes ``CACHE/tokens/<name>/<dialog>.npy`` ((2, T // downsample, Q) int32, participant order of the manifest)
 and ``CACHE/tokens/<name>/tokens.json`` (tokenizer path and checksum, downsample, Q, codebook size, fps,
@@ -18,33 +18,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-log = logging.getLogger("stage1_vq.tokenize")
+log = logging.getLogger("stage1_vq.tokens")
 
 
-def default_name(ckpt: str | Path) -> str:
-    p = Path(ckpt).resolve()
+def default_name(tokenizer: str | Path) -> str:
+    p = Path(tokenizer).resolve()
     return f"{p.parent.name}-{p.stem}" if p.parent.name else p.stem
 
 
 @torch.no_grad()
-def tokenize_cache(ckpt: str | Path, cache_root: str | Path, name: str | None = None, device: str = "cpu",
+def tokenize_cache(tokenizer: str | Path, cache_root: str | Path, name: str | None = None, device: str = "cpu",
                    overwrite: bool = False, progress: bool = True) -> Path:
     """Tokenize all dialogs of the cache; returns the ``tokens/<name>`` folder."""
-    from common.cache import Cache
-    from common.checkpoint import file_sha256
+    from common.data.cache import Cache
+    from common.train.artifact import file_sha256
     from common.io import read_json, save_npy, write_json
 
     from . import load_tokenizer
-    from .evaluate import check_compatible
+    from .evaluate import check_cache
 
     cache = Cache(cache_root)
-    tok = load_tokenizer(ckpt, device=device)
-    check_compatible(tok, cache)
-    name = name or default_name(ckpt)
+    tok = load_tokenizer(tokenizer, device=device)
+    check_cache(tok, cache)
+    name = name or default_name(tokenizer)
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"invalid tokens name {name!r}")
     out = cache.root / "tokens" / name
-    sha = file_sha256(ckpt)
+    sha = file_sha256(tokenizer)
     info_path = out / "tokens.json"
     if info_path.is_file() and not overwrite:
         old = read_json(info_path)
@@ -67,7 +67,7 @@ def tokenize_cache(ckpt: str | Path, cache_root: str | Path, name: str | None = 
         codes = tok.encode(motion).cpu().numpy().astype(np.int32)                             # (2, T//d, Q)
         save_npy(path, codes)
     write_json(info_path, {
-        "tokenizer": str(Path(ckpt).resolve()), "tokenizer_sha256": sha, "name": name,
+        "tokenizer": str(Path(tokenizer).resolve()), "tokenizer_sha256": sha, "name": name,
         "downsample": tok.downsample, "num_quantizers": tok.num_quantizers, "codebook_size": tok.codebook_size,
         "fps": tok.fps, "token_rate": tok.fps / tok.downsample, "motion_dim": tok.motion_dim,
         "lookahead_frames": tok.lookahead_frames, "decoder_context": tok.decoder_context, "causal": tok.causal,
@@ -77,19 +77,42 @@ def tokenize_cache(ckpt: str | Path, cache_root: str | Path, name: str | None = 
     return out
 
 
+def find_tokens(cache, tokenizer_path: str | Path, name: str = "") -> tuple[str, dict]:
+    """The tokens folder of ``tokenizer_path`` in ``cache`` (by ``name``, or the one whose checksum matches):
+    ``(name, tokens.json)``."""
+    from common.io import read_json
+    from common.train.artifact import file_sha256
+
+    root = cache.root / "tokens"
+    sha = file_sha256(tokenizer_path)
+    candidates = [root / name] if name else sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+    for folder in candidates:
+        info_path = folder / "tokens.json"
+        if not info_path.is_file():
+            continue
+        info = read_json(info_path)
+        if info.get("tokenizer_sha256") == sha:
+            return folder.name, info
+        if name:
+            raise ValueError(f"{folder} holds tokens of another tokenizer ({info.get('tokenizer')}), not of "
+                             f"{tokenizer_path}: re-tokenize or set tokens=")
+    raise FileNotFoundError(f"no complete tokens folder of {tokenizer_path} in {root}: run "
+                            f"`python -m stage1_vq.tokens --tokenizer {tokenizer_path} --cache {cache.root}` first")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", required=True, help="exported tokenizer file (OUT/tokenizer.pt)")
+    ap.add_argument("--tokenizer", required=True, help="exported tokenizer file (OUT/tokenizer.pt)")
     ap.add_argument("--cache", required=True)
     ap.add_argument("--name", help="tokens/<name> folder (default: <run folder>-<file stem>)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    from common.cache import CacheError
-    from common.checkpoint import CheckpointError
+    from common.data.cache import CacheError
+    from common.train.artifact import CheckpointError
     try:
-        out = tokenize_cache(args.ckpt, args.cache, args.name, args.device, args.overwrite, progress=not args.quiet)
+        out = tokenize_cache(args.tokenizer, args.cache, args.name, args.device, args.overwrite, progress=not args.quiet)
     except (CheckpointError, CacheError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

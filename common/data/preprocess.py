@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import config as config_lib
-from .audio import describe_features, make_feature_extractor
-from .cache import MANIFEST, STATS
-from .corpus import CorpusError, load_index, read_dialog
-from .data_config import DataConfig
-from .io import atomic_dir, atomic_path, read_json, remove_stale_temps, write_json
-from .splits import assign_splits
+from common import config as config_lib
+from common.data.audio import describe_features, make_feature_extractor
+from common.data.cache import MANIFEST, STATS
+from common.data.corpus import CorpusError, load_index, read_dialog
+from common.data.config import DataConfig
+from common.io import atomic_dir, atomic_path, read_json, remove_stale_temps, write_json
+from common.data.splits import assign_splits
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -201,8 +201,7 @@ def merge(cfg: DataConfig, out: str | Path, num_shards: int) -> dict:
         "fps": cfg.fps,
         "sample_rate": cfg.sample_rate,
         "motion_dim": cfg.motion_dim,
-        "motion_layout": {"exp": [0, cfg.expression_dims], "jaw": [cfg.expression_dims, cfg.expression_dims + 1],
-                          **({"pose": [cfg.expression_dims + 1, cfg.expression_dims + 4]} if cfg.neck_pose else {})},
+        "motion_layout": cfg.layout.to_json(),
         "audio_features": describe_features(cfg.audio, extractor),
         "dialogs": [{"id": m["id"], "participants": m["participants"], "num_frames": m["num_frames"],
                      "split": splits[m["id"]]} for m in metas],

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .io import atomic_path, remove_stale_temps
+from common.io import atomic_path, remove_stale_temps
 
 FORMAT = "dyadic-face"
 VERSION = 1

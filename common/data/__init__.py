@@ -1,0 +1,1 @@
+"""The corpus, audio features, preprocessing cache, splits, datasets and the synthetic corpus."""

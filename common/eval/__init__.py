@@ -1,0 +1,1 @@
+"""Metrics, scoring of prediction folders, prediction files, baselines, external layouts and bridges."""

@@ -1,0 +1,52 @@
+"""What every trained model's config holds besides its model: the training knobs and the run's data and output.
+
+Each stage's config dataclass extends :class:`RunConfig` (adding ``model`` and, for stage 1, ``loss``); YAML
+files say only what differs from these defaults (common/config.py loads them with ``key=value`` overrides).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.config import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100
+    max_steps: int = 2000
+    grad_clip: float = 1.0
+    seed: int = 0
+    num_workers: int = 0
+    mixed_precision: str = "no"       # "no" | "bf16" | "fp16" (accelerate)
+    log_every: int = 20
+    val_every: int = 500
+    save_every: int = 500
+    keep_last: int = 3
+    max_nonfinite: int = 5            # NaN/Inf losses in a row before training stops
+    tracker: str = "none"             # "none" | "wandb" | "tensorboard"
+    project: str = "dyadic-face"
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    cache: str = "cache/synthetic"    # preprocessed cache (scripts/preprocess.py)
+    out_dir: str = "runs/run"         # checkpoints/, metrics.jsonl, config.json and the exported artifact
+    window: int = 64                  # training window (frames in stage 1, token steps in stage 2)
+    stride: int = 0                   # window hop (0: window // 2)
+    val_windows: int = 256            # validation windows (spread over the val split; 0: all)
+    resume: bool = True               # continue from out_dir/checkpoints when a good one exists
+    stop_after: int = 0               # stop (checkpointed, not exported) at this step, before train.max_steps; 0: run
+                                      # to the end. The schedule still follows train.max_steps: rerun without it to resume
+    export_name: str = "model.pt"     # exported artifact, in out_dir
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self):
+        """Checks shared by every stage (each stage's ``validate`` adds its own and calls this)."""
+        if self.train.batch_size < 1:
+            raise ConfigError("train.batch_size must be >= 1")
+        return self

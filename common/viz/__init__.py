@@ -1,0 +1,1 @@
+"""FLAME geometry, rendering and plots."""

@@ -1,0 +1,96 @@
+"""The exported GPT file (``OUT/gpt.pt``): written by training, read by generation, in one place.
+
+The file is self-describing (common/train/artifact.py): the stage-2 config, the model's ``GPTConfig``, its
+weights, what it agreed on with its tokenizer (geometry, rate, checksum) and everything needed to turn a raw
+WAV into its audio input (feature configuration, sample rate, training statistics) plus the motion layout.
+
+    from stage2_gpt.artifact import load_gpt
+    bundle = load_gpt("runs/stage2/gpt.pt")          # model in eval mode + its descriptions
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from common.config import from_dict, to_dict
+from common.data.cache import Cache
+from common.layout import Layout, layout_from_json
+from common.train.artifact import CheckpointError, file_sha256, load_artifact, save_artifact
+
+from .model import DyadGPT, GPTConfig
+
+log = logging.getLogger(__name__)
+ARTIFACT_KIND = "stage2_gpt"
+
+
+def tokenizer_description(tokenizer_path: str | Path) -> dict:
+    """What the GPT must agree on with its tokenizer (read through stage1_vq.load_tokenizer)."""
+    from stage1_vq import load_tokenizer
+    tok = load_tokenizer(tokenizer_path)
+    return {"path": str(Path(tokenizer_path).resolve()), "sha256": file_sha256(tokenizer_path), "fps": tok.fps,
+            "motion_dim": tok.motion_dim, "downsample": tok.downsample, "num_quantizers": tok.num_quantizers,
+            "codebook_size": tok.codebook_size, "lookahead_frames": tok.lookahead_frames}
+
+
+def audio_description(cache: Cache) -> dict:
+    """Everything needed to compute the model's audio input from a raw WAV (common/data/audio.py's path), and the
+    motion layout / data config to write and read FLAME files."""
+    dc = cache.manifest.get("data_config", {}) or {}
+    return {"features": cache.manifest["audio_features"], "audio_config": dc.get("audio", {}),
+            "sample_rate": int(cache.manifest.get("sample_rate", dc.get("sample_rate", 48000))),
+            "fps": cache.fps, "audio_mean": cache.stats["audio_mean"], "audio_std": cache.stats["audio_std"],
+            "motion_layout": cache.layout.to_json(), "data_config": dc}
+
+
+def export_gpt(path, state_dict: dict, cfg, tok: dict, audio: dict, extra: dict | None = None) -> Path:
+    """Write the GPT file: ``cfg`` (the Stage2Config), weights, tokenizer and audio descriptions, ``extra`` meta."""
+    meta = {"gpt_config": to_dict(cfg.model), "tokenizer": tok, "audio": audio, **(extra or {})}
+    return save_artifact(path, kind=ARTIFACT_KIND, state_dict=state_dict, config=to_dict(cfg), meta=meta)
+
+
+@dataclass
+class GPTBundle:
+    """An exported GPT file: the model (eval mode) and what it needs to run (tokenizer and audio description)."""
+    model: DyadGPT
+    config: dict          # the Stage2Config it was trained with (plain dict)
+    tokenizer: dict       # fps, motion_dim, downsample, num_quantizers, codebook_size, sha256, path
+    audio: dict           # features, audio_config, sample_rate, fps, audio_mean, audio_std, motion_layout
+    meta: dict
+    path: str = ""
+
+    @property
+    def layout(self) -> Layout:
+        """The motion layout the GPT was trained on (older files without one: the default of its motion_dim)."""
+        return layout_from_json(self.audio.get("motion_layout"), int(self.tokenizer["motion_dim"]))
+
+
+def load_gpt(path: str | Path, device: str | torch.device = "cpu") -> GPTBundle:
+    payload = load_artifact(path, kind=ARTIFACT_KIND)
+    meta = payload["meta"]
+    cfg = from_dict(GPTConfig, meta["gpt_config"], where="model.")
+    model = DyadGPT(cfg)
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit this version of stage2_gpt/model.py (written by an older one? "
+                              f"retrain, or use the code it was trained with): {' '.join(str(e).split())[:300]}") from e
+    return GPTBundle(model.to(device).eval(), payload["config"], meta["tokenizer"], meta["audio"], meta, str(path))
+
+
+def check_tokenizer(bundle: GPTBundle, tok) -> None:
+    """Refuse a tokenizer whose geometry or rate differs from the one the GPT was trained with (warn when only
+    the file differs)."""
+    t = bundle.tokenizer
+    for key in ("downsample", "num_quantizers", "codebook_size", "motion_dim"):
+        if int(getattr(tok, key)) != int(t[key]):
+            raise CheckpointError(f"the GPT {bundle.path} was trained on tokens with {key}={t[key]}, the tokenizer "
+                                  f"{getattr(tok, 'artifact_path', '')} has {getattr(tok, key)}")
+    if abs(float(tok.fps) - float(t["fps"])) > 1e-6:
+        raise CheckpointError(f"the GPT was trained at {t['fps']} fps, the tokenizer runs at {tok.fps} fps")
+    path = getattr(tok, "artifact_path", None)
+    if path and t.get("sha256") and file_sha256(path) != t["sha256"]:
+        log.warning("tokenizer %s is not the file the GPT was trained with (%s): same geometry, but the codes "
+                    "may mean something else", path, t.get("path"))

@@ -1,0 +1,143 @@
+"""Streaming generation: frame in, frame out, with a KV cache, from audio features or raw microphone samples.
+
+    from stage2_gpt.generate import Generator, Sampling
+    gen = Generator.load("runs/stage2/gpt.pt", "runs/stage1/tokenizer.pt")
+    session = gen.stream(Sampling(seed=0), given=None)                             # or given=1: listener mode
+    frames = session.push(audio_feats_chunk (2, n, F), given_motion_chunk (n, D) | None)   # -> (2, m, D)
+    frames = session.push_wav(samples_a, samples_b)                               # raw audio (causal features)
+    tail = session.flush()                                                        # the last partial token step
+
+A session runs :meth:`Generator.step` (the same step function as offline generation) once per complete token
+step, so for the same seed its codes equal the offline codes exactly, and its frames equal the offline
+decode up to float rounding of the windowed decode (the causal tokenizer decodes the newest token from its
+last ``decoder_context`` codes).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .generate import Generator, Sampling, pad_to
+
+
+class StreamingFeatures:
+    """Causal audio features from raw samples pushed in chunks, identical to the offline extractor's frames."""
+
+    def __init__(self, gen: Generator):
+        from common.data.audio import hop_length
+        feats = gen.bundle.audio.get("features", {})
+        if not feats.get("causal", False):
+            raise ValueError(f"streaming from raw audio needs causal features; the GPT uses {feats.get('kind')} "
+                             "(not causal): push features instead")
+        self.ex, self.hop = gen.extractor, hop_length(gen.sample_rate, gen.fps)
+        self.ctx = int(np.ceil(float(feats.get("window_frames", 2.0)))) + 1          # frames of history needed
+        self.buf = [np.zeros(self.ctx * self.hop, np.float32) for _ in range(2)]      # offline pads with zeros too
+
+    def push(self, samples: list[np.ndarray]) -> np.ndarray:
+        """samples: two 1-D float arrays (the new audio of each participant, at the GPT's sample rate) ->
+        features (2, n, F) of the frames completed by both."""
+        for i in range(2):
+            self.buf[i] = np.concatenate([self.buf[i], np.asarray(samples[i], np.float32).reshape(-1)])
+        n = min(len(b) // self.hop for b in self.buf) - self.ctx
+        if n <= 0:
+            return np.zeros((2, 0, self.ex.dim), np.float32)
+        out = []
+        for i in range(2):
+            seg = self.buf[i][:(self.ctx + n) * self.hop]
+            out.append(self.ex(seg, self.ctx + n)[self.ctx:])
+            self.buf[i] = self.buf[i][n * self.hop:]
+        return np.stack(out).astype(np.float32)
+
+
+class StreamSession:
+    """Frame-in, frame-out generation with a KV cache; causal (nothing later than the pushed audio is used).
+
+    ``push(audio_feats (2, n, F), given_motion (n, D) | None) -> motion (2, m, D)``: buffers frames until a token
+    step (``downsample`` frames) is complete, then generates it; ``m`` is a multiple of ``downsample``.
+    ``flush()`` generates the last partial step (audio repeated like the offline path) and returns its frames.
+    """
+
+    def __init__(self, gen: Generator, sampling: Sampling, given: int | None = None, identity=None):
+        tok = gen.tok
+        if getattr(tok, "lookahead_frames", 0):
+            raise ValueError("streaming needs a causal tokenizer (lookahead_frames == 0)")
+        if given not in (None, 0, 1):
+            raise ValueError(f"given must be None, 0 or 1, got {given!r}")
+        self.gen, self.sampling, self.given = gen, sampling, given
+        self.d, self.D = gen.d, tok.motion_dim
+        self.state = gen.new_state(sampling.seed, 1, identity, given)
+        self.dec_ctx = int(tok.decoder_context)
+        self.enc_ctx = int(getattr(tok, "encoder_context", 0)) or None
+        self.audio_buf = torch.zeros((2, 0, gen.cfg.audio_dim), device=gen.device)
+        self.motion_buf = torch.zeros((0, self.D), device=gen.device)       # the given partner's recent frames
+        self.motion_start = 0                                                # absolute frame of motion_buf[0]
+        self.codes_hist = torch.zeros((2, 0, gen.Q), dtype=torch.long, device=gen.device)
+        self.frames_out = 0
+        self.features = None
+        self.last_states = None
+
+    def push_wav(self, samples_a, samples_b, given_motion=None) -> np.ndarray:
+        """Raw audio of both participants at the GPT's sample rate (``gen.sample_rate``), any chunk size."""
+        if self.features is None:
+            self.features = StreamingFeatures(self.gen)
+        return self.push(self.features.push([samples_a, samples_b]), given_motion)
+
+    @torch.no_grad()
+    def push(self, audio_feats, given_motion=None) -> np.ndarray:
+        gen, d = self.gen, self.d
+        a = gen.normalize_audio(audio_feats)
+        if a.ndim != 3 or a.shape[0] != 2:
+            raise ValueError(f"audio features must be (2, n, F), got {tuple(a.shape)}")
+        self.audio_buf = torch.cat([self.audio_buf, a], 1)
+        if self.given is not None:
+            if given_motion is None:
+                raise ValueError("this session observes a participant: push their motion with the audio")
+            gm = torch.as_tensor(np.array(given_motion, np.float32), device=gen.device).reshape(-1, self.D)
+            if gm.shape[0] != a.shape[1]:
+                raise ValueError(f"push {a.shape[1]} audio frames with as many motion frames, got {gm.shape[0]}")
+            self.motion_buf = torch.cat([self.motion_buf, gm], 0)
+        outs = []
+        while self.audio_buf.shape[1] >= d:
+            outs.append(self._one_step(self.audio_buf[:, :d]))
+            self.audio_buf = self.audio_buf[:, d:]
+        if not outs:
+            return np.zeros((2, 0, self.D), np.float32)
+        return np.concatenate(outs, 1)
+
+    @torch.no_grad()
+    def flush(self) -> np.ndarray:
+        """Generate the last partial token step (if any) and return its frames (fewer than ``downsample``)."""
+        n = self.audio_buf.shape[1]
+        if n == 0:
+            return np.zeros((2, 0, self.D), np.float32)
+        audio = pad_to(self.audio_buf.transpose(0, 1), self.d).transpose(0, 1)
+        if self.given is not None:
+            pad = self.d - n
+            self.motion_buf = torch.cat([self.motion_buf, self.motion_buf[-1:].expand(pad, self.D)], 0)
+        self.audio_buf = self.audio_buf[:, :0]
+        return self._one_step(audio)[:, :n]
+
+    def _given_code(self) -> torch.Tensor:
+        """Code of the newest complete token of the observed participant (causal encoder: its last frames)."""
+        d, ctx = self.d, self.enc_ctx
+        end = (self.state.steps + 1) * d                                     # frames [0, end) are observed
+        start = 0 if ctx is None else max(0, ((end - ctx) // d) * d)        # token-aligned, >= ctx frames
+        window = self.motion_buf[start - self.motion_start:end - self.motion_start]
+        code = self.gen.tok.encode(window[None])[0, -1].to(self.gen.device)  # (Q,)
+        if ctx is not None:                                                  # keep what the next step needs
+            nxt = max(0, ((end + d - ctx) // d) * d)
+            self.motion_buf = self.motion_buf[nxt - self.motion_start:]
+            self.motion_start = nxt
+        given = torch.full((2, self.gen.Q), -1, dtype=torch.long, device=self.gen.device)
+        given[self.given] = code
+        return given
+
+    def _one_step(self, audio_step: torch.Tensor) -> np.ndarray:
+        given = self._given_code() if self.given is not None else None
+        codes, probs = self.gen.step(self.state, audio_step, given, self.sampling)
+        codes = codes[0]
+        self.last_states = None if probs is None else probs[0].nan_to_num(-1).argmax(-1).cpu().numpy()
+        self.codes_hist = torch.cat([self.codes_hist, codes[:, None]], 1)[:, -self.dec_ctx:]
+        frames = self.gen.tok.decode(self.codes_hist)[:, -self.d:]          # causal decoder: newest token's frames
+        self.frames_out += self.d
+        return frames.cpu().numpy().astype(np.float32)
