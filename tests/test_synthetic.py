@@ -390,3 +390,43 @@ def test_cli_writes_index_and_reports_it(tmp_path, capsys):
     index = out / "dataset_jsons" / "synthetic.json"
     assert str(index) in capsys.readouterr().out
     assert sorted(json.loads(index.read_text())) == ["V00_S0004_I00000000", "V00_S0004_I00000001"]
+
+
+# sha256 of every file of two tiny default-preset corpora, computed with the generator before the hard preset
+# existed (numpy 2.4.6, scipy 1.17.1, libsndfile 1.2.2): the default preset must keep writing these bytes.
+DEFAULT_PRESET_DIGESTS = {
+    (2, 4.0, 0, 30, 48000): {
+        "dataset_jsons/synthetic.json": "a2664489b04dfeed15f5eef40fa1bba811e7eac4f4b8e8f30807e015488adf9f",
+        "synthetic/V00_S0000_I00000000/P0510/audio.wav": "38d53184f2c0047713aaaaf8f7fd12947880e393ed1265f45e86d3089fe90e9d",
+        "synthetic/V00_S0000_I00000000/P0510/features/emica_flame.npz": "d8e2539f153dfcd378aeafba8e91462912a28184d9f2b13203aef15d30f4cf36",
+        "synthetic/V00_S0000_I00000000/P0510/state.npy": "508b5ae11a582daa42b2c0f5feb8397c9f05c211d7087a30f7a77a3693653804",
+        "synthetic/V00_S0000_I00000000/P0848/audio.wav": "5085bc8a131c367720f36307ecd0e82f590e54a50593eb2f7d5c6df6442b23d4",
+        "synthetic/V00_S0000_I00000000/P0848/features/emica_flame.npz": "a94630a29847568238040c635e79b6810d3c9f95246d221a53d1f040e275a9eb",
+        "synthetic/V00_S0000_I00000000/P0848/state.npy": "03a7436fa31427944875914cba30804c8c1f5cd46e574a5b80b3f66eb5c91de2",
+        "synthetic/V00_S0000_I00000001/P0269/audio.wav": "930862ae65a4d68ee9db5b8a811c8c061d1ecefc522ad7edbfafdad8bfe5d7df",
+        "synthetic/V00_S0000_I00000001/P0269/features/emica_flame.npz": "4276b1e0a22d907adc42c9128c5d891b3be78f0b6fbf7ea23c819a45734c524b",
+        "synthetic/V00_S0000_I00000001/P0269/state.npy": "5ac8e123dc60165c170d0cfe4613feec3755e25705cd312e0ffd507c2e7f23b3",
+        "synthetic/V00_S0000_I00000001/P0635/audio.wav": "7de2fe99b2d01616d07e3cc1a9c48024b6f0c8ff125a93ef696cbe06aa58638f",
+        "synthetic/V00_S0000_I00000001/P0635/features/emica_flame.npz": "e9d1de41e9cf244486645007d53f3fd9ff0e25a4ed7fe3106dda324f509a8945",
+        "synthetic/V00_S0000_I00000001/P0635/state.npy": "e7c59a8ba8415066930951f4229ee7733890f8e55563fd8629e602df15feab1d",
+    },
+    (1, 3.0, 7, 25, 16000): {
+        "dataset_jsons/synthetic.json": "9a50dbf82755e4927e3b21fcb2efa9f63910bdfc7c2073348a53ad9b2f4e74f4",
+        "synthetic/V00_S0007_I00000000/P0623/audio.wav": "65a60ae103855b8e788a7fc11864141bce0a09d3fe04b81247673c9711124675",
+        "synthetic/V00_S0007_I00000000/P0623/features/emica_flame.npz": "c83e1e57d6954402e247f999a065ec299e7837a00045243aed27693c27fafd29",
+        "synthetic/V00_S0007_I00000000/P0623/state.npy": "f6771a3eb36ff95a19226482c56d1b60e87d473f2c7ed2766c1a9591f75b2576",
+        "synthetic/V00_S0007_I00000000/P0897/audio.wav": "b4e880b5b61d7253386ce878bf20509b044811b3bbc94a3d68f5fd4bea9988b5",
+        "synthetic/V00_S0007_I00000000/P0897/features/emica_flame.npz": "064835e31b0e43079fc1c5f1f8498b9961ef9c57c3e601141c2638c248bc6d03",
+        "synthetic/V00_S0007_I00000000/P0897/state.npy": "f5a3728456d1070306faa219db243600cd7d2f8b8a0e2c7badd00b097a8be79b",
+    },
+}
+
+
+@pytest.mark.parametrize("args", sorted(DEFAULT_PRESET_DIGESTS))
+def test_default_preset_bytes_unchanged(tmp_path, args):
+    import hashlib
+    dialogs_, seconds, seed, fps, rate = args
+    make_corpus(tmp_path, num_dialogs=dialogs_, seconds=seconds, seed=seed, fps=fps, sample_rate=rate)
+    digests = {str(p.relative_to(tmp_path)): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    assert digests == DEFAULT_PRESET_DIGESTS[args]
