@@ -175,16 +175,41 @@ OVERLAP_RANGE = (0.15, 0.6)
 BACKCHANNEL_LEN = (0.2, 0.45)      # s, starts 0.25 s before .. 0.05 s after the speaker's phrase end
 
 
+def _first_turn(rng: np.random.Generator) -> tuple[int, float]:
+    """Who speaks first, and when (after 0.1-1.0 s of silence)."""
+    spk = int(rng.integers(2))
+    return spk, float(rng.uniform(0.1, 1.0))
+
+
+def _turn_length(rng: np.random.Generator, style: PersonStyle) -> float:
+    return float(np.clip(rng.gamma(*TURN_GAMMA) * style.talk_scale, *TURN_RANGE))
+
+
+def _backchannel_onset(rng: np.random.Generator, listener: PersonStyle, phrase_end: float) -> float | None:
+    """When the listener vocalises a backchannel at a phrase end (0.25 s before .. 0.05 s after), or None."""
+    if rng.random() < listener.backchannel_prob:
+        return phrase_end + float(rng.uniform(-0.25, 0.05))
+    return None
+
+
+def _next_turn(rng: np.random.Generator, spk: int, turn_end: float) -> tuple[int, float]:
+    """Who takes the next turn and when: overlap (crosstalk), the same speaker again, or the partner."""
+    r = rng.random()
+    if r < P_OVERLAP:
+        return 1 - spk, turn_end - float(rng.uniform(*OVERLAP_RANGE))
+    if r < P_OVERLAP + P_SAME:
+        return spk, turn_end + float(rng.uniform(*SAME_SPEAKER_PAUSE))
+    return 1 - spk, turn_end + float(rng.uniform(*TURN_PAUSE))
+
+
 def turn_timeline(rng: np.random.Generator, duration: float, styles: tuple[PersonStyle, PersonStyle]
                   ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """Voiced segments (start, end) in seconds for both persons: a semi-Markov process over turns."""
     segs: tuple[list, list] = ([], [])
-    spk = int(rng.integers(2))
-    t = float(rng.uniform(0.1, 1.0))
+    spk, t = _first_turn(rng)
     while t < duration:
         lst = 1 - spk
-        turn_len = float(np.clip(rng.gamma(*TURN_GAMMA) * styles[spk].talk_scale, *TURN_RANGE))
-        turn_end = t + turn_len
+        turn_end = t + _turn_length(rng, styles[spk])
         while True:
             end = min(t + float(rng.uniform(*PHRASE_RANGE)), turn_end)
             if turn_end - end < PHRASE_RANGE[0]:            # no room for another phrase: end the turn here
@@ -192,17 +217,11 @@ def turn_timeline(rng: np.random.Generator, duration: float, styles: tuple[Perso
             segs[spk].append((t, end))
             if end >= turn_end:
                 break
-            if rng.random() < styles[lst].backchannel_prob:
-                b0 = end + float(rng.uniform(-0.25, 0.05))
+            b0 = _backchannel_onset(rng, styles[lst], end)
+            if b0 is not None:
                 segs[lst].append((b0, b0 + float(rng.uniform(*BACKCHANNEL_LEN))))
             t = end + float(rng.uniform(*PHRASE_PAUSE))
-        r = rng.random()
-        if r < P_OVERLAP:
-            spk, t = lst, turn_end - float(rng.uniform(*OVERLAP_RANGE))
-        elif r < P_OVERLAP + P_SAME:
-            t = turn_end + float(rng.uniform(*SAME_SPEAKER_PAUSE))
-        else:
-            spk, t = lst, turn_end + float(rng.uniform(*TURN_PAUSE))
+        spk, t = _next_turn(rng, spk, turn_end)
     return segs
 
 
@@ -263,6 +282,21 @@ def _voice_tables(style: PersonStyle, sample_rate: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # One dialog
 # ---------------------------------------------------------------------------------------------------------
+def _tick_mask(segs: list[tuple[float, float]], n_ticks: int, cr: float) -> np.ndarray:
+    """(n_ticks,) bool: inside a voiced segment, at the control rate ``cr`` (ticks / s)."""
+    mask = np.zeros(n_ticks, bool)
+    for s, e in segs:
+        i0, i1 = max(0, int(round(s * cr))), min(n_ticks, int(round(e * cr)))
+        if i1 > i0:
+            mask[i0:i1] = True
+    return mask
+
+
+def _frame_activity(mask: np.ndarray, n_frames: int) -> np.ndarray:
+    """Voice activity per frame: at least half of the frame's ticks voiced."""
+    return mask[:n_frames * TICKS_PER_FRAME].reshape(n_frames, TICKS_PER_FRAME).mean(1) >= 0.5
+
+
 @dataclass
 class _Track:
     audio_voice: np.ndarray     # (n_samples,) float64, own voice only
@@ -278,11 +312,7 @@ def _speaker_track(rng: np.random.Generator, style: PersonStyle, segs: list[tupl
     duration = n_ticks / cr
     tick_t = (np.arange(n_ticks) + 0.5) / cr
 
-    mask = np.zeros(n_ticks, bool)
-    for s, e in segs:
-        i0, i1 = max(0, int(round(s * cr))), min(n_ticks, int(round(e * cr)))
-        if i1 > i0:
-            mask[i0:i1] = True
+    mask = _tick_mask(segs, n_ticks, cr)
     ramp = max(3, int(round(0.02 * cr)))
     win = np.hanning(ramp + 2)[1:-1]
     soft_mask = np.convolve(mask.astype(np.float64), win / win.sum(), mode="same")
@@ -328,7 +358,7 @@ def _speaker_track(rng: np.random.Generator, style: PersonStyle, segs: list[tupl
     frames = slice(0, n_frames * TICKS_PER_FRAME)
     env_f = env[frames].reshape(n_frames, TICKS_PER_FRAME).mean(1)
     mask_f = mask[frames].reshape(n_frames, TICKS_PER_FRAME)
-    va = mask_f.mean(1) >= 0.5
+    va = _frame_activity(mask, n_frames)
     pitch_f = (pitch_st * mask).reshape(n_frames, TICKS_PER_FRAME).sum(1) / np.maximum(mask_f.sum(1), 1)
     return _Track(voice, env_f, va, np.where(va, pitch_f, 0.0))
 
@@ -402,15 +432,31 @@ class _Participant:
 def generate_dialog(rng: np.random.Generator, styles: tuple[PersonStyle, PersonStyle], n_frames: int,
                     fps: float = 30.0, sample_rate: int = 48000) -> list[_Participant]:
     """Both participants of one dialog, time-aligned, ``n_frames`` frames and the matching audio."""
-    n_samples = int(np.ceil(n_frames * sample_rate / fps))
+    n_samples = _num_samples(n_frames, fps, sample_rate)
     segs = turn_timeline(rng, n_frames / fps, styles)
     tracks = [_speaker_track(rng, styles[i], segs[i], n_frames, n_samples, fps, sample_rate) for i in (0, 1)]
-    delay = max(1, int(round(0.004 * sample_rate)))
-    # idle-drift factors: each person's own, plus the partner's MIMIC_LAG_S earlier (shared affect)
+    return _participants(rng, styles, tracks, fps, sample_rate)
+
+
+def _num_samples(n_frames: int, fps: float, sample_rate: int) -> int:
+    return int(np.ceil(n_frames * sample_rate / fps))
+
+
+def _drift_factors(rng: np.random.Generator, n_frames: int, fps: float) -> list[np.ndarray]:
+    """Both persons' idle-drift factors (T, IDLE_FACTORS): each person's own, plus the partner's MIMIC_LAG_S
+    earlier (shared affect)."""
     lag = int(round(MIMIC_LAG_S * fps))
     base = [_smooth_noise(rng, n_frames + lag, np.ones(IDLE_FACTORS), rng.uniform(1.0, 3.0, IDLE_FACTORS) * fps)
             for _ in (0, 1)]
-    factors = [np.sqrt(1.0 - MIMIC_RHO ** 2) * base[i][lag:] + MIMIC_RHO * base[1 - i][:n_frames] for i in (0, 1)]
+    return [np.sqrt(1.0 - MIMIC_RHO ** 2) * base[i][lag:] + MIMIC_RHO * base[1 - i][:n_frames] for i in (0, 1)]
+
+
+def _participants(rng: np.random.Generator, styles: tuple[PersonStyle, PersonStyle], tracks: list[_Track],
+                  fps: float, sample_rate: int) -> list[_Participant]:
+    """Microphones (own voice + partner bleed + noise floor), states and motion of both persons from their tracks."""
+    n_frames, n_samples = len(tracks[0].env), len(tracks[0].audio_voice)
+    delay = max(1, int(round(0.004 * sample_rate)))
+    factors = _drift_factors(rng, n_frames, fps)
     out = []
     for i in (0, 1):
         own, partner = tracks[i], tracks[1 - i]
@@ -523,35 +569,41 @@ def make_corpus(out_dir: str | Path, num_dialogs: int = 10, seconds: float = 60.
         pa, pb = pairs[i]
         drng = np.random.default_rng([int(seed), 1, i])
         parts = generate_dialog(drng, (styles[int(pa)], styles[int(pb)]), nominal + _MARGIN_FRAMES, fps, sample_rate)
-        index[did] = {}
-        for p in parts:
-            pid = p.style.pid
-            T = nominal - int(drng.integers(MESS_FRAMES_SHORTER[0], MESS_FRAMES_SHORTER[1] + 1))
-            valid = T - int(drng.integers(1, 4)) if drng.random() < MESS_VALID_PROB else T
-            n_audio = int(round(T * sample_rate / fps)) + int(round(
-                drng.integers(MESS_AUDIO_MS[0], MESS_AUDIO_MS[1] + 1) * sample_rate / 1000))
-            n_states = T + 1 if drng.random() < MESS_STATE_PROB else T
-            split = str(SPLIT_DECOYS[int(drng.integers(len(SPLIT_DECOYS)))])
-            rec = _record(did, pid, T, valid, split)
-            index[did][pid] = rec
-            (out / rec["flame_coeff_save_path"]).parent.mkdir(parents=True, exist_ok=True)
-            _write_wav(out / rec["audio_path"], p.audio[:n_audio], sample_rate)
-            np.save(out / rec["state_path"], p.states[:n_states])
-            shape = np.broadcast_to(p.style.shape.astype(np.float32)[None, None, :], (T, 1, SHAPE_DIMS))
-            _savez_deterministic(
-                out / rec["flame_coeff_save_path"],
-                shape_params=shape,
-                expression_params=p.expression[:T, None, :].astype(np.float32),
-                pose_params=p.pose[:T, None, :].astype(np.float32),
-                jaw_params=p.jaw[:T, None, :].astype(np.float32),
-                cam=p.cam[:T, None, :].astype(np.float32),
-            )
+        index[did] = {p.style.pid: _write_participant(out, did, p, drng, nominal, fps, sample_rate) for p in parts}
         if progress is not None:
             progress(did)
+    return _write_json_atomic(out / "dataset_jsons" / index_name, index)
 
-    index_path = out / "dataset_jsons" / index_name
-    index_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = index_path.with_name(f".{index_path.name}.tmp")
-    tmp.write_text(json.dumps(index, indent=2) + "\n")
-    os.replace(tmp, index_path)
-    return index_path
+
+def _write_participant(out: Path, did: str, p: _Participant, drng: np.random.Generator, nominal: int, fps: float,
+                       sample_rate: int) -> dict:
+    """Cut one participant's files from the generated dialog with the length messiness, write them, and return
+    its index record."""
+    T = nominal - int(drng.integers(MESS_FRAMES_SHORTER[0], MESS_FRAMES_SHORTER[1] + 1))
+    valid = T - int(drng.integers(1, 4)) if drng.random() < MESS_VALID_PROB else T
+    n_audio = int(round(T * sample_rate / fps)) + int(round(
+        drng.integers(MESS_AUDIO_MS[0], MESS_AUDIO_MS[1] + 1) * sample_rate / 1000))
+    n_states = T + 1 if drng.random() < MESS_STATE_PROB else T
+    split = str(SPLIT_DECOYS[int(drng.integers(len(SPLIT_DECOYS)))])
+    rec = _record(did, p.style.pid, T, valid, split)
+    (out / rec["flame_coeff_save_path"]).parent.mkdir(parents=True, exist_ok=True)
+    _write_wav(out / rec["audio_path"], p.audio[:n_audio], sample_rate)
+    np.save(out / rec["state_path"], p.states[:n_states])
+    shape = np.broadcast_to(p.style.shape.astype(np.float32)[None, None, :], (T, 1, SHAPE_DIMS))
+    _savez_deterministic(
+        out / rec["flame_coeff_save_path"],
+        shape_params=shape,
+        expression_params=p.expression[:T, None, :].astype(np.float32),
+        pose_params=p.pose[:T, None, :].astype(np.float32),
+        jaw_params=p.jaw[:T, None, :].astype(np.float32),
+        cam=p.cam[:T, None, :].astype(np.float32),
+    )
+    return rec
+
+
+def _write_json_atomic(path: Path, content: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
