@@ -894,6 +894,8 @@ def tts_turn_timeline(rng: np.random.Generator, duration: float, styles: tuple[P
             if b0 is not None:
                 utts[lst].append(say(lst, "backchannel", b0))
             t = u.end + float(rng.uniform(*PHRASE_PAUSE))
+            if t >= duration:
+                break
         spk, t = _next_turn(rng, spk, u.end)
     return utts
 
