@@ -1,8 +1,11 @@
 """The synthetic corpus generator: layout, file formats, and the documented structure in the data."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -390,3 +393,368 @@ def test_cli_writes_index_and_reports_it(tmp_path, capsys):
     index = out / "dataset_jsons" / "synthetic.json"
     assert str(index) in capsys.readouterr().out
     assert sorted(json.loads(index.read_text())) == ["V00_S0004_I00000000", "V00_S0004_I00000001"]
+
+
+# sha256 of every file of two tiny default-preset corpora, computed with the generator before the hard preset
+# existed (numpy 2.4.6, scipy 1.17.1, libsndfile 1.2.2): the default preset must keep writing these bytes.
+DEFAULT_PRESET_DIGESTS = {
+    (2, 4.0, 0, 30, 48000): {
+        "dataset_jsons/synthetic.json": "a2664489b04dfeed15f5eef40fa1bba811e7eac4f4b8e8f30807e015488adf9f",
+        "synthetic/V00_S0000_I00000000/P0510/audio.wav": "38d53184f2c0047713aaaaf8f7fd12947880e393ed1265f45e86d3089fe90e9d",
+        "synthetic/V00_S0000_I00000000/P0510/features/emica_flame.npz": "d8e2539f153dfcd378aeafba8e91462912a28184d9f2b13203aef15d30f4cf36",
+        "synthetic/V00_S0000_I00000000/P0510/state.npy": "508b5ae11a582daa42b2c0f5feb8397c9f05c211d7087a30f7a77a3693653804",
+        "synthetic/V00_S0000_I00000000/P0848/audio.wav": "5085bc8a131c367720f36307ecd0e82f590e54a50593eb2f7d5c6df6442b23d4",
+        "synthetic/V00_S0000_I00000000/P0848/features/emica_flame.npz": "a94630a29847568238040c635e79b6810d3c9f95246d221a53d1f040e275a9eb",
+        "synthetic/V00_S0000_I00000000/P0848/state.npy": "03a7436fa31427944875914cba30804c8c1f5cd46e574a5b80b3f66eb5c91de2",
+        "synthetic/V00_S0000_I00000001/P0269/audio.wav": "930862ae65a4d68ee9db5b8a811c8c061d1ecefc522ad7edbfafdad8bfe5d7df",
+        "synthetic/V00_S0000_I00000001/P0269/features/emica_flame.npz": "4276b1e0a22d907adc42c9128c5d891b3be78f0b6fbf7ea23c819a45734c524b",
+        "synthetic/V00_S0000_I00000001/P0269/state.npy": "5ac8e123dc60165c170d0cfe4613feec3755e25705cd312e0ffd507c2e7f23b3",
+        "synthetic/V00_S0000_I00000001/P0635/audio.wav": "7de2fe99b2d01616d07e3cc1a9c48024b6f0c8ff125a93ef696cbe06aa58638f",
+        "synthetic/V00_S0000_I00000001/P0635/features/emica_flame.npz": "e9d1de41e9cf244486645007d53f3fd9ff0e25a4ed7fe3106dda324f509a8945",
+        "synthetic/V00_S0000_I00000001/P0635/state.npy": "e7c59a8ba8415066930951f4229ee7733890f8e55563fd8629e602df15feab1d",
+    },
+    (1, 3.0, 7, 25, 16000): {
+        "dataset_jsons/synthetic.json": "9a50dbf82755e4927e3b21fcb2efa9f63910bdfc7c2073348a53ad9b2f4e74f4",
+        "synthetic/V00_S0007_I00000000/P0623/audio.wav": "65a60ae103855b8e788a7fc11864141bce0a09d3fe04b81247673c9711124675",
+        "synthetic/V00_S0007_I00000000/P0623/features/emica_flame.npz": "c83e1e57d6954402e247f999a065ec299e7837a00045243aed27693c27fafd29",
+        "synthetic/V00_S0007_I00000000/P0623/state.npy": "f6771a3eb36ff95a19226482c56d1b60e87d473f2c7ed2766c1a9591f75b2576",
+        "synthetic/V00_S0007_I00000000/P0897/audio.wav": "b4e880b5b61d7253386ce878bf20509b044811b3bbc94a3d68f5fd4bea9988b5",
+        "synthetic/V00_S0007_I00000000/P0897/features/emica_flame.npz": "064835e31b0e43079fc1c5f1f8498b9961ef9c57c3e601141c2638c248bc6d03",
+        "synthetic/V00_S0007_I00000000/P0897/state.npy": "f5a3728456d1070306faa219db243600cd7d2f8b8a0e2c7badd00b097a8be79b",
+    },
+}
+
+
+@pytest.mark.parametrize("args", sorted(DEFAULT_PRESET_DIGESTS))
+def test_default_preset_bytes_unchanged(tmp_path, args):
+    dialogs_, seconds, seed, fps, rate = args
+    make_corpus(tmp_path, num_dialogs=dialogs_, seconds=seconds, seed=seed, fps=fps, sample_rate=rate)
+    digests = {str(p.relative_to(tmp_path)): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    assert digests == DEFAULT_PRESET_DIGESTS[args]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The hard preset: real speech, large full-rank person offsets, unseen persons, varied lengths
+# ---------------------------------------------------------------------------------------------------------
+HARD_SEED = 11
+HARD_DIALOGS = 3
+HARD_MIN_S, HARD_MAX_S = 6.0, 20.0
+
+
+def needs_espeak():
+    pytest.importorskip("espeakng_loader", reason="the hard preset's real speech needs espeakng-loader")
+
+
+def hard_corpus_at(root: Path, speech: str = "auto", num_dialogs: int = HARD_DIALOGS, seed: int = HARD_SEED,
+                   min_seconds: float = HARD_MIN_S, max_seconds: float = HARD_MAX_S):
+    index_path = make_corpus(root, num_dialogs=num_dialogs, seed=seed, preset="hard", min_seconds=min_seconds,
+                             max_seconds=max_seconds, speech=speech)
+    return root, index_path, json.loads(index_path.read_text())
+
+
+@pytest.fixture(scope="module")
+def hard(tmp_path_factory):
+    needs_espeak()
+    return hard_corpus_at(tmp_path_factory.mktemp("hard"), speech="tts")
+
+
+@pytest.fixture(scope="module")
+def hard_harmonic(tmp_path_factory):
+    """The same hard corpus with the harmonic voice instead of speech."""
+    return hard_corpus_at(tmp_path_factory.mktemp("hard_harmonic"), speech="harmonic")
+
+
+def transcripts(corpus) -> dict[str, list[dict]]:
+    root, _, index = corpus
+    return {f"{did}/{pid}": json.loads((root / Path(rec["audio_path"]).parent / "transcript.json").read_text())
+            ["utterances"] for did, recs in index.items() for pid, rec in recs.items()}
+
+
+def zero_crossing_rate(audio: np.ndarray, T: int) -> np.ndarray:
+    frames = audio[:T * HOP].astype(np.float64).reshape(T, HOP)
+    return (np.abs(np.diff(np.sign(frames), axis=1)) > 0).mean(1)
+
+
+def test_hard_layout_metadata_and_states(hard):
+    root, index_path, index = hard
+    assert sorted(index) == [f"V00_S{HARD_SEED:04d}_I{i:08d}" for i in range(HARD_DIALOGS)]
+    about = json.loads(syn.about_path(index_path).read_text())
+    assert syn.about_path(index_path) == root / "dataset_jsons" / "synthetic.about.json"
+    assert about["preset"] == "hard" and about["seed"] == HARD_SEED and about["speech_requested"] == "tts"
+    assert re.fullmatch(r"espeak-ng \d+\.\d+.*", about["speech"]), about["speech"]
+    assert about["persons"] == 2 * HARD_DIALOGS and "fallback_reason" not in about
+    assert sorted(about["dialogs"]) == sorted(index)
+    for did, recs in index.items():
+        assert sorted(about["dialogs"][did]["persons"]) == sorted(recs)
+        for pid, rec in recs.items():
+            assert list(rec) == RECORD_KEYS and re.fullmatch(r"P\d{4}", pid)
+            assert abs(rec["frames_num"] - about["dialogs"][did]["seconds"] * FPS) <= syn.MESS_FRAMES_SHORTER[1]
+            flame, *_ = load_participant(root, rec)
+            assert {k: v.shape[1:] for k, v in flame.items()} == {k: (1, d) for k, d in NPZ_DIMS.items()}
+    for parts, _ in dialogs(hard):
+        (_, _, sa, _), (_, _, sb, _) = parts
+        np.testing.assert_array_equal(PARTNER_STATE[sa], sb)
+
+
+def test_hard_wavs_hold_speech_not_the_harmonic_voice(hard, hard_harmonic):
+    """Speaking frames carry speech-band energy and, unlike the harmonic voice, fricatives (frames that cross
+    zero on a third of their samples); two utterances of a person differ."""
+    def speaking_frames(corpus):
+        zcr, band = [], []
+        for parts, T in dialogs(corpus):
+            for _, _, s, a in parts:
+                speak = s == 2
+                zcr.append(zero_crossing_rate(a, T)[speak])
+                spec = np.abs(np.fft.rfft(a[:T * HOP].reshape(T, HOP)[speak].astype(np.float64), axis=1)) ** 2
+                f = np.fft.rfftfreq(HOP, 1.0 / SR)
+                band.append(spec[:, (f > 300) & (f < 3400)].sum(1) / spec.sum(1))
+        return np.concatenate(zcr), np.concatenate(band)
+
+    zcr, band = speaking_frames(hard)
+    zcr_harmonic, _ = speaking_frames(hard_harmonic)
+    assert len(zcr) > 300
+    assert np.median(band) > 0.5                                   # most energy in the speech band
+    assert np.mean(zcr > 0.3) > 0.03, np.mean(zcr > 0.3)           # fricatives
+    assert np.mean(zcr_harmonic > 0.3) < 0.005                     # the harmonic voice has none
+    root, _, index = hard
+    did = sorted(index)[0]
+    for rec in index[did].values():                                 # same persons and timing, other audio
+        assert (root / rec["audio_path"]).read_bytes() != (hard_harmonic[0] / rec["audio_path"]).read_bytes()
+    # two phrases of one person: different words, different waveforms
+    key, utts = next((k, u) for k, u in transcripts(hard).items() if sum(x["kind"] == "phrase" for x in u) >= 2)
+    did, pid = key.split("/")
+    audio, _ = sf.read(str(root / index[did][pid]["audio_path"]), dtype="float32")
+    a, b = [x for x in utts if x["kind"] == "phrase"][:2]
+    assert a["text"] != b["text"]
+    seg = [audio[int(u["start"] * SR):int(u["end"] * SR)].astype(np.float64) for u in (a, b)]
+    n = min(map(len, seg))
+    assert n > 0.3 * SR and abs(corr(seg[0][:n], seg[1][:n])) < 0.2
+    assert all(np.sqrt(np.mean(x ** 2)) > 20 * syn.NOISE_FLOOR for x in seg)
+
+
+def test_hard_transcripts_match_voice_activity_and_never_repeat_a_sentence(hard):
+    root, _, index = hard
+    texts = [u["text"] for utts in transcripts(hard).values() for u in utts if u["kind"] == "phrase"]
+    assert len(texts) >= 10 and len(set(texts)) == len(texts)
+    for utts in transcripts(hard).values():
+        assert all(u["kind"] in ("phrase", "backchannel") and u["end"] > u["start"] for u in utts)
+        assert all(u["text"] in syn.BACKCHANNEL_WORDS for u in utts if u["kind"] == "backchannel")
+    # the speaking states are the utterances (frames at least half inside one)
+    agree = []
+    for did, recs in index.items():
+        for pid, rec in recs.items():
+            states = np.load(root / rec["state_path"])
+            T = len(states)
+            voiced = np.zeros(T, bool)
+            for u in transcripts(hard)[f"{did}/{pid}"]:
+                voiced[int(np.ceil(u["start"] * FPS - 0.5)):int(np.floor(u["end"] * FPS - 0.5)) + 1] = True
+            agree.append(np.mean(voiced == np.isin(states, (2, 3))))
+    assert min(agree) > 0.97, agree
+    # the grammar's sentences with one set of used ones: never the same twice
+    used: set[str] = set()
+    rng = np.random.default_rng(0)
+    many = [syn.fresh_sentence(rng, used) for _ in range(5000)]
+    assert len(set(many)) == 5000 and used == set(many)
+
+
+def test_hard_persons_each_in_exactly_one_dialog(hard_harmonic):
+    _, _, index = hard_harmonic
+    pids = [pid for recs in index.values() for pid in recs]
+    assert len(pids) == 2 * HARD_DIALOGS and len(set(pids)) == len(pids)
+    plan = syn._hard_plan(300, seed=0, min_seconds=30.0, max_seconds=300.0, fps=FPS)
+    persons = [p for pair, _ in plan for p in pair]
+    assert len(set(persons)) == 600                                # 300 dialogs, 600 distinct persons
+    assert plan[:5] == syn._hard_plan(5, seed=0, min_seconds=30.0, max_seconds=300.0, fps=FPS)
+
+
+def test_hard_lengths_vary_between_min_and_max(hard_harmonic):
+    _, _, index = hard_harmonic
+    frames = [rec["frames_num"] for recs in index.values() for rec in recs.values()]
+    assert min(frames) >= HARD_MIN_S * FPS - syn.MESS_FRAMES_SHORTER[1] and max(frames) <= HARD_MAX_S * FPS
+    assert len({f // 10 for f in frames}) > 1                       # not all the same length
+    seconds = np.array([n / FPS for _, n in syn._hard_plan(400, 3, 30.0, 300.0, FPS)])
+    assert seconds.min() >= 30.0 and seconds.max() <= 300.0
+    assert seconds.min() < 40.0 and seconds.max() > 250.0
+    assert abs(np.median(np.log(seconds)) - np.log(np.sqrt(30.0 * 300.0))) < 0.2    # log-uniform
+
+
+def test_hard_length_messiness_like_the_default(hard):
+    """The default preset's length messiness stays."""
+    root, _, index = hard
+    for did, recs in index.items():
+        lengths = []
+        for rec in recs.values():
+            flame, states, audio, rate = load_participant(root, rec)
+            T = len(flame["expression_params"])
+            assert rec["frames_num"] == T and 0 <= T - rec["valid_frames_num"] <= 3
+            assert len(states) in (T, T + 1)
+            assert -0.021 <= len(audio) / rate - T / FPS <= 0.041
+            lengths += [rec["valid_frames_num"], T, len(states), len(audio) / HOP]
+        assert max(lengths) - min(lengths) <= 0.3 * FPS, (did, lengths)
+
+
+def test_hard_offsets_are_full_rank_and_larger_than_the_default(hard_harmonic, corpus):
+    """Per-participant means of the drift-only dims (the person offset plus the mean of the drift) spread about
+    twice as far between persons as in the default preset; the offsets themselves are full rank."""
+    def spread(c):
+        means = np.array([f["expression_params"][:, 0, 40:].astype(np.float64).mean(0)
+                          for parts, _ in dialogs(c) for _, f, _, _ in parts])
+        return float(np.sqrt(np.mean(np.var(means, axis=0) / syn.OFFSET_STD[40:] ** 2)))
+
+    hard_spread, default_spread = spread(hard_harmonic), spread(corpus)
+    assert hard_spread > 1.4 * default_spread, (hard_spread, default_spread)
+    persons = [syn.hard_person_style(5000 + p) for p in range(12)]
+    offsets = np.array([p.exp_offset for p in persons])
+    assert np.linalg.matrix_rank(offsets, tol=1e-9) == 12          # full rank (the default's: OFFSET_FACTORS)
+    ratio = np.sqrt(np.mean((offsets / syn.HARD_OFFSET_STD) ** 2))
+    assert 0.8 < ratio < 1.2                                       # generator v1's size: 2 x OFFSET_STD
+    np.testing.assert_allclose(syn.HARD_OFFSET_STD, 2 * syn.OFFSET_STD)
+    assert all(p.voice is not None and p.voice.name.split("+")[0] in syn.TTS_ACCENTS for p in persons)
+    assert len({p.voice for p in persons}) == len(persons)
+
+
+def test_hard_motion_follows_the_own_speech_waveform(hard):
+    """The jaw follows the own microphone's frame RMS SPEECH_LAG_FRAMES late (not the partner's); the brow
+    follows the intonation estimated from the own microphone while speaking; the listener smile builds up
+    while the partner speaks."""
+    L = syn.SPEECH_LAG_FRAMES
+    checked, brow, smile_gap = 0, [], []
+    for parts, T in dialogs(hard):
+        for i in (0, 1):
+            _, flame, states, own_audio = parts[i]
+            if not talks(states):
+                continue
+            checked += 1
+            own, other = frame_rms(own_audio, T), frame_rms(parts[1 - i][3], T)
+            jaw = flame["jaw_params"][:, 0, syn.JAW_DIM]
+            c_own, c_other = corr(jaw[L:], own[:-L]), corr(jaw[L:], other[:-L])
+            assert c_own > 0.85 and c_other < 0.3, (c_own, c_other)
+            assert int(np.argmax([corr(jaw[k:], own[:T - k]) for k in range(6)])) == L
+            exp = flame["expression_params"][:, 0].astype(np.float64)
+            for d in syn.FAST_SPEECH_EXP_DIMS:
+                assert abs(corr(np.diff(exp[L:, d]), np.diff(own[:-L]))) > 0.7
+            # intonation from the waveform (the generator's estimator, run on the microphone)
+            speak = np.flatnonzero(states == 2)
+            frames = own_audio[:T * HOP].astype(np.float64).reshape(T, HOP)[speak]
+            f0 = syn._autocorr_f0(frames.reshape(len(speak), HOP // 4, 4).mean(2), SR / 4)
+            ok = f0 > 0
+            st = 12 * np.log2(f0[ok] / np.median(f0[ok]))
+            at = speak[ok]
+            at, st = at[at + L < T], st[at + L < T]
+            brow.append(corr(exp[at + L, syn.PITCH_EXP_DIM], st))
+            smile = exp[:, list(syn.LISTENER_EXP_DIMS)] @ np.sign(syn.SMILE_PATTERN)
+            smile_gap.append(smile[states == 1].mean() - smile[states == 2].mean())
+    assert checked >= 3
+    assert np.mean(brow) > 0.5 and min(brow) > 0.3, brow
+    assert np.mean(smile_gap) > 0.2, smile_gap
+
+
+def test_hard_same_args_same_bytes(tmp_path):
+    """Same arguments, same bytes (each dialog synthesises in a fresh espeak-ng session, whatever ran before);
+    dialog i does not depend on how many dialogs follow."""
+    needs_espeak()
+    kw = dict(seed=5, min_seconds=3.0, max_seconds=5.0, speech="tts")
+    a, _, _ = hard_corpus_at(tmp_path / "a", num_dialogs=2, **kw)
+    with syn.EspeakEngine() as engine:                              # unrelated speech in between
+        engine.synth("Something else entirely.", "en+m3", 170, 60, 50)
+    b, _, _ = hard_corpus_at(tmp_path / "b", num_dialogs=2, **kw)
+    c, _, index_c = hard_corpus_at(tmp_path / "c", num_dialogs=1, **kw)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert len(files) == 2 + 2 * 2 * 4                              # index, about, 4 files per participant
+    for rel in files:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    first = sorted(index_c)[0]
+    for p in (c / "synthetic" / first).rglob("*"):
+        if p.is_file():
+            assert p.read_bytes() == (a / p.relative_to(c)).read_bytes(), p
+    other, _, _ = hard_corpus_at(tmp_path / "d", num_dialogs=1, **{**kw, "seed": 6})
+    assert sorted(json.loads((other / "dataset_jsons/synthetic.json").read_text())) != sorted(index_c)
+
+
+def test_espeak_sessions_are_independent():
+    needs_espeak()
+    with syn.EspeakEngine() as engine:
+        first = engine.synth("Well, my sister went to the market on Tuesday.", "en-us+f3", 175, 50, 50)
+        again = engine.synth("Well, my sister went to the market on Tuesday.", "en-us+f3", 175, 50, 50)
+        assert engine.sample_rate == 22050 and first.dtype == np.int16 and len(first) > 22050
+    with syn.EspeakEngine() as engine:
+        fresh = engine.synth("Well, my sister went to the market on Tuesday.", "en-us+f3", 175, 50, 50)
+    np.testing.assert_array_equal(first, fresh)                     # a new session starts clean
+    assert not np.array_equal(first, again)                         # inside a session the library keeps state
+
+
+def test_hard_falls_back_loudly_without_the_engine(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)     # as if not installed
+    with pytest.warns(syn.SpeechFallbackWarning, match="espeakng-loader"):
+        root, index_path, index = hard_corpus_at(tmp_path, num_dialogs=1, min_seconds=3.0, max_seconds=4.0)
+    about = json.loads(syn.about_path(index_path).read_text())
+    assert about["speech"] == "harmonic-fallback" and about["speech_requested"] == "auto"
+    assert "pip install espeakng-loader" in about["fallback_reason"]
+    (did, recs), = index.items()
+    for rec in recs.values():
+        assert (root / rec["audio_path"]).is_file()
+        assert not (root / rec["audio_path"]).with_name("transcript.json").exists()
+
+
+def test_hard_speech_tts_without_the_engine_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)
+    with pytest.raises(syn.SpeechEngineMissing, match="pip install espeakng-loader"):
+        make_corpus(tmp_path, num_dialogs=1, preset="hard", min_seconds=3.0, max_seconds=4.0, speech="tts")
+    assert not (tmp_path / "dataset_jsons").exists()
+
+
+def test_hard_harmonic_on_request_is_not_a_fallback(hard_harmonic):
+    about = json.loads(syn.about_path(hard_harmonic[1]).read_text())
+    assert about["speech"] == "harmonic" and "fallback_reason" not in about
+
+
+@pytest.mark.parametrize("kw", [
+    {"preset": "hard", "seconds": 10.0},
+    {"preset": "hard", "min_seconds": 10.0, "max_seconds": 5.0},
+    {"preset": "hard", "min_seconds": 0.5, "max_seconds": 5.0},
+    {"preset": "hard", "num_dialogs": syn.HARD_PERSON_SPAN},
+    {"min_seconds": 3.0},
+    {"speech": "tts"},
+    {"preset": "harder"},
+    {"preset": "hard", "speech": "loud"},
+])
+def test_bad_preset_arguments(tmp_path, kw):
+    with pytest.raises(ValueError):
+        make_corpus(tmp_path, **{"num_dialogs": 1, **kw})
+    assert not (tmp_path / "dataset_jsons").exists()
+
+
+def test_cli_hard_preset(tmp_path, capsys):
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "scripts" / "make_synthetic_corpus.py"
+    spec = importlib.util.spec_from_file_location("make_synthetic_corpus", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "cli"
+    assert mod.main(["--out", str(out), "--dialogs", "2", "--preset", "hard", "--min-seconds", "3",
+                     "--max-seconds", "4", "--speech", "harmonic", "--seed", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "speech: harmonic" in printed and str(out / "dataset_jsons" / "synthetic.json") in printed
+    assert json.loads((out / "dataset_jsons" / "synthetic.about.json").read_text())["preset"] == "hard"
+    assert mod.main(["--out", str(tmp_path / "bad"), "--preset", "hard", "--seconds", "3"]) == 2
+
+
+def test_espeak_session_warns_when_the_library_cannot_be_unloaded():
+    """Another holder of libespeak-ng in the process keeps its state alive: the session says so."""
+    needs_espeak()
+    import ctypes
+    import espeakng_loader
+    held = ctypes.CDLL(espeakng_loader.get_library_path())
+    try:
+        with pytest.warns(RuntimeWarning, match="not reproducible"):
+            with syn.EspeakEngine():
+                pass
+    finally:
+        import _ctypes
+        _ctypes.dlclose(held._handle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                             # unloaded cleanly: no warning
+        with syn.EspeakEngine():
+            pass

@@ -19,19 +19,28 @@ in ``DATA_FORMAT.md``. The content has learnable, documented structure:
 Everything is a function of ``seed`` (byte-identical files for the same arguments); a person's style is a
 function of the person number only, so the same ``P....`` id behaves alike in every dialog and corpus.
 numpy / scipy / soundfile only.
+
+``make_corpus(..., preset="hard")`` is the harder corpus: real speech (espeak-ng text-to-speech from the
+``espeakng-loader`` wheel, imported lazily; a fresh sentence per utterance) driving the same motion processes
+through the waveform's envelope and intonation, generator v1's full-rank person offsets, two persons per dialog
+who appear in no other dialog, dialog lengths log-uniform in 30 s - 5 min, and a metadata file beside the index
+(``about_path``) that says which speech the corpus holds (``harmonic-fallback`` when the engine is missing).
 """
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import lfilter
+from scipy.signal import lfilter, medfilt, resample_poly
 
 # ---------------------------------------------------------------------------------------------------------
 # The structured dims (indices into expression_params[:, 0, :], jaw_params[:, 0, :], pose_params[:, 0, :]).
@@ -125,6 +134,7 @@ class PersonStyle:
     pose_offset: np.ndarray    # (3,)
     shape: np.ndarray          # (300,)
     cam_scale: float
+    voice: TtsVoice | None = None   # hard preset: how espeak-ng speaks for this person
 
     @property
     def pid(self) -> str:
@@ -174,16 +184,41 @@ OVERLAP_RANGE = (0.15, 0.6)
 BACKCHANNEL_LEN = (0.2, 0.45)      # s, starts 0.25 s before .. 0.05 s after the speaker's phrase end
 
 
+def _first_turn(rng: np.random.Generator) -> tuple[int, float]:
+    """Who speaks first, and when (after 0.1-1.0 s of silence)."""
+    spk = int(rng.integers(2))
+    return spk, float(rng.uniform(0.1, 1.0))
+
+
+def _turn_length(rng: np.random.Generator, style: PersonStyle) -> float:
+    return float(np.clip(rng.gamma(*TURN_GAMMA) * style.talk_scale, *TURN_RANGE))
+
+
+def _backchannel_onset(rng: np.random.Generator, listener: PersonStyle, phrase_end: float) -> float | None:
+    """When the listener vocalises a backchannel at a phrase end (0.25 s before .. 0.05 s after), or None."""
+    if rng.random() < listener.backchannel_prob:
+        return phrase_end + float(rng.uniform(-0.25, 0.05))
+    return None
+
+
+def _next_turn(rng: np.random.Generator, spk: int, turn_end: float) -> tuple[int, float]:
+    """Who takes the next turn and when: overlap (crosstalk), the same speaker again, or the partner."""
+    r = rng.random()
+    if r < P_OVERLAP:
+        return 1 - spk, turn_end - float(rng.uniform(*OVERLAP_RANGE))
+    if r < P_OVERLAP + P_SAME:
+        return spk, turn_end + float(rng.uniform(*SAME_SPEAKER_PAUSE))
+    return 1 - spk, turn_end + float(rng.uniform(*TURN_PAUSE))
+
+
 def turn_timeline(rng: np.random.Generator, duration: float, styles: tuple[PersonStyle, PersonStyle]
                   ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """Voiced segments (start, end) in seconds for both persons: a semi-Markov process over turns."""
     segs: tuple[list, list] = ([], [])
-    spk = int(rng.integers(2))
-    t = float(rng.uniform(0.1, 1.0))
+    spk, t = _first_turn(rng)
     while t < duration:
         lst = 1 - spk
-        turn_len = float(np.clip(rng.gamma(*TURN_GAMMA) * styles[spk].talk_scale, *TURN_RANGE))
-        turn_end = t + turn_len
+        turn_end = t + _turn_length(rng, styles[spk])
         while True:
             end = min(t + float(rng.uniform(*PHRASE_RANGE)), turn_end)
             if turn_end - end < PHRASE_RANGE[0]:            # no room for another phrase: end the turn here
@@ -191,17 +226,11 @@ def turn_timeline(rng: np.random.Generator, duration: float, styles: tuple[Perso
             segs[spk].append((t, end))
             if end >= turn_end:
                 break
-            if rng.random() < styles[lst].backchannel_prob:
-                b0 = end + float(rng.uniform(-0.25, 0.05))
+            b0 = _backchannel_onset(rng, styles[lst], end)
+            if b0 is not None:
                 segs[lst].append((b0, b0 + float(rng.uniform(*BACKCHANNEL_LEN))))
             t = end + float(rng.uniform(*PHRASE_PAUSE))
-        r = rng.random()
-        if r < P_OVERLAP:
-            spk, t = lst, turn_end - float(rng.uniform(*OVERLAP_RANGE))
-        elif r < P_OVERLAP + P_SAME:
-            t = turn_end + float(rng.uniform(*SAME_SPEAKER_PAUSE))
-        else:
-            spk, t = lst, turn_end + float(rng.uniform(*TURN_PAUSE))
+        spk, t = _next_turn(rng, spk, turn_end)
     return segs
 
 
@@ -262,6 +291,21 @@ def _voice_tables(style: PersonStyle, sample_rate: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # One dialog
 # ---------------------------------------------------------------------------------------------------------
+def _tick_mask(segs: list[tuple[float, float]], n_ticks: int, cr: float) -> np.ndarray:
+    """(n_ticks,) bool: inside a voiced segment, at the control rate ``cr`` (ticks / s)."""
+    mask = np.zeros(n_ticks, bool)
+    for s, e in segs:
+        i0, i1 = max(0, int(round(s * cr))), min(n_ticks, int(round(e * cr)))
+        if i1 > i0:
+            mask[i0:i1] = True
+    return mask
+
+
+def _frame_activity(mask: np.ndarray, n_frames: int) -> np.ndarray:
+    """Voice activity per frame: at least half of the frame's ticks voiced."""
+    return mask[:n_frames * TICKS_PER_FRAME].reshape(n_frames, TICKS_PER_FRAME).mean(1) >= 0.5
+
+
 @dataclass
 class _Track:
     audio_voice: np.ndarray     # (n_samples,) float64, own voice only
@@ -277,11 +321,7 @@ def _speaker_track(rng: np.random.Generator, style: PersonStyle, segs: list[tupl
     duration = n_ticks / cr
     tick_t = (np.arange(n_ticks) + 0.5) / cr
 
-    mask = np.zeros(n_ticks, bool)
-    for s, e in segs:
-        i0, i1 = max(0, int(round(s * cr))), min(n_ticks, int(round(e * cr)))
-        if i1 > i0:
-            mask[i0:i1] = True
+    mask = _tick_mask(segs, n_ticks, cr)
     ramp = max(3, int(round(0.02 * cr)))
     win = np.hanning(ramp + 2)[1:-1]
     soft_mask = np.convolve(mask.astype(np.float64), win / win.sum(), mode="same")
@@ -327,7 +367,7 @@ def _speaker_track(rng: np.random.Generator, style: PersonStyle, segs: list[tupl
     frames = slice(0, n_frames * TICKS_PER_FRAME)
     env_f = env[frames].reshape(n_frames, TICKS_PER_FRAME).mean(1)
     mask_f = mask[frames].reshape(n_frames, TICKS_PER_FRAME)
-    va = mask_f.mean(1) >= 0.5
+    va = _frame_activity(mask, n_frames)
     pitch_f = (pitch_st * mask).reshape(n_frames, TICKS_PER_FRAME).sum(1) / np.maximum(mask_f.sum(1), 1)
     return _Track(voice, env_f, va, np.where(va, pitch_f, 0.0))
 
@@ -401,15 +441,31 @@ class _Participant:
 def generate_dialog(rng: np.random.Generator, styles: tuple[PersonStyle, PersonStyle], n_frames: int,
                     fps: float = 30.0, sample_rate: int = 48000) -> list[_Participant]:
     """Both participants of one dialog, time-aligned, ``n_frames`` frames and the matching audio."""
-    n_samples = int(np.ceil(n_frames * sample_rate / fps))
+    n_samples = _num_samples(n_frames, fps, sample_rate)
     segs = turn_timeline(rng, n_frames / fps, styles)
     tracks = [_speaker_track(rng, styles[i], segs[i], n_frames, n_samples, fps, sample_rate) for i in (0, 1)]
-    delay = max(1, int(round(0.004 * sample_rate)))
-    # idle-drift factors: each person's own, plus the partner's MIMIC_LAG_S earlier (shared affect)
+    return _participants(rng, styles, tracks, fps, sample_rate)
+
+
+def _num_samples(n_frames: int, fps: float, sample_rate: int) -> int:
+    return int(np.ceil(n_frames * sample_rate / fps))
+
+
+def _drift_factors(rng: np.random.Generator, n_frames: int, fps: float) -> list[np.ndarray]:
+    """Both persons' idle-drift factors (T, IDLE_FACTORS): each person's own, plus the partner's MIMIC_LAG_S
+    earlier (shared affect)."""
     lag = int(round(MIMIC_LAG_S * fps))
     base = [_smooth_noise(rng, n_frames + lag, np.ones(IDLE_FACTORS), rng.uniform(1.0, 3.0, IDLE_FACTORS) * fps)
             for _ in (0, 1)]
-    factors = [np.sqrt(1.0 - MIMIC_RHO ** 2) * base[i][lag:] + MIMIC_RHO * base[1 - i][:n_frames] for i in (0, 1)]
+    return [np.sqrt(1.0 - MIMIC_RHO ** 2) * base[i][lag:] + MIMIC_RHO * base[1 - i][:n_frames] for i in (0, 1)]
+
+
+def _participants(rng: np.random.Generator, styles: tuple[PersonStyle, PersonStyle], tracks: list[_Track],
+                  fps: float, sample_rate: int) -> list[_Participant]:
+    """Microphones (own voice + partner bleed + noise floor), states and motion of both persons from their tracks."""
+    n_frames, n_samples = len(tracks[0].env), len(tracks[0].audio_voice)
+    delay = max(1, int(round(0.004 * sample_rate)))
+    factors = _drift_factors(rng, n_frames, fps)
     out = []
     for i in (0, 1):
         own, partner = tracks[i], tracks[1 - i]
@@ -420,6 +476,611 @@ def generate_dialog(rng: np.random.Generator, styles: tuple[PersonStyle, PersonS
         out.append(_Participant(styles[i], mic.astype(np.float32), states_from_activity(own.va, partner.va),
                                 m["expression"], m["jaw"], m["pose"], m["cam"]))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hard preset: real speech, identity in the expressions, a fresh pair of persons per dialog, varied lengths
+# ---------------------------------------------------------------------------------------------------------
+PRESETS = ("default", "hard")
+SPEECH_MODES = ("auto", "tts", "harmonic")   # hard preset: TTS if installed / TTS or error / harmonic voice
+HARD_STREAM = 0x4A2D                         # separates the hard preset's random streams from the default's
+HARD_SECONDS = (30.0, 300.0)                 # default (min_seconds, max_seconds); log-uniform per dialog
+HARD_PERSON_FIRST = 5000                     # hard-preset persons are P5000..P9999, each in one dialog only
+HARD_PERSON_SPAN = 5000
+# generator v1's person offsets: independent per dim (full rank), twice the default preset's std
+HARD_OFFSET_STD = (0.50 * (1.0 + _DIM / 6.0) ** -0.75).astype(np.float64)
+
+# espeak-ng voices: an accent and a voice variant per person, rate and pitch per person, jittered per utterance
+TTS_ACCENTS = ("en-us", "en", "en-GB-scotland", "en-GB-x-rp", "en-029", "en-US-nyc", "en-GB-x-gbclan",
+               "en-GB-x-gbcwmd")
+TTS_LOW_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
+TTS_HIGH_VARIANTS = ("f1", "f2", "f3", "f4", "f5")
+TTS_RATE_WPM = (145, 195)         # espeak words per minute, per person
+TTS_PITCH = (30, 70)              # espeak pitch 0..100, per person
+TTS_PITCH_RANGE = (30, 80)        # espeak intonation range 0..100, per person
+TTS_RATE_JITTER = 0.07            # per utterance: rate x U(1 -/+ 0.07)
+TTS_PITCH_JITTER = 6              # per utterance: pitch + U{-6..6}
+TTS_GAIN = 1.0                    # int16 full scale -> voice amplitude (the microphone level comes on top)
+TTS_TRIM = 0.01                   # leading / trailing samples below this fraction of full scale are cut
+TTS_FADE_S = 0.005
+TTS_ENV_REF = 0.25                # frame RMS of the own voice that counts as a fully open envelope (1.0)
+F0_RANGE = (60.0, 450.0)          # Hz, intonation estimate from the waveform
+F0_ANALYSIS_RATE = 12000          # Hz, the voice is averaged down to about this rate for the f0 estimate
+PITCH_ST_CLIP = 8.0               # semitones around the person's median pitch
+BACKCHANNEL_WORDS = ("mm-hmm", "uh-huh", "yeah", "right", "okay", "yes", "I see", "sure", "oh", "wow",
+                     "really", "true", "exactly", "hmm", "oh yeah", "got it", "no way", "totally")
+
+
+@dataclass(frozen=True)
+class TtsVoice:
+    """How espeak-ng speaks for a person."""
+    name: str                  # espeak voice name with variant, e.g. "en-GB-x-rp+f3"
+    rate: int                  # words per minute
+    pitch: int                 # 0..100
+    pitch_range: int           # 0..100
+
+
+def hard_person_style(person: int) -> PersonStyle:
+    """Person ``person`` of the hard preset: the default style's gains and timing, generator v1's full-rank
+    expression offset, and an espeak-ng voice (low variants for low-pitched persons, high ones otherwise)."""
+    base = person_style(person)
+    rng = np.random.default_rng([PERSON_SEED, HARD_STREAM, int(person)])
+    variants = TTS_HIGH_VARIANTS if base.f0 >= 160.0 else TTS_LOW_VARIANTS
+    voice = TtsVoice(name=f"{_pick(rng, TTS_ACCENTS)}+{_pick(rng, variants)}",
+                     rate=int(rng.integers(TTS_RATE_WPM[0], TTS_RATE_WPM[1] + 1)),
+                     pitch=int(rng.integers(TTS_PITCH[0], TTS_PITCH[1] + 1)),
+                     pitch_range=int(rng.integers(TTS_PITCH_RANGE[0], TTS_PITCH_RANGE[1] + 1)))
+    return replace(base, exp_offset=rng.standard_normal(EXPRESSION_DIMS) * HARD_OFFSET_STD, voice=voice)
+
+
+def _pick(rng: np.random.Generator, options):
+    return options[int(rng.integers(len(options)))]
+
+
+# ---- sentences: a small seeded grammar of conversational English ----------------------------------------
+_SUBJECTS = ("I", "we", "you", "she", "he", "they", "my sister", "my brother", "my neighbour", "our teacher",
+             "the kids", "my friend", "your cousin", "the manager", "my parents", "his uncle", "her boss",
+             "the old man", "our landlord", "the doctor", "my grandmother", "the new guy", "my roommate",
+             "the driver", "our coach", "the baker", "my colleague", "the twins", "her husband", "his wife")
+_VERBS = (("buy", "bought", "bought"), ("find", "found", "found"), ("see", "saw", "seen"),
+          ("fix", "fixed", "fixed"), ("paint", "painted", "painted"), ("sell", "sold", "sold"),
+          ("borrow", "borrowed", "borrowed"), ("lose", "lost", "lost"), ("carry", "carried", "carried"),
+          ("cook", "cooked", "cooked"), ("build", "built", "built"), ("bring", "brought", "brought"),
+          ("order", "ordered", "ordered"), ("clean", "cleaned", "cleaned"), ("break", "broke", "broken"),
+          ("move", "moved", "moved"), ("watch", "watched", "watched"), ("draw", "drew", "drawn"),
+          ("wash", "washed", "washed"), ("keep", "kept", "kept"), ("rent", "rented", "rented"),
+          ("try", "tried", "tried"), ("return", "returned", "returned"), ("photograph", "photographed",
+          "photographed"), ("recommend", "recommended", "recommended"), ("forget", "forgot", "forgotten"),
+          ("choose", "chose", "chosen"), ("hide", "hid", "hidden"), ("deliver", "delivered", "delivered"),
+          ("measure", "measured", "measured"))
+_DETERMINERS = ("a", "the", "that", "this", "my", "our", "their", "his", "her", "your")
+_ADJECTIVES = ("red", "small", "huge", "cheap", "broken", "shiny", "wooden", "strange", "lovely", "heavy",
+               "green", "tiny", "noisy", "quiet", "fancy", "second-hand", "brand new", "dusty", "little",
+               "beautiful", "funny", "ugly", "warm", "yellow", "plastic", "old", "famous", "terrible",
+               "perfect", "enormous")
+_NOUNS = ("bicycle", "car", "painting", "guitar", "sofa", "camera", "jacket", "lamp", "boat", "laptop", "table",
+          "umbrella", "kettle", "book", "piano", "tent", "watch", "mirror", "ladder", "suitcase", "radio",
+          "carpet", "bucket", "helmet", "blanket", "teapot", "clock", "scooter", "printer", "garden chair",
+          "fridge", "drum", "vase", "map", "fishing rod", "backpack", "sweater", "oven", "rug", "motorbike",
+          "phone", "poster", "basket", "sandwich", "cake", "pizza", "puppy", "kitten", "plant", "statue")
+_PREPOSITIONS = ("near", "behind", "next to", "in front of", "at", "outside", "inside", "across from",
+                 "down by", "up at")
+_PLACES = ("the station", "the market", "the school", "the harbour", "the bakery", "the library", "the park",
+           "the church", "the bridge", "the post office", "the hospital", "the stadium", "the beach",
+           "the museum", "the garage", "the cinema", "the office", "the river", "the airport", "the mall",
+           "the farm", "the hotel", "the bank", "the gym", "the corner shop")
+_TIMES = ("yesterday", "last week", "this morning", "on Monday", "on Tuesday", "on Friday night",
+          "at the weekend", "two days ago", "last summer", "in January", "after lunch", "before dinner",
+          "last night", "a while ago", "this afternoon", "on Sunday", "last month", "the other day",
+          "in the spring", "at Christmas")
+_OPENERS = ("well, ", "so, ", "you know, ", "honestly, ", "actually, ", "anyway, ", "oh, ", "okay, so ",
+            "and then ", "but ", "I mean, ", "to be fair, ", "apparently ", "funny thing, ")
+_MODALS = ("will", "might", "could", "should", "would", "wants to", "has to", "is going to", "tried to",
+           "forgot to")
+_DEGREES = ("really", "quite", "so", "pretty", "very", "a bit", "totally", "kind of", "rather", "incredibly")
+_TAGS = (", you know", ", I guess", ", or something", ", right", ", honestly", ", to be honest", " again",
+         ", apparently", ", I think", ", believe it or not")
+_EXCLAIMS = ("oh", "wow", "well", "hey", "ah", "gosh", "yeah", "no")
+_QUESTION_WORDS = ("why", "where", "when", "how")
+
+
+def _maybe(rng: np.random.Generator, p: float, text: str) -> str:
+    return text if rng.random() < p else ""
+
+
+def _object(rng: np.random.Generator, definite: bool = False) -> str:
+    det = _pick(rng, _DETERMINERS[1:] if definite else _DETERMINERS)
+    adj = _maybe(rng, 0.6, _pick(rng, _ADJECTIVES) + " ")
+    words = f"{adj}{_pick(rng, _NOUNS)}"
+    if det == "a" and words[0] in "aeiou":
+        det = "an"
+    return f"{det} {words}"
+
+
+def _where(rng: np.random.Generator, p: float) -> str:
+    return _maybe(rng, p, f" {_pick(rng, _PREPOSITIONS)} {_pick(rng, _PLACES)}")
+
+
+def _when(rng: np.random.Generator, p: float) -> str:
+    return _maybe(rng, p, f" {_pick(rng, _TIMES)}")
+
+
+def _sentence_told(rng):          # "Well, my sister bought a red bicycle near the station last week."
+    verb = _pick(rng, _VERBS)
+    return (f"{_maybe(rng, 0.35, _pick(rng, _OPENERS))}{_pick(rng, _SUBJECTS)} {verb[1]} {_object(rng)}"
+            f"{_where(rng, 0.4)}{_when(rng, 0.4)}.")
+
+
+def _sentence_guess(rng):         # "I think the twins might rent a tent at the weekend."
+    verb = _pick(rng, _VERBS)
+    return (f"{_maybe(rng, 0.3, _pick(rng, _OPENERS))}I think {_pick(rng, _SUBJECTS)} {_pick(rng, _MODALS)} "
+            f"{verb[0]} {_object(rng)}{_when(rng, 0.4)}.")
+
+
+def _sentence_opinion(rng):       # "That old lamp was pretty ugly, to be honest."
+    return (f"{_maybe(rng, 0.3, _pick(rng, _OPENERS))}{_object(rng, definite=True)} {_pick(rng, ('was', 'is'))} "
+            f"{_pick(rng, _DEGREES)} {_pick(rng, _ADJECTIVES)}{_maybe(rng, 0.4, _pick(rng, _TAGS))}.")
+
+
+def _sentence_did(rng):           # "Did your cousin sell that piano last month?"
+    verb = _pick(rng, _VERBS)
+    return f"did {_pick(rng, _SUBJECTS)} {verb[0]} {_object(rng)}{_where(rng, 0.35)}{_when(rng, 0.35)}?"
+
+
+def _sentence_ever(rng):          # "Have you ever painted a boat?"
+    verb = _pick(rng, _VERBS)
+    return f"have you ever {verb[2]} {_object(rng)}{_where(rng, 0.4)}?"
+
+
+def _sentence_about(rng):         # "What do you think about their noisy scooter?"
+    return f"what do you think about {_object(rng, definite=True)}{_where(rng, 0.4)}?"
+
+
+def _sentence_exclaim(rng):       # "Oh, that was so strange!"
+    return (f"{_pick(rng, _EXCLAIMS)}, {_pick(rng, ('that', 'it'))} {_pick(rng, ('was', 'is', 'sounds'))} "
+            f"{_pick(rng, _DEGREES)} {_pick(rng, _ADJECTIVES)}!")
+
+
+def _sentence_short(rng):         # "Oh, she sold the sofa."
+    verb = _pick(rng, _VERBS)
+    return f"{_pick(rng, _EXCLAIMS)}, {_pick(rng, _SUBJECTS)} {verb[1]} {_object(rng)}."
+
+
+def _sentence_why(rng):           # "Why did the kids hide it?"
+    verb = _pick(rng, _VERBS)
+    return f"{_pick(rng, _QUESTION_WORDS)} did {_pick(rng, _SUBJECTS)} {verb[0]} {_pick(rng, ('it', 'that', 'them'))}?"
+
+
+_SENTENCE_FORMS = (_sentence_told, _sentence_guess, _sentence_opinion, _sentence_did, _sentence_ever,
+                   _sentence_about, _sentence_exclaim, _sentence_short, _sentence_why)
+_SENTENCE_WEIGHTS = np.array([0.22, 0.08, 0.12, 0.1, 0.06, 0.06, 0.14, 0.14, 0.08])
+
+
+def random_sentence(rng: np.random.Generator) -> str:
+    """One sentence of the hard preset's grammar (4-17 words)."""
+    form = _SENTENCE_FORMS[int(rng.choice(len(_SENTENCE_FORMS), p=_SENTENCE_WEIGHTS))]
+    text = form(rng)
+    return text[0].upper() + text[1:]
+
+
+def fresh_sentence(rng: np.random.Generator, used: set[str]) -> str:
+    """A sentence not in ``used`` (then added to it): no sentence is spoken twice in a corpus."""
+    while True:
+        text = random_sentence(rng)
+        if text not in used:
+            used.add(text)
+            return text
+
+
+# ---- espeak-ng through ctypes --------------------------------------------------------------------------
+SPEECH_INSTALL_HINT = "pip install espeakng-loader  (or: pip install 'dyadic-face[speech]')"
+
+
+class SpeechEngineMissing(RuntimeError):
+    """espeak-ng (the ``espeakng-loader`` wheel) is not installed or does not load."""
+
+
+class SpeechFallbackWarning(RuntimeWarning):
+    """The hard preset fell back to the harmonic voice because espeak-ng is missing."""
+
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_ESPEAK_RATE, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 3, 4
+_POS_CHARACTER = 1
+_ESPEAK_SEED = 1                  # espeak-ng seeds its noise generator from the clock: fixed instead
+
+
+class EspeakEngine:
+    """A session of libespeak-ng from the ``espeakng-loader`` wheel, used through ctypes in synchronous mode:
+    ``synth`` returns the int16 samples (at ``sample_rate``, 22050 Hz) that the synth callback collected.
+
+    The library keeps state between utterances (a pitch-flutter phase, echo and breath filters, a noise
+    generator seeded from the clock), so each session loads it afresh, seeds its noise, and ``close()``
+    unloads it: the same calls in a session give the same samples. One session per dialog::
+
+        with EspeakEngine() as engine:
+            pcm = engine.synth("Hello there.", "en-us+f3", rate=175, pitch=50, pitch_range=50)
+    """
+
+    def __init__(self):
+        import ctypes
+        try:
+            import espeakng_loader
+        except ImportError as e:
+            raise SpeechEngineMissing(f"the espeakng-loader package is not installed: {SPEECH_INSTALL_HINT}") from e
+        try:
+            lib = ctypes.CDLL(espeakng_loader.get_library_path())
+            data_path = espeakng_loader.get_data_path()
+        except (OSError, RuntimeError) as e:
+            raise SpeechEngineMissing(f"libespeak-ng from espeakng-loader does not load ({e}); {SPEECH_INSTALL_HINT}"
+                                      ) from e
+        self._lib = lib
+        self._path = espeakng_loader.get_library_path()
+        self.sample_rate = 0
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_Info.argtypes = [ctypes.c_void_p]
+        lib.espeak_Info.restype = ctypes.c_char_p
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        rate = int(lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), 0))
+        if rate <= 0:
+            self.close()
+            raise SpeechEngineMissing(f"espeak_Initialize failed (data at {data_path}); {SPEECH_INSTALL_HINT}")
+        self.sample_rate = rate
+        self.version = lib.espeak_Info(None).decode()
+        if hasattr(lib, "espeak_ng_SetRandSeed"):
+            lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+            lib.espeak_ng_SetRandSeed(_ESPEAK_SEED)
+        self._chunks: list[np.ndarray] = []
+        callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+        self._callback = callback_type(self._collect)          # keep a reference: the library calls it
+        lib.espeak_SetSynthCallback(self._callback)
+
+    def _collect(self, wav, n, _events) -> int:
+        if wav and n > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, (n,)).copy())
+        return 0                                                 # 0: continue synthesis
+
+    def synth(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int) -> np.ndarray:
+        """int16 samples of ``text`` spoken by ``voice`` (e.g. "en-us+f3")."""
+        if self._lib is None:
+            raise RuntimeError("this EspeakEngine session is closed")
+        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise RuntimeError(f"espeak-ng has no voice {voice!r}")
+        for param, value in ((_ESPEAK_RATE, rate), (_ESPEAK_PITCH, pitch), (_ESPEAK_RANGE, pitch_range)):
+            self._lib.espeak_SetParameter(param, int(value), 0)
+        self._chunks = []
+        data = text.encode()
+        err = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, 0, None, None)
+        self._lib.espeak_Synchronize()
+        if err != 0:
+            raise RuntimeError(f"espeak_Synth failed ({err}) on {text!r}")
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+
+    def close(self) -> None:
+        """Terminate espeak-ng and unload the library, so that the next session starts from a clean state."""
+        if self._lib is None:
+            return
+        import _ctypes
+        lib, self._lib = self._lib, None
+        if self.sample_rate > 0:
+            lib.espeak_Terminate()
+        unload = getattr(_ctypes, "dlclose", None) or getattr(_ctypes, "FreeLibrary", None)
+        if unload is not None:
+            unload(lib._handle)
+        if unload is None or _still_loaded(self._path):
+            warnings.warn("libespeak-ng stays loaded after its session (something else in this process holds it): "
+                          "its state carries over to the next session, so speech is not reproducible byte for "
+                          "byte", RuntimeWarning, stacklevel=2)
+
+    def __enter__(self) -> "EspeakEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _still_loaded(path: str) -> bool:
+    """Whether the shared library at ``path`` is still mapped into this process (POSIX; False elsewhere)."""
+    import ctypes
+    import _ctypes
+    if not hasattr(os, "RTLD_NOLOAD") or not hasattr(_ctypes, "dlclose"):
+        return False
+    try:
+        probe = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except OSError:
+        return False
+    _ctypes.dlclose(probe._handle)                               # drop the reference the probe took
+    return True
+
+
+def _resolve_speech(speech: str) -> tuple[bool, str, str | None]:
+    """(use TTS, the corpus's speech label, why it fell back) for ``speech`` = auto / tts / harmonic."""
+    if speech == "harmonic":
+        return False, "harmonic", None
+    try:
+        with EspeakEngine() as engine:
+            version = engine.version
+    except SpeechEngineMissing as e:
+        if speech == "tts":
+            raise SpeechEngineMissing(f"speech='tts' needs espeak-ng: {e}") from e
+        message = (f"SYNTHETIC HARD PRESET WITHOUT REAL SPEECH: {e}. Falling back to the harmonic voice; the "
+                   f"corpus's metadata says speech='harmonic-fallback'.")
+        warnings.warn(message, SpeechFallbackWarning, stacklevel=4)
+        logging.getLogger(__name__).warning(message)
+        return False, "harmonic-fallback", str(e)
+    return True, f"espeak-ng {version}", None
+
+
+# ---- one TTS dialog ------------------------------------------------------------------------------------
+@dataclass
+class _Utterance:
+    start: float                # s
+    audio: np.ndarray           # own voice at the corpus sample rate
+    text: str
+    kind: str                   # "phrase" or "backchannel"
+    sample_rate: int
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.audio) / self.sample_rate
+
+
+def _trim_silence(x: np.ndarray) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(x) >= TTS_TRIM)
+    return x[loud[0]:loud[-1] + 1] if len(loud) else x[:0]
+
+
+def _fade_edges(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    n = min(len(x) // 2, int(round(TTS_FADE_S * sample_rate)))
+    if n > 0:
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)
+        x[:n] *= ramp
+        x[len(x) - n:] *= ramp[::-1]
+    return x
+
+
+def _resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    if rate_in == rate_out:
+        return x
+    g = math.gcd(rate_in, rate_out)
+    return resample_poly(x, rate_out // g, rate_in // g)
+
+
+def _speak(engine: EspeakEngine, text: str, voice: TtsVoice, rate: int, pitch: int, sample_rate: int) -> np.ndarray:
+    """The utterance's audio at ``sample_rate``: synthesised, silence trimmed, resampled, edges faded."""
+    pcm = engine.synth(text, voice.name, rate, pitch, voice.pitch_range)
+    x = _resample(_trim_silence(pcm.astype(np.float64) / 32768.0), engine.sample_rate, sample_rate)
+    if len(x) < 2:
+        raise RuntimeError(f"espeak-ng produced no audio for {text!r} with voice {voice.name!r}")
+    return _fade_edges(x * TTS_GAIN, sample_rate)
+
+
+def _tts_speaker(engine: EspeakEngine, styles: tuple[PersonStyle, PersonStyle], sentences: Callable[[], str],
+                 rng: np.random.Generator, sample_rate: int) -> Callable[[int, str, float], _Utterance]:
+    """``say(who, kind, start)``: person ``who`` speaks a fresh sentence from ``sentences()`` (kind "phrase")
+    or a backchannel word at ``start`` seconds, with the person's voice and a little per-utterance rate and
+    pitch jitter."""
+
+    def say(who: int, kind: str, start: float) -> _Utterance:
+        text = sentences() if kind == "phrase" else _pick(rng, BACKCHANNEL_WORDS)
+        voice = styles[who].voice
+        rate = int(round(voice.rate * rng.uniform(1.0 - TTS_RATE_JITTER, 1.0 + TTS_RATE_JITTER)))
+        pitch = int(np.clip(voice.pitch + rng.integers(-TTS_PITCH_JITTER, TTS_PITCH_JITTER + 1), 0, 100))
+        return _Utterance(start, _speak(engine, text, voice, rate, pitch, sample_rate), text, kind, sample_rate)
+
+    return say
+
+
+def tts_turn_timeline(rng: np.random.Generator, duration: float, styles: tuple[PersonStyle, PersonStyle],
+                      say: Callable[[int, str, float], _Utterance]) -> tuple[list[_Utterance], list[_Utterance]]:
+    """The default preset's turn-taking with real utterances: a turn is a run of spoken sentences, each taking
+    its synthesised duration, until the drawn turn length is used up; backchannels are short spoken words."""
+    utts: tuple[list, list] = ([], [])
+    spk, t = _first_turn(rng)
+    while t < duration:
+        lst = 1 - spk
+        turn_end = t + _turn_length(rng, styles[spk])
+        while True:
+            u = say(spk, "phrase", t)
+            utts[spk].append(u)
+            if turn_end - u.end < PHRASE_RANGE[0] or u.end >= duration:
+                break
+            b0 = _backchannel_onset(rng, styles[lst], u.end)
+            if b0 is not None:
+                utts[lst].append(say(lst, "backchannel", b0))
+            t = u.end + float(rng.uniform(*PHRASE_PAUSE))
+            if t >= duration:
+                break
+        spk, t = _next_turn(rng, spk, u.end)
+    return utts
+
+
+def _frame_bounds(n_frames: int, fps: float, sample_rate: int) -> np.ndarray:
+    """(n_frames + 1,) first sample of each frame (and the end of the last)."""
+    return np.round(np.arange(n_frames + 1) * sample_rate / fps).astype(np.int64)
+
+
+def _frame_rms(x: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.add.reduceat(x * x, bounds[:-1]) / np.diff(bounds))
+
+
+def _autocorr_f0(frames: np.ndarray, sample_rate: float) -> np.ndarray:
+    """(n,) f0 in Hz per row of ``frames`` (n, W) from the normalised (unbiased) autocorrelation: the first
+    strong peak in the F0_RANGE lags; 0 where no lag correlates well (unvoiced)."""
+    n, W = frames.shape
+    lo, hi = int(sample_rate / F0_RANGE[1]), min(W - 2, int(np.ceil(sample_rate / F0_RANGE[0])))
+    x = frames - frames.mean(1, keepdims=True)
+    spec = np.fft.rfft(x, 2 * W)
+    ac = np.fft.irfft(spec.real ** 2 + spec.imag ** 2, 2 * W)[:, :hi + 2]
+    lags = np.arange(hi + 2)
+    r = ac / np.maximum(ac[:, :1], 1e-12) * (W / (W - lags))[None, :]
+    seg = r[:, lo - 1:hi + 2]                                       # one lag of context either side
+    mid = seg[:, 1:-1]
+    peak = mid.max(1)
+    local = (mid > seg[:, :-2]) & (mid >= seg[:, 2:]) & (mid >= 0.85 * peak[:, None])
+    first = np.argmax(local, axis=1)
+    rows = np.arange(n)
+    a, b, c = seg[rows, first], seg[rows, first + 1], seg[rows, first + 2]
+    den = a - 2 * b + c
+    shift = np.where(np.abs(den) > 1e-12, 0.5 * (a - c) / np.where(den == 0, 1.0, den), 0.0)
+    lag = lo + first + np.clip(shift, -0.5, 0.5)
+    voiced = local.any(1) & (peak > 0.45)
+    return np.where(voiced, sample_rate / lag, 0.0)
+
+
+def _intonation(voice: np.ndarray, bounds: np.ndarray, va: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(T,) the person's pitch in semitones around their median, estimated from their own voice per frame
+    while speaking (unvoiced frames of a phrase interpolated), 0 while silent."""
+    T = len(bounds) - 1
+    q = max(1, sample_rate // F0_ANALYSIS_RATE)                      # analyse at ~12 kHz: plenty for f0
+    W = int(bounds[1] - bounds[0]) // q * q
+    padded = np.concatenate([voice, np.zeros(W)])
+    f0 = np.zeros(T)
+    speaking = np.flatnonzero(va)
+    for chunk in np.array_split(speaking, max(1, len(speaking) // 512)):
+        if len(chunk):
+            frames = padded[bounds[chunk][:, None] + np.arange(W)[None, :]]
+            f0[chunk] = _autocorr_f0(frames.reshape(len(chunk), W // q, q).mean(2), sample_rate / q)
+    voiced = np.flatnonzero(f0 > 0)
+    if len(voiced) < 3:
+        return np.zeros(T)
+    st = 12.0 * np.log2(f0[voiced] / np.median(f0[voiced]))
+    st = medfilt(st, 3)                                             # isolated octave errors
+    pitch = np.interp(np.arange(T), voiced, np.clip(st, -PITCH_ST_CLIP, PITCH_ST_CLIP))
+    return np.where(va, pitch, 0.0)
+
+
+def _tts_track(utts: list[_Utterance], n_frames: int, n_samples: int, fps: float, sample_rate: int) -> _Track:
+    """A person's voice track from their utterances; envelope, voice activity and intonation from it."""
+    voice = np.zeros(n_samples)
+    for u in utts:
+        s0 = max(0, int(round(u.start * sample_rate)))
+        n = min(len(u.audio), n_samples - s0)
+        if n > 0:
+            voice[s0:s0 + n] += u.audio[:n]
+    mask = _tick_mask([(u.start, u.end) for u in utts], n_frames * TICKS_PER_FRAME, fps * TICKS_PER_FRAME)
+    va = _frame_activity(mask, n_frames)
+    bounds = _frame_bounds(n_frames, fps, sample_rate)
+    env = np.clip(_frame_rms(voice, bounds) / TTS_ENV_REF, 0.0, 1.0)
+    return _Track(voice, env, va, _intonation(voice, bounds, va, sample_rate))
+
+
+def generate_tts_dialog(rng: np.random.Generator, styles: tuple[PersonStyle, PersonStyle], n_frames: int,
+                        fps: float, sample_rate: int, sentences: Callable[[], str], engine: EspeakEngine
+                        ) -> tuple[list[_Participant], tuple[list[_Utterance], list[_Utterance]]]:
+    """Both participants of a hard-preset dialog with real speech, and each person's utterances."""
+    n_samples = _num_samples(n_frames, fps, sample_rate)
+    say = _tts_speaker(engine, styles, sentences, rng, sample_rate)
+    utts = tts_turn_timeline(rng, n_frames / fps, styles, say)
+    tracks = [_tts_track(utts[i], n_frames, n_samples, fps, sample_rate) for i in (0, 1)]
+    return _participants(rng, styles, tracks, fps, sample_rate), utts
+
+
+# ---- the hard corpus -----------------------------------------------------------------------------------
+def _hard_dialog(out: Path, did: str, seed: int, i: int, persons: tuple[int, int], nominal: int, fps: int,
+                 sample_rate: int, tts: bool, used: set[str]) -> dict:
+    """Generate and write one hard-preset dialog; returns its index entry. ``used`` holds the sentences of the
+    dialogs before it (and receives this dialog's)."""
+    drng = np.random.default_rng([seed, HARD_STREAM, 1, i])
+    styles = (hard_person_style(persons[0]), hard_person_style(persons[1]))
+    n_frames = nominal + _MARGIN_FRAMES
+    if tts:
+        srng = np.random.default_rng([seed, HARD_STREAM, 2, i])
+        with EspeakEngine() as engine:                       # a fresh session per dialog: same bytes every time
+            parts, utts = generate_tts_dialog(drng, styles, n_frames, fps, sample_rate,
+                                              lambda: fresh_sentence(srng, used), engine)
+    else:
+        parts, utts = generate_dialog(drng, styles, n_frames, fps, sample_rate), None
+    recs = {p.style.pid: _write_participant(out, did, p, drng, nominal, fps, sample_rate) for p in parts}
+    if utts is not None:
+        for p, spoken in zip(parts, utts):
+            _write_transcript(out / Path(recs[p.style.pid]["audio_path"]).parent / "transcript.json", spoken)
+    return recs
+
+
+def _write_transcript(path: Path, utts: list[_Utterance]) -> None:
+    rows = [{"start": round(u.start, 4), "end": round(u.end, 4), "kind": u.kind, "text": u.text}
+            for u in sorted(utts, key=lambda u: u.start)]
+    path.write_text('{"utterances": [\n' + ",\n".join(json.dumps(r) for r in rows) + "\n]}\n")
+
+
+def _hard_plan(num_dialogs: int, seed: int, min_seconds: float, max_seconds: float, fps: int
+               ) -> list[tuple[tuple[int, int], int]]:
+    """Per dialog: its two persons (used in no other dialog) and its nominal length in frames (log-uniform
+    in [min_seconds, max_seconds]). Dialog i's persons and length do not depend on ``num_dialogs``."""
+    persons = HARD_PERSON_FIRST + np.random.default_rng([int(seed), HARD_STREAM, 0]).permutation(HARD_PERSON_SPAN)
+    plan = []
+    for i in range(num_dialogs):
+        lrng = np.random.default_rng([int(seed), HARD_STREAM, 3, i])
+        seconds = float(np.exp(lrng.uniform(np.log(min_seconds), np.log(max_seconds))))
+        plan.append(((int(persons[2 * i]), int(persons[2 * i + 1])), int(round(seconds * fps))))
+    return plan
+
+
+def _hard_lengths(seconds, min_seconds, max_seconds, num_dialogs) -> tuple[float, float]:
+    if seconds is not None:
+        raise ValueError("preset='hard' draws each dialog's length between min_seconds and max_seconds; "
+                         "seconds is the default preset's")
+    lo = HARD_SECONDS[0] if min_seconds is None else float(min_seconds)
+    hi = HARD_SECONDS[1] if max_seconds is None else float(max_seconds)
+    if not 1.0 <= lo <= hi:
+        raise ValueError(f"need 1 <= min_seconds <= max_seconds, got {lo}, {hi}")
+    if 2 * num_dialogs > HARD_PERSON_SPAN:
+        raise ValueError(f"preset='hard' has {HARD_PERSON_SPAN} persons: at most {HARD_PERSON_SPAN // 2} dialogs")
+    return lo, hi
+
+
+def _make_hard_corpus(out: Path, num_dialogs: int, seed: int, fps: int, sample_rate: int, index_name: str,
+                      progress, min_seconds: float, max_seconds: float, speech: str) -> Path:
+    tts, speech_label, fallback_reason = _resolve_speech(speech)
+    plan = _hard_plan(num_dialogs, seed, min_seconds, max_seconds, fps)
+    used: set[str] = set()
+    index: dict[str, dict] = {}
+    for i, (persons, nominal) in enumerate(plan):
+        did = f"V00_S{int(seed):04d}_I{i:08d}"
+        index[did] = _hard_dialog(out, did, int(seed), i, persons, nominal, fps, sample_rate, tts, used)
+        if progress is not None:
+            progress(did)
+    index_path = out / "dataset_jsons" / index_name
+    about = _hard_about(seed, fps, sample_rate, min_seconds, max_seconds, speech, speech_label, fallback_reason,
+                        list(index), plan)
+    _write_json_atomic(about_path(index_path), about)
+    return _write_json_atomic(index_path, index)
+
+
+def about_path(index_path: str | Path) -> Path:
+    """The metadata file written beside a hard-preset index: ``dataset_jsons/<index stem>.about.json``."""
+    index_path = Path(index_path)
+    return index_path.with_name(f"{index_path.stem}.about.json")
+
+
+def _hard_about(seed, fps, sample_rate, min_seconds, max_seconds, speech, speech_label, fallback_reason,
+                dialog_ids: list[str], plan: list[tuple[tuple[int, int], int]]) -> dict:
+    total = sum(nominal for _, nominal in plan) / fps
+    about = {
+        "preset": "hard",
+        "seed": int(seed),
+        "num_dialogs": len(plan),
+        "fps": int(fps),
+        "sample_rate": int(sample_rate),
+        "speech": speech_label,
+        "speech_requested": speech,
+        "min_seconds": float(min_seconds),
+        "max_seconds": float(max_seconds),
+        "total_seconds": round(total, 3),
+        "persons": 2 * len(plan),
+        "persons_per_dialog": "2, used in no other dialog: whatever split is made by dialog, test persons are unseen",
+        "expression_offsets": "full rank, per dim N(0, (0.5 * (1 + d/6)^-0.75)^2) (generator v1's size)",
+        "dialogs": {did: {"seconds": round(nominal / fps, 4), "persons": [f"P{p:04d}" for p in persons]}
+                    for did, (persons, nominal) in zip(dialog_ids, plan)},
+    }
+    if fallback_reason is not None:
+        about["fallback_reason"] = fallback_reason
+    return about
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -494,20 +1155,42 @@ def _pair_persons(rng: np.random.Generator, pool: np.ndarray, num_dialogs: int) 
     return [(slots[i], slots[i + 1]) for i in range(0, len(slots), 2)]
 
 
-def make_corpus(out_dir: str | Path, num_dialogs: int = 10, seconds: float = 60.0, seed: int = 0,
+def make_corpus(out_dir: str | Path, num_dialogs: int = 10, seconds: float | None = None, seed: int = 0,
                 fps: int = 30, sample_rate: int = 48000, index_name: str = "synthetic.json",
-                progress: Callable[[str], None] | None = None) -> Path:
+                progress: Callable[[str], None] | None = None, *, preset: str = "default",
+                min_seconds: float | None = None, max_seconds: float | None = None, speech: str = "auto") -> Path:
     """Write a synthetic corpus under ``out_dir`` in the users' layout; returns the index JSON path.
+
+    ``preset="default"``: the demo corpus (harmonic voices, persons recurring across dialogs); every dialog is
+    ``seconds`` long (default 60). ``preset="hard"``: real speech (espeak-ng), generator v1's full-rank person
+    offsets, two persons per dialog who appear in no other dialog, and dialog lengths drawn log-uniformly in
+    [``min_seconds``, ``max_seconds``] (default 30-300 s; ``seconds`` is not used); ``speech`` is "auto" (TTS
+    if espeak-ng is installed, else the harmonic voice with a loud warning), "tts" (error if missing) or
+    "harmonic". The hard preset also writes ``dataset_jsons/<index stem>.about.json`` (preset, seed, speech
+    engine, lengths, persons) and a ``transcript.json`` beside each participant's WAV. See docs/SYNTHETIC.md.
 
     ``progress``, if given, is called with each dialog id once its files are written. The index is written
     last (atomically), so a corpus with an index is complete.
     """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    if speech not in SPEECH_MODES:
+        raise ValueError(f"speech must be one of {SPEECH_MODES}, got {speech!r}")
     if num_dialogs < 1:
         raise ValueError(f"num_dialogs must be >= 1, got {num_dialogs}")
-    if not seconds >= 1.0:
-        raise ValueError(f"seconds must be >= 1, got {seconds}")
     if fps <= 0 or sample_rate <= 0:
         raise ValueError(f"fps and sample_rate must be positive, got {fps}, {sample_rate}")
+    if preset == "hard":
+        min_seconds, max_seconds = _hard_lengths(seconds, min_seconds, max_seconds, num_dialogs)
+        return _make_hard_corpus(Path(out_dir), num_dialogs, seed, fps, sample_rate, index_name, progress,
+                                 min_seconds, max_seconds, speech)
+    if min_seconds is not None or max_seconds is not None:
+        raise ValueError("min_seconds / max_seconds belong to preset='hard'; the default preset takes seconds")
+    if speech == "tts":
+        raise ValueError("speech='tts' needs preset='hard' (the default preset always uses the harmonic voice)")
+    seconds = 60.0 if seconds is None else seconds
+    if not seconds >= 1.0:
+        raise ValueError(f"seconds must be >= 1, got {seconds}")
     out = Path(out_dir)
     rng = np.random.default_rng([int(seed), 0])
     n_persons = max(4, int(round(num_dialogs * 2 / 3)))
@@ -522,35 +1205,41 @@ def make_corpus(out_dir: str | Path, num_dialogs: int = 10, seconds: float = 60.
         pa, pb = pairs[i]
         drng = np.random.default_rng([int(seed), 1, i])
         parts = generate_dialog(drng, (styles[int(pa)], styles[int(pb)]), nominal + _MARGIN_FRAMES, fps, sample_rate)
-        index[did] = {}
-        for p in parts:
-            pid = p.style.pid
-            T = nominal - int(drng.integers(MESS_FRAMES_SHORTER[0], MESS_FRAMES_SHORTER[1] + 1))
-            valid = T - int(drng.integers(1, 4)) if drng.random() < MESS_VALID_PROB else T
-            n_audio = int(round(T * sample_rate / fps)) + int(round(
-                drng.integers(MESS_AUDIO_MS[0], MESS_AUDIO_MS[1] + 1) * sample_rate / 1000))
-            n_states = T + 1 if drng.random() < MESS_STATE_PROB else T
-            split = str(SPLIT_DECOYS[int(drng.integers(len(SPLIT_DECOYS)))])
-            rec = _record(did, pid, T, valid, split)
-            index[did][pid] = rec
-            (out / rec["flame_coeff_save_path"]).parent.mkdir(parents=True, exist_ok=True)
-            _write_wav(out / rec["audio_path"], p.audio[:n_audio], sample_rate)
-            np.save(out / rec["state_path"], p.states[:n_states])
-            shape = np.broadcast_to(p.style.shape.astype(np.float32)[None, None, :], (T, 1, SHAPE_DIMS))
-            _savez_deterministic(
-                out / rec["flame_coeff_save_path"],
-                shape_params=shape,
-                expression_params=p.expression[:T, None, :].astype(np.float32),
-                pose_params=p.pose[:T, None, :].astype(np.float32),
-                jaw_params=p.jaw[:T, None, :].astype(np.float32),
-                cam=p.cam[:T, None, :].astype(np.float32),
-            )
+        index[did] = {p.style.pid: _write_participant(out, did, p, drng, nominal, fps, sample_rate) for p in parts}
         if progress is not None:
             progress(did)
+    return _write_json_atomic(out / "dataset_jsons" / index_name, index)
 
-    index_path = out / "dataset_jsons" / index_name
-    index_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = index_path.with_name(f".{index_path.name}.tmp")
-    tmp.write_text(json.dumps(index, indent=2) + "\n")
-    os.replace(tmp, index_path)
-    return index_path
+
+def _write_participant(out: Path, did: str, p: _Participant, drng: np.random.Generator, nominal: int, fps: float,
+                       sample_rate: int) -> dict:
+    """Cut one participant's files from the generated dialog with the length messiness, write them, and return
+    its index record."""
+    T = nominal - int(drng.integers(MESS_FRAMES_SHORTER[0], MESS_FRAMES_SHORTER[1] + 1))
+    valid = T - int(drng.integers(1, 4)) if drng.random() < MESS_VALID_PROB else T
+    n_audio = int(round(T * sample_rate / fps)) + int(round(
+        drng.integers(MESS_AUDIO_MS[0], MESS_AUDIO_MS[1] + 1) * sample_rate / 1000))
+    n_states = T + 1 if drng.random() < MESS_STATE_PROB else T
+    split = str(SPLIT_DECOYS[int(drng.integers(len(SPLIT_DECOYS)))])
+    rec = _record(did, p.style.pid, T, valid, split)
+    (out / rec["flame_coeff_save_path"]).parent.mkdir(parents=True, exist_ok=True)
+    _write_wav(out / rec["audio_path"], p.audio[:n_audio], sample_rate)
+    np.save(out / rec["state_path"], p.states[:n_states])
+    shape = np.broadcast_to(p.style.shape.astype(np.float32)[None, None, :], (T, 1, SHAPE_DIMS))
+    _savez_deterministic(
+        out / rec["flame_coeff_save_path"],
+        shape_params=shape,
+        expression_params=p.expression[:T, None, :].astype(np.float32),
+        pose_params=p.pose[:T, None, :].astype(np.float32),
+        jaw_params=p.jaw[:T, None, :].astype(np.float32),
+        cam=p.cam[:T, None, :].astype(np.float32),
+    )
+    return rec
+
+
+def _write_json_atomic(path: Path, content: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
