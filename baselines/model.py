@@ -127,6 +127,8 @@ class AudioEncoder(nn.Module):
 
 
 class DualTalkRegressor(nn.Module):
+    """DualTalk's four modules in order (the numbered comments); ``cfg.causal`` switches every one to causal."""
+
     def __init__(self, cfg: RegressorModelConfig):
         super().__init__()
         if cfg.motion_dim < 1 or cfg.audio_dim < 1:

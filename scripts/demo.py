@@ -24,7 +24,7 @@ PRESETS = {
               "stage1": ["train.max_steps=60", "train.val_every=30", "train.save_every=30", "val_windows=16"],
               "stage2": ["train.max_steps=60", "train.val_every=30", "train.save_every=30", "val_windows=16",
                          "window=48", "model.attn_window=24", "train.batch_size=8"],
-              "regressor": ["train.max_steps=30", "train.val_every=15", "train.save_every=15", "val_windows=8",
+              "regressor": ["train.max_steps=10", "train.val_every=10", "train.save_every=10", "val_windows=8",
                             "window=60", "train.batch_size=8"],
               "samples": 1},
 }
