@@ -2,8 +2,9 @@
 
 corpus -> preprocess -> stage 1 (tokenizer) -> tokenize -> stage 2 (GPT, and its speaker-only ablation)
 -> the learned anchor baselines (DualTalk-class regressor, non-causal and causal) -> sample the test dialogs
-(dyad and listener modes) -> baselines -> evaluate everything -> REPORT.md (+ a short rendered clip). Each step runs the command a user would type, printed before it runs, so the demo
-doubles as a recipe. Training resumes and finished steps are skipped, so an interrupted demo resumes.
+(dyad and listener modes) -> baselines -> evaluate everything -> REPORT.md (+ a short rendered clip). Each step
+runs the command a user would type, printed before it runs, so the demo doubles as a recipe. Training resumes
+and finished steps are skipped, so an interrupted demo resumes.
 """
 from __future__ import annotations
 

@@ -146,6 +146,17 @@ def test_windows_agree_with_one_pass_for_short_dialogs():
     np.testing.assert_allclose(predict_dialog(b, motion, audio), ref, rtol=0, atol=1e-5)
 
 
+def test_trains_through_the_one_loop_and_loads_no_code():
+    """No second training loop (common.train.loop.fit does it all), and nothing in baselines/ unpickles."""
+    import re
+    src = (ROOT / "baselines" / "train.py").read_text()
+    assert re.search(r"return fit\(", src)
+    assert "accelerator.backward" not in src and "CheckpointManager" not in src and ".step()" not in src
+    for path in sorted((ROOT / "baselines").glob("*.py")):
+        text = path.read_text()
+        assert "torch.load" not in text and "pickle" not in text and "allow_pickle=True" not in text, path
+
+
 # --- training, export, sampling -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(cache_dir, tmp_path_factory):
