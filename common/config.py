@@ -304,12 +304,6 @@ def is_override(word: str) -> bool:
     return _OVERRIDE.fullmatch(word) is not None
 
 
-def split_cli_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separate ``key=value`` overrides (a dotted-identifier key) from the other words of a command line."""
-    overrides = [a for a in argv if is_override(a)]
-    return [a for a in argv if not is_override(a)], overrides
-
-
 def parse_args_and_overrides(ap: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """argparse's flags, then ``key=value`` overrides from what is left; anything else left is an error.
 
