@@ -1106,7 +1106,7 @@ def test_resume_on_other_data_is_refused(tmp_path):
                                                   r"data\.tokenizer_sha256: 'aa' -> 'bb'"):
         _toy_fit(out, data=other)
     assert _toy_fit(out, data=data)["step"] == 8
-    for stage in ("stage1_vq/train.py", "stage2_gpt/train.py"):
+    for stage in ("stage1_vq/train.py", "stage2_gpt/train.py", "baselines/train.py"):
         assert re.search(r"data=\{\"data_config\": content_config\(cache\.manifest\)", (ROOT / stage).read_text())
 
 
@@ -1405,6 +1405,51 @@ def test_gpt_file_with_absurd_sizes_is_refused_before_building(tiny_models, tmp_
     bad = _tampered(tiny_models["gpt"], tmp_path / "g.pt", _set(*keys, _to_storable(value)))
     with time_limit(20), pytest.raises(CheckpointError, match=message):
         load_gpt(bad)
+
+
+@pytest.fixture(scope="module")
+def tiny_regressor(cache_dir, tmp_path_factory) -> Path:
+    """An untrained tiny DualTalk-class regressor exported as a file (baselines/)."""
+    from baselines.artifact import export_regressor
+    from baselines.config import RegressorConfig, RegressorModelConfig
+    from baselines.model import DualTalkRegressor
+    from common.data.cache import Cache
+    cfg = RegressorConfig(window=30, model=RegressorModelConfig(motion_dim=51, audio_dim=80, dim=16, heads=2,
+                                                                audio_layers=1, lstm_layers=1, interaction_layers=1,
+                                                                ff_dim=32))
+    path = tmp_path_factory.mktemp("regressor") / "regressor.pt"
+    return export_regressor(path, DualTalkRegressor(cfg.model).state_dict(), cfg, Cache(cache_dir))
+
+
+@pytest.mark.parametrize("keys_value, message", [
+    (("meta", "model_config", "dim", 2 ** 20), "model.dim must be >= 1 and <= 8192"),
+    (("meta", "model_config", "ff_dim", 10 ** 9), "model.ff_dim must be"),
+    (("meta", "model_config", "dim", 32), "stored config and its weights disagree"),
+    (("meta", "window", 10 ** 12), "window 1000000000000 is not in"),
+    (("meta", "audio_std", np.zeros(80, np.float32)), "audio_std must be positive"),
+    (("meta", "motion_mean", np.zeros(7, np.float32)), "motion_mean must be 51 finite floats"),
+])
+def test_regressor_file_with_absurd_sizes_is_refused_before_building(tiny_regressor, tmp_path, keys_value,
+                                                                     message):
+    from baselines.artifact import load_regressor
+    from common.train.artifact import _to_storable
+    *keys, value = keys_value
+    bad = _tampered(tiny_regressor, tmp_path / "r.pt", _set(*keys, _to_storable(value)))
+    with time_limit(20), pytest.raises(CheckpointError, match=message):
+        load_regressor(bad)
+    load_regressor(tiny_regressor)
+
+
+def test_regressor_folder_names_are_checked(cache_dir, tiny_regressor, tmp_path, capsys):
+    from scripts.baselines import main
+    for name in ("../x", "a/b", ".hidden"):
+        rc, err = _run_main(main, ["--cache", str(cache_dir), "--out", str(tmp_path / "out"), "--only", "none",
+                                   "--regressor", str(tiny_regressor), "--name", name, "--quiet"], capsys)
+        assert rc == 2 and "--name" in err and "is not usable as a file name" in err, err
+    assert not any(tmp_path.rglob("*.npz"))
+    for argv, message in [(["--seed", "-1"], "--seed: must be >= 0"), (["--device", "bogus"], "not a device")]:
+        rc, err = _run_main(main, ["--cache", str(cache_dir), "--out", str(tmp_path / "out"), *argv], capsys)
+        assert rc == 2 and message in err, err
 
 
 def test_gpt_with_nonfinite_weights_is_refused(tiny_models, tmp_path):
