@@ -33,7 +33,7 @@ import torch
 from x_transformers.autoregressive_wrapper import top_k, top_p
 
 from common.config import from_dict
-from common.eval.predictions import write_prediction
+from common.eval.predictions import check_participants, prediction_path, write_prediction
 
 from .artifact import GPTBundle, check_tokenizer, load_gpt
 
@@ -297,11 +297,9 @@ def read_given_motion(bundle: GPTBundle, npz_path: str | Path) -> np.ndarray:
 
 
 def read_shape(npz_path: str | Path) -> np.ndarray:
-    """A participant's identity: ``shape_params[0, 0, :]`` of a FLAME npz."""
-    with np.load(npz_path, allow_pickle=False) as z:
-        if "shape_params" not in z.files:
-            raise ValueError(f"{npz_path} has no shape_params")
-        return np.asarray(z["shape_params"], np.float32).reshape(-1, z["shape_params"].shape[-1])[0]
+    """A participant's identity: ``shape_params[0, 0, :]`` of a FLAME npz (the corpus reader's guards)."""
+    from common.data.corpus import read_identity
+    return read_identity(npz_path)
 
 
 @dataclass
@@ -342,7 +340,8 @@ def generate_dialog(gen: Generator, dialog: str, participants: list[str], audio_
     """
     sampling = sampling or Sampling()
     layout = gen.bundle.layout
-    out = DialogOutput(dialog, list(participants))
+    participants = check_participants(dialog, participants)   # names become paths: safe and distinct
+    out = DialogOutput(dialog, participants)
     runs: list[tuple[int | None, list[int]]]
     if mode == "dyad":
         if given is not None:
@@ -364,7 +363,7 @@ def generate_dialog(gen: Generator, dialog: str, participants: list[str], audio_
             out.motion[name] = res.motion[p]
             pred_states[name] = res.states[p]
             extra = {"pred_states": res.states[p].astype(np.int8), "codes": res.codes[p].astype(np.int32)}
-            out.files.append(write_prediction(Path(out_dir) / dialog / f"{name}.npz", res.motion[p], layout,
+            out.files.append(write_prediction(prediction_path(out_dir, dialog, name), res.motion[p], layout,
                                               None if shape is None or shape[p] is None else shape[p], extra))
     if plot:       # common/viz/plots.py's timeline: audio energy, jaw and the first expression dims over state bands
         from common.viz.plots import timeline
