@@ -113,6 +113,13 @@ class StepState:
     def dialogs(self) -> int:
         return len(self.generators)
 
+    def perspectives(self, inputs: int) -> torch.Tensor:
+        """(A, inputs) participant indices of each generated perspective: [self, partner][:inputs] (made once: no
+        host-to-device copy per step)."""
+        if getattr(self, "_persp", None) is None:
+            self._persp = torch.tensor([[p, 1 - p][:inputs] for p in self.active], device=self.prev.device)
+        return self._persp
+
     @property
     def samples(self) -> int:
         return self.prev.shape[0] // self.dialogs
@@ -230,7 +237,7 @@ class Generator:
         A = len(act)
         if audio_step.ndim == 3:
             audio_step = audio_step.unsqueeze(0)
-        persp = torch.tensor([[p, 1 - p][:P] for p in act], device=self.device)         # (A, P): self, partner
+        persp = st.perspectives(P)                                                       # (A, P): self, partner
         prev = st.prev[:, persp]                                                         # (D*N, A, P, Q)
         audio = audio_step[:, persp].unsqueeze(1).expand(D, N, A, P, *audio_step.shape[-2:])         # (D, N, A, P, d, F)
         prev, audio = prev.reshape(D * N * A, P, Q), audio.reshape(D * N * A, P, *audio_step.shape[-2:])

@@ -516,6 +516,30 @@ def test_sample_cli_cached_listener(gpt_run, tokenized, dialog, tmp_path):
     assert r.returncode == 2 and "nobody" in r.stderr
 
 
+@pytest.mark.parametrize("mode", ["dyad", "listener"])
+def test_sample_split_batched_equals_one_by_one(gpt_run, tokenized, tmp_path, mode):
+    """sample.py --split --batch N writes exactly the files of one dialog at a time (dialogs of several lengths)."""
+    import importlib.util
+    from common.eval.predictions import open_prediction
+    spec = importlib.util.spec_from_file_location("sample_script", ROOT / "scripts" / "sample.py")
+    sample = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sample)
+    base = ["--gpt", str(gpt_run["gpt"]), "--tokenizer", str(tokenized["tokenizer"]), "--cache",
+            str(tokenized["cache"]), "--split", "train", "--mode", mode, "--seed", "5", "--quiet", "--no-plot"]
+    threads = torch.get_num_threads()
+    assert sample.main(base + ["--out", str(tmp_path / "one")]) == 0
+    assert sample.main(base + ["--batch", "3", "--out", str(tmp_path / "three")]) == 0
+    torch.set_num_threads(threads)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.npz"))
+    assert len(files) >= 4 and files == sorted(p.relative_to(tmp_path / "three") for p in (tmp_path / "three").rglob("*.npz"))
+    for f in files:
+        a, b = open_prediction(tmp_path / "one" / f), open_prediction(tmp_path / "three" / f)
+        assert sorted(a) == sorted(b)
+        np.testing.assert_array_equal(a["codes"], b["codes"])
+        np.testing.assert_array_equal(a["pred_states"], b["pred_states"])
+        np.testing.assert_allclose(a["motion"], b["motion"], atol=1e-5)
+
+
 # --- distributed -----------------------------------------------------------------------------------------------
 DDP_HELPER = """
 import sys, torch
