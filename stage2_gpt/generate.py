@@ -113,6 +113,16 @@ class StepState:
     def dialogs(self) -> int:
         return len(self.generators)
 
+    def identity_rows(self) -> torch.Tensor | None:
+        """(D * N * A, I) the identity of every row of the step (made once per batch of dialogs)."""
+        if self.identity is None:
+            return None
+        D, A = self.identity.shape[0], len(self.active)
+        if getattr(self, "_ident_rows", None) is None or self._ident_rows.shape[0] != D * self.samples * A:
+            rows = self.identity[:, self.active].unsqueeze(1).expand(D, self.samples, A, -1)
+            self._ident_rows = rows.reshape(D * self.samples * A, -1)
+        return self._ident_rows
+
     def perspectives(self, inputs: int) -> torch.Tensor:
         """(A, inputs) participant indices of each generated perspective: [self, partner][:inputs] (made once: no
         host-to-device copy per step)."""
@@ -241,10 +251,7 @@ class Generator:
         prev = st.prev[:, persp]                                                         # (D*N, A, P, Q)
         audio = audio_step[:, persp].unsqueeze(1).expand(D, N, A, P, *audio_step.shape[-2:])         # (D, N, A, P, d, F)
         prev, audio = prev.reshape(D * N * A, P, Q), audio.reshape(D * N * A, P, *audio_step.shape[-2:])
-        ident = None
-        if st.identity is not None:
-            ident = st.identity[:, act].unsqueeze(1).expand(D, N, A, -1).reshape(D * N * A, -1)
-        h = m.step_hidden(prev, audio, st.cache, ident, groups=D)
+        h = m.step_hidden(prev, audio, st.cache, st.identity_rows(), groups=D)
         sampled = self._sample_heads(h, sampling, st.generators, D).reshape(D * N, A, Q)
         if A == 2:
             codes = sampled
@@ -258,6 +265,8 @@ class Generator:
         probs = m.state_probs(h, groups=D)
         if probs is None:
             return codes, None
+        if A == 2:
+            return codes, probs.reshape(D * N, 2, *probs.shape[1:])
         out = torch.full((D * N, 2, *probs.shape[1:]), float("nan"), device=probs.device)
         out[:, act] = probs.reshape(D * N, A, *probs.shape[1:])
         return codes, out
@@ -344,15 +353,20 @@ class Generator:
             k1 = min(k0 + chunk_steps, min(steps[order[j]] for j in range(live)))
             audio = torch.stack([self._audio_chunk(audios[order[j]], k0, k1) for j in range(live)])   # (live, 2, n*d, F)
             codes = torch.empty((k1 - k0, live * N, 2, self.Q), dtype=torch.long, device=self.device)
-            states = torch.full((k1 - k0, live, 2, d), -1, dtype=torch.long, device=self.device)
+            probs = None
             for k in range(k0, k1):
                 g = None if given is None else torch.stack([givens[j][k] for j in range(live)])
-                c, probs = self.step(st, audio[:, :, (k - k0) * d:(k - k0 + 1) * d], g, sampling)
+                c, pr = self.step(st, audio[:, :, (k - k0) * d:(k - k0 + 1) * d], g, sampling)
                 codes[k - k0] = c
-                if probs is not None:
-                    pr = probs.reshape(live, N, 2, d, -1)
-                    for p in st.active:
-                        states[k - k0, :, p] = pr[:, :, p].mean(1).argmax(-1)
+                if pr is not None:
+                    if probs is None:
+                        probs = pr.new_empty((k1 - k0, *pr.shape))
+                    probs[k - k0] = pr
+            states = torch.full((k1 - k0, live, 2, d), -1, dtype=torch.long, device=self.device)
+            if probs is not None:                     # each sample's state probabilities, averaged, then argmax
+                pr = probs.reshape(k1 - k0, live, N, 2, d, -1)
+                for p in st.active:
+                    states[:, :, p] = pr[:, :, :, p].mean(2).argmax(-1)
             if bar is not None:
                 bar.update(k1 - k0)
             for j in range(live):
