@@ -158,6 +158,10 @@ class Generator:
         self.audio_std = torch.as_tensor(np.asarray(a["audio_std"], np.float32), device=self.device)
         self.sample_rate, self.fps = int(a["sample_rate"]), float(a["fps"])
         self._extractor = None
+        # a batch of dialogs multiplies each dialog's rows on its own (stage2_gpt/decode_step.py, "Row groups"):
+        # on the CPU every dialog then gets exactly the bits it gets alone; an accelerator picks its kernels by
+        # shape anyway, so there the batch runs as one product per layer (faster; equal to alone to float rounding)
+        self.row_groups = self.device.type == "cpu"
 
     @classmethod
     def load(cls, gpt_path, tokenizer_path, device="cpu") -> "Generator":
@@ -251,8 +255,9 @@ class Generator:
         prev = st.prev[:, persp]                                                         # (D*N, A, P, Q)
         audio = audio_step[:, persp].unsqueeze(1).expand(D, N, A, P, *audio_step.shape[-2:])         # (D, N, A, P, d, F)
         prev, audio = prev.reshape(D * N * A, P, Q), audio.reshape(D * N * A, P, *audio_step.shape[-2:])
-        h = m.step_hidden(prev, audio, st.cache, st.identity_rows(), groups=D)
-        sampled = self._sample_heads(h, sampling, st.generators, D).reshape(D * N, A, Q)
+        groups = D if self.row_groups else 1
+        h = m.step_hidden(prev, audio, st.cache, st.identity_rows(), groups=groups)
+        sampled = self._sample_heads(h, sampling, st.generators, groups).reshape(D * N, A, Q)
         if A == 2:
             codes = sampled
         else:
@@ -262,7 +267,7 @@ class Generator:
             codes = given.expand(D, N, 2, Q).reshape(D * N, 2, Q).clone()
             codes[:, act] = sampled
         st.prev, st.steps = codes, st.steps + 1
-        probs = m.state_probs(h, groups=D)
+        probs = m.state_probs(h, groups=groups)
         if probs is None:
             return codes, None
         if A == 2:
@@ -273,7 +278,7 @@ class Generator:
 
     def _sample_heads(self, h, sampling, generators, groups: int = 1):
         """h (B, dim) -> codes (B, Q): every RVQ level of self (coarse to fine with the depth head); the B rows are
-        ``groups`` dialogs, each drawn from its own generator."""
+        one equal block per generator (dialog), each drawn from its own; ``groups``: row groups of the products."""
         head = self.model.head
         if self.cfg.rvq_head == "parallel":
             mlp = head.proj
