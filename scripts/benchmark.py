@@ -15,7 +15,11 @@ Sections (all by default, in this order):
   (``--no-cache-seconds``), one dyad and ``--batch`` dyads at once: frames/s, x real time, ms/step, KV ratio.
 - ``streaming``: one token step pushed at a time (features, and raw audio through the causal log-mel: the
   end-to-end path): per-step latency median / p99, frames/s, and the latency budget (algorithmic + compute).
-- ``memory``: streaming ``--memory-minutes`` (1 and 10): RSS, device memory and KV cache at each.
+- ``batch``: offline generation of ``--batch-sizes`` dialogs at once (one KV cache; each dialog exactly as alone)
+  and as many samples of one dialog: frames/s and ms/step against the batch size (peak device memory off CPU).
+- ``memory``: streaming ``--memory-minutes`` (1, 10 and 60): RSS, device memory and KV cache at each.
+- ``offline_memory``: scripts/sample.py from two WAV files of ``--offline-minutes`` (1, 10 and 60) to prediction
+  files, each in a fresh process: peak RSS and speed (offline generation in bounded memory).
 - ``sizes`` (only with ``--speed-config YAML|default``): other GPT sizes, untrained, through the same paths.
 - ``quality`` (only when named in ``--only``): the GPT's motion on ``--split`` in dyad and listener mode (and
   ``--speaker-only-gpt``), the tokenizer's own reconstruction and the mean motion, written as prediction files
@@ -25,7 +29,8 @@ At the end, the speed targets of docs/STAGE2.md that apply to the device are che
 with the amount by which it is missed.
 
 The generation sections use ``--gpt`` / ``--tokenizer`` when given (``--cache``: audio to drive them, and data for
-the training sections; nothing is written into it). Without them the benchmark builds what it needs in a temp
+the training sections; nothing is written into it); ``--model-config default`` (or a stage-2 YAML) measures an
+untrained GPT of that size instead (issue 17's targets at the real size, 6 x 256, apply to it). Without them the benchmark builds what it needs in a temp
 directory: a synthetic corpus and cache, a tokenizer and a GPT briefly trained by the training sections (tiny
 configs: a briefly trained model costs what a trained one does). The generation timings live in
 stage2_gpt/speed.py.
@@ -110,6 +115,11 @@ class Workbench:
         return self._tokens_cache
 
     def gpt(self) -> Path:
+        if self.gpt_path is None and self.args.model_config:       # an untrained GPT of that size, as a file
+            from common.data.cache import Cache
+            from stage2_gpt.speed import export_untrained
+            self.gpt_path = Path(export_untrained(self.args.model_config, str(self.tokenizer()), Cache(self.cache()),
+                                                  self.work / "untrained-gpt.pt"))
         self.gpt_path = self.gpt_path or Path(self.train(2)["artifact"])
         return self.gpt_path
 
@@ -215,6 +225,20 @@ def train_child(spec: dict) -> None:
     Path(spec["result"]).write_text(json.dumps(out, indent=1) + "\n")
 
 
+def sample_child(spec: dict) -> None:
+    """Runs in a fresh process: scripts/sample.py on two WAV files; writes its peak RSS and time (offline_memory)."""
+    import importlib.util
+    import resource
+    t = time.perf_counter()
+    mod = importlib.util.spec_from_file_location("sample_script", ROOT / "scripts" / "sample.py")
+    sample = importlib.util.module_from_spec(mod)
+    mod.loader.exec_module(sample)
+    rc = sample.main(spec["argv"])
+    out = {"rc": rc, "seconds": time.perf_counter() - t,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    Path(spec["result"]).write_text(json.dumps(out) + "\n")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # sections
 # ----------------------------------------------------------------------------------------------------------
@@ -263,10 +287,42 @@ def bench_streaming(wb: Workbench) -> dict:
     return B.streaming_section(wb.generator(), wb.audio(), seconds=wb.args.gen_seconds)
 
 
+@section("batch")
+def bench_batch(wb: Workbench) -> dict:
+    from stage2_gpt import speed as B
+    return {"rows": B.bench_batches(wb.generator(), wb.audio(), batches=tuple(wb.args.batch_sizes),
+                                    seconds=min(20.0, wb.args.gen_seconds))}
+
+
 @section("memory")
 def bench_memory(wb: Workbench) -> dict:
     from stage2_gpt import speed as B
     return B.memory_section(wb.generator(), wb.audio(), minutes=tuple(wb.args.memory_minutes))
+
+
+@section("offline_memory")
+def bench_offline_memory(wb: Workbench) -> dict:
+    """scripts/sample.py from WAV files of every length in --offline-minutes, each in a fresh process."""
+    from stage2_gpt import speed as B
+    a, gen = wb.args, wb.generator()
+    rows = []
+    for minutes in a.offline_minutes:
+        folder = wb.work / f"wavs-{minutes:g}"
+        wavs = B.write_noise_wavs(folder, minutes, gen.sample_rate, gen.fps)
+        argv = ["--gpt", str(wb.gpt()), "--tokenizer", str(wb.tokenizer()), "--audio-a", str(wavs[0]), "--audio-b",
+                str(wavs[1]), "--out", str(folder / "out"), "--quiet", "--no-plot", "--threads", str(a.threads),
+                "--device", a.device]
+        spec = {"argv": argv, "result": str(folder / "result.json")}
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--sample-child", json.dumps(spec)],
+                       check=True, env=env, cwd=ROOT)
+        res = json.loads((folder / "result.json").read_text())
+        if res["rc"] != 0:
+            raise SystemExit(f"offline_memory: sample.py failed ({res['rc']}) on {minutes:g} min")
+        rows.append(B.offline_memory_row(minutes, res))
+        for w in wavs:
+            w.unlink()
+    return {"rows": rows, "rss_growth_mb": rows[-1]["peak_rss_mb"] - rows[0]["peak_rss_mb"]}
 
 
 @section("sizes")
@@ -339,6 +395,10 @@ def print_section(name: str, res: dict) -> None:
         print(B.streaming_tables(res))
     elif name == "memory":
         print(B.memory_table(res))
+    elif name == "batch":
+        print(B.batch_table(res["rows"]))
+    elif name == "offline_memory":
+        print(B.offline_memory_table(res))
     elif name == "sizes" and res["configs"]:
         print(B.table(res["configs"], list(res["configs"][0]), "Other model sizes (untrained weights, same code paths)"))
     elif name == "quality":
@@ -366,8 +426,15 @@ def main(argv=None):
     ap.add_argument("--gen-seconds", type=float, default=60.0, help="offline / streaming: seconds of audio")
     ap.add_argument("--no-cache-seconds", type=float, default=20.0, help="offline without KV cache: seconds of audio")
     ap.add_argument("--batch", type=int, default=8, help="offline batched: dyads generated at once")
-    ap.add_argument("--memory-minutes", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 10.0],
+    floats = lambda s: [float(x) for x in s.split(",")]               # noqa: E731
+    ap.add_argument("--memory-minutes", type=floats, default=[1.0, 10.0, 60.0],
                     help="memory: minutes of streaming at which memory is read (comma-separated)")
+    ap.add_argument("--offline-minutes", type=floats, default=[1.0, 10.0, 60.0],
+                    help="offline_memory: lengths of the WAV files generated from (comma-separated)")
+    ap.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 16],
+                    help="batch: dialogs (and samples) generated at once (comma-separated)")
+    ap.add_argument("--model-config", metavar="YAML|default",
+                    help="generation sections: an untrained GPT of this stage-2 config instead of a trained one")
     ap.add_argument("--speed-config", action="append", default=[], metavar="YAML",
                     help="section sizes: also time an untrained GPT of this stage-2 config, or 'default' (repeatable)")
     ap.add_argument("--split", default="test", help="quality: the split scored")
@@ -378,10 +445,14 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="quality: sampling seed")
     ap.add_argument("--samples", type=int, default=1, help="quality: average this many samples per sequence")
     ap.add_argument("--train-child", help=argparse.SUPPRESS)
+    ap.add_argument("--sample-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.command = " ".join(["python scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
     if args.train_child:
         train_child(json.loads(args.train_child))
+        return 0
+    if args.sample_child:
+        sample_child(json.loads(args.sample_child))
         return 0
     names = args.only.split(",") if args.only else [n for n in SECTIONS if n not in ("sizes", "quality")
                                                     or (n == "sizes" and args.speed_config)]
@@ -429,10 +500,10 @@ def run(args, names: list[str]) -> dict:
         if wb._gen is not None:
             report["model"] = B.describe(wb._gen)
     report["load_average_at_end"] = list(os.getloadavg())          # other jobs on the machine skew the timings
-    report["targets"] = B.check_targets(report["results"], args.device)
+    report["targets"] = B.check_targets(report["results"], args.device, report.get("model"))
     if report["targets"]:
         print(B.table(report["targets"], ["target", "value", "limit", "verdict"],
-                      f"Targets (docs/STAGE2.md) on {args.device}"))
+                      f"Targets (docs/STAGE2.md) on {args.device}, model size: {B.model_size(report.get('model'))}"))
     return report
 
 

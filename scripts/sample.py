@@ -1,9 +1,9 @@
 """Generate facial motion with a trained stage-2 GPT (+ its stage-1 tokenizer).
 
-    # cached dialogs (one, several, or a whole split)
+    # cached dialogs (one, several, or a whole split; --batch N: N dialogs at a time in one batch of the GPT)
     python scripts/sample.py --gpt runs/stage2/gpt.pt --tokenizer runs/stage1/tokenizer.pt \
         --cache CACHE --dialog ID [--dialog ID2 ...] --out OUT
-    python scripts/sample.py --gpt G --tokenizer T --cache CACHE --split test --out OUT
+    python scripts/sample.py --gpt G --tokenizer T --cache CACHE --split test --batch 16 --out OUT
     # raw WAVs (any rate / channel count: common/data/audio.py's path)
     python scripts/sample.py --gpt G --tokenizer T --audio-a A.wav --audio-b B.wav --out OUT [--name dialog]
     # listener (partner given) mode: the partner's motion is given, teacher-forced as the dialog unfolds
@@ -16,8 +16,9 @@ A GPT whose audio configuration names a pretrained encoder by hub name uses only
 
 Writes OUT/<dialog>/<participant>.npz (``motion`` (T, D) at the motion rate, ``expression_params``,
 ``jaw_params``, ``pose_params``, ``shape_params`` when the identity is known, plus ``pred_states`` and ``codes``)
-and OUT/<dialog>/trajectories.png. Sampling: --temperature, --top-k, --top-p, --seed (deterministic per seed).
-All logic lives in stage2_gpt/generate.py.
+and OUT/<dialog>/trajectories.png. Sampling: --temperature, --top-k, --top-p, --seed (deterministic per seed;
+every dialog's files are the same whatever --batch). Any length runs in bounded memory (WAVs are read in blocks,
+frames written as they are decoded). All logic lives in stage2_gpt/generate.py.
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int_arg(0, 2 ** 63 - 1), default=0)
     ap.add_argument("--samples", type=int_arg(1, 4096), default=1,
                     help="average this many samples (batched): the conditional-mean estimate, lower MSE, calmer motion")
+    ap.add_argument("--batch", type=int_arg(1, 4096), default=1,
+                    help="cached dialogs generated at once in one batch (one KV cache); results do not depend on it")
     ap.add_argument("--device", type=device_arg, default="cpu", help="cpu, cuda, cuda:1, mps...")
     ap.add_argument("--threads", type=int_arg(1, 1024), default=1,
                     help="CPU threads (1 is fastest for step-by-step generation on small CPUs)")
@@ -72,8 +75,8 @@ def main(argv=None) -> int:
     from common.data.cache import Cache, CacheError
     from common.eval.predictions import check_participants
     from common.train.artifact import CheckpointError
-    from stage2_gpt.generate import (Generator, Sampling, generate_dialog, read_given_motion, read_shape,
-                                     resolve_given)
+    from stage2_gpt.generate import (DialogInput, Generator, Sampling, generate_dialog, generate_dialogs,
+                                     read_given_motion, read_shape, resolve_given)
 
     wav_mode = bool(args.audio_a or args.audio_b)
     if wav_mode == bool(args.cache):
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
         t0, frames, written = time.perf_counter(), 0, []
         if wav_mode:
             with downloads_allowed(args.allow_download):
-                feats = gen.features_from_wav([args.audio_a, args.audio_b])
+                feats = gen.wav_features([args.audio_a, args.audio_b])      # computed in blocks as generation reads
             gt = None
             if args.mode == "listener":
                 if not (args.given and args.given_motion):
@@ -120,14 +123,14 @@ def main(argv=None) -> int:
             ids = list(dict.fromkeys(ids))                          # each dialog once
             if not ids:
                 raise CacheError(f"no dialog in split {args.split!r} of {args.cache}")
+            items = []
             for did in ids:
-                entry, a = cache.dialog(did), cache.load(did)
-                res = generate_dialog(gen, did, entry["participants"], np.asarray(a.audio), out, mode=args.mode,
-                                      given=args.given, gt_motion=np.asarray(a.motion), true_states=np.asarray(a.states),
-                                      shape=np.asarray(a.shape), sampling=sampling, num_samples=args.samples,
-                                      plot=not args.no_plot, progress=not args.quiet)
+                entry, a = cache.dialog(did), cache.load(did)             # memory-mapped
+                items.append(DialogInput(did, entry["participants"], a.audio, a.motion, a.states, np.asarray(a.shape)))
                 frames += a.motion.shape[1] * (2 if args.mode == "listener" and args.given is None else 1)
-                written.append(res)
+            written += generate_dialogs(gen, items, out, mode=args.mode, given=args.given, sampling=sampling,
+                                        num_samples=args.samples, batch=args.batch, plot=not args.no_plot,
+                                        progress=not args.quiet)
     except (CacheError, CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

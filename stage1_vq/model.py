@@ -303,7 +303,7 @@ class StreamingDecoder:
         buf = buf[:, -(self.tok.decoder_context - 1 + n):]
         out = self.tok.decode(buf)[:, -n * self.tok.downsample:]
         keep = self.tok.decoder_context - 1
-        self.buffer = buf[:, buf.shape[1] - keep:] if keep > 0 else buf[:, :0]
+        self.buffer = buf[:, max(0, buf.shape[1] - keep):]
         return out
 
 

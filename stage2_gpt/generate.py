@@ -16,7 +16,14 @@ its KV cache (trimmed to ``attn_window - 1`` steps: memory is flat and every ste
 and samples every RVQ level of both participants (coarse to fine with the depth head); a given participant's
 codes are not sampled but taken from the tokenizer's encoding of their observed motion, teacher-forced as the
 dialog unfolds. Offline generation is the same step function in a loop, so streaming output == offline output
-for the same seed (codes exactly; motion up to float rounding of the windowed decode).
+for the same seed (codes exactly; motion up to float rounding of the windowed decode). The decoder runs through
+stage2_gpt/decode_step.py (bit-identical to x-transformers' cached forward, without its per-layer Python).
+
+Offline generation (:meth:`Generator.iter_generate`) runs a batch of dialogs of any lengths with one KV cache
+(each dialog exactly as alone on the CPU: its own generator, its rows multiplied on their own) in bounded memory:
+audio features are read and motion decoded ``CHUNK_STEPS`` token steps at a time (the causal tokenizer's window);
+:meth:`Generator.wav_features` computes WAV features block by block and :func:`generate_dialogs` streams the frames
+into the prediction files, so nothing grows with the length of a dialog.
 
 Audio features: ``audio_feats`` are the cache's per-frame features (``common.data.audio`` path: any WAV goes through
 ``read_wav`` + ``make_feature_extractor`` with the configuration stored in the GPT file, see :meth:`Generator.features_from_wav`),
@@ -33,11 +40,13 @@ import torch
 from x_transformers.autoregressive_wrapper import top_k, top_p
 
 from common.config import from_dict
-from common.eval.predictions import check_participants, prediction_path, write_prediction
+from common.eval.predictions import PredictionWriter, check_participants, prediction_path
 
 from .artifact import GPTBundle, check_tokenizer, load_gpt
+from .decode_step import KVCache, group_linear
 
 log = logging.getLogger(__name__)
+CHUNK_STEPS = 256       # token steps (17 s at 15 steps/s) generated, then decoded, at a time offline
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -51,20 +60,26 @@ class Sampling:
     seed: int = 0
 
 
-def sample_logits(logits: torch.Tensor, s: Sampling, generator: torch.Generator) -> torch.Tensor:
+def sample_logits(logits: torch.Tensor, s: Sampling, generator) -> torch.Tensor:
     """logits (..., V) -> codes (...) long, with temperature / top-k / top-p (x-transformers' filters), drawn
-    from ``generator``."""
+    from ``generator``: one ``torch.Generator``, or a list of them, one per equal block of rows (the dialogs of
+    a batch), each block drawn exactly as ``torch.multinomial`` draws it alone (its draw for one sample:
+    ``argmax(p / E)``, ``E`` ~ Exp(1) of the shape of the block, from that block's generator)."""
     shape = logits.shape[:-1]
     logits = logits.reshape(-1, logits.shape[-1]).float()
     if s.temperature <= 0:
         return logits.argmax(-1).reshape(shape)
-    logits = logits / s.temperature
+    if s.temperature != 1.0:
+        logits = logits / s.temperature
     if s.top_k and s.top_k < logits.shape[-1]:
         logits = top_k(logits, k=s.top_k)
     if s.top_p < 1.0:
         logits = top_p(logits, thres=s.top_p)
     probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).reshape(shape)
+    gens = generator if isinstance(generator, (list, tuple)) else [generator]
+    block = (probs.shape[0] // len(gens), probs.shape[1])
+    noise = [probs.new_empty(block).exponential_(1, generator=g) for g in gens]
+    return (probs / (noise[0] if len(noise) == 1 else torch.cat(noise))).argmax(-1).reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -80,14 +95,60 @@ class Generation:
 
 
 @dataclass
+class GenerationChunk:
+    """Consecutive frames of one dialog of an offline run (:meth:`Generator.iter_generate`)."""
+    dialog: int                 # index of the dialog in the batch
+    start: int                  # first frame
+    motion: np.ndarray          # (N, 2, m, D) raw motion of every sample
+    codes: np.ndarray           # (N, 2, k, Q) int64 (k token steps; the last chunk may hold a partial step)
+    states: np.ndarray          # (2, m) int64 predicted states (-1: not predicted)
+    last: bool                  # the dialog's final chunk
+
+
+@dataclass
 class StepState:
-    """Everything one dialog's generation carries from step to step (bounded: the KV cache is trimmed)."""
-    prev: torch.Tensor                      # (N, 2, Q) codes of the last step (N parallel samples), -1 before the first
-    generator: torch.Generator
-    cache: object = None
+    """Everything a generation carries from step to step (bounded: the KV cache is trimmed). One or several
+    dialogs (a batch: one KV cache, one generator per dialog), ``N`` parallel samples each."""
+    prev: torch.Tensor                      # (D * N, 2, Q) codes of the last step (dialog-major rows), -1 before the first
+    generators: list                        # one torch.Generator per dialog
+    cache: KVCache
     steps: int = 0
-    identity: torch.Tensor | None = None    # (2, I) identities (zeros: unknown), for models with use_identity
+    identity: torch.Tensor | None = None    # (D, 2, I) identities (zeros: unknown), for models with use_identity
     active: list = field(default_factory=lambda: [0, 1])   # the generated participants (perspectives computed)
+
+    @property
+    def dialogs(self) -> int:
+        return len(self.generators)
+
+    def identity_rows(self) -> torch.Tensor | None:
+        """(D * N * A, I) the identity of every row of the step (made once per batch of dialogs)."""
+        if self.identity is None:
+            return None
+        D, A = self.identity.shape[0], len(self.active)
+        if getattr(self, "_ident_rows", None) is None or self._ident_rows.shape[0] != D * self.samples * A:
+            rows = self.identity[:, self.active].unsqueeze(1).expand(D, self.samples, A, -1)
+            self._ident_rows = rows.reshape(D * self.samples * A, -1)
+        return self._ident_rows
+
+    def perspectives(self, inputs: int) -> torch.Tensor:
+        """(A, inputs) participant indices of each generated perspective: [self, partner][:inputs] (made once: no
+        host-to-device copy per step)."""
+        if getattr(self, "_persp", None) is None:
+            self._persp = torch.tensor([[p, 1 - p][:inputs] for p in self.active], device=self.prev.device)
+        return self._persp
+
+    @property
+    def samples(self) -> int:
+        return self.prev.shape[0] // self.dialogs
+
+    def keep(self, n: int) -> None:
+        """Keep the first ``n`` dialogs (the others have ended): their rows, generators, identities, cache."""
+        if n == self.dialogs:
+            return
+        N = self.samples
+        self.prev, self.generators = self.prev[:n * N], self.generators[:n]
+        self.identity = None if self.identity is None else self.identity[:n]
+        self.cache.select(slice(0, n * N * len(self.active)))
 
 
 class Generator:
@@ -104,6 +165,10 @@ class Generator:
         self.audio_std = torch.as_tensor(np.asarray(a["audio_std"], np.float32), device=self.device)
         self.sample_rate, self.fps = int(a["sample_rate"]), float(a["fps"])
         self._extractor = None
+        # a batch of dialogs multiplies each dialog's rows on its own (stage2_gpt/decode_step.py, "Row groups"):
+        # on the CPU every dialog then gets exactly the bits it gets alone; an accelerator picks its kernels by
+        # shape anyway, so there the batch runs as one product per layer (faster; equal to alone to float rounding)
+        self.row_groups = self.device.type == "cpu"
 
     @classmethod
     def load(cls, gpt_path, tokenizer_path, device="cpu") -> "Generator":
@@ -122,18 +187,21 @@ class Generator:
 
     def features_from_wav(self, paths: list[str | Path]) -> np.ndarray:
         """Audio features (len(paths), T, F) from WAV files of any rate / channel count (common/data/audio.py's path);
-        T = the shortest file's frame count."""
-        from common.data.audio import hop_length, read_wav
-        hop = hop_length(self.sample_rate, self.fps)
-        waves = [read_wav(p, self.sample_rate, what=f"{p}: ") for p in paths]
-        T = min(len(w) // hop for w in waves)
-        if T < 1:
-            raise ValueError(f"audio shorter than one motion frame ({hop} samples at {self.sample_rate} Hz)")
-        longest = max(len(w) // hop for w in waves)
-        if longest - T > self.fps:
+        T = the shortest file's frame count. Computed in chunks (:meth:`wav_features`): memory beyond the result
+        does not grow with the files' length."""
+        feats = self.wav_features(paths)
+        return feats[:, :feats.shape[1]]
+
+    def wav_features(self, paths: list[str | Path]):
+        """The audio features of WAV files as a lazy array (len(paths), T, F) (common.data.audio.WavFeatures):
+        frames are computed when sliced, in order, from blocks of the files, so offline generation of any length
+        runs in bounded memory (:meth:`iter_generate` reads it chunk by chunk)."""
+        from common.data.audio import WavFeatures
+        feats = WavFeatures(paths, self.extractor, self.sample_rate, self.fps)
+        if feats.length_spread > self.fps:
             log.warning("the audio files differ in length by %.1f s: using the shortest (%d frames)",
-                        (longest - T) / self.fps, T)
-        return np.stack([self.extractor(w, T) for w in waves]).astype(np.float32)
+                        feats.length_spread / self.fps, feats.shape[1])
+        return feats
 
     def normalize_audio(self, feats) -> torch.Tensor:
         x = torch.as_tensor(np.array(feats, np.float32), device=self.device)
@@ -145,11 +213,22 @@ class Generator:
     def new_state(self, seed: int = 0, num_samples: int = 1, identity=None, given: int | None = None) -> StepState:
         """A fresh dialog: ``num_samples`` parallel samples; ``given`` (0/1): that participant is observed, not
         generated (its perspective is not computed at all)."""
+        return self.new_batch_state([seed], num_samples, [identity], given)
+
+    def new_batch_state(self, seeds: list[int], num_samples: int = 1, identities=None,
+                        given: int | None = None) -> StepState:
+        """Fresh dialogs generated together (one KV cache), one seed (generator) and identity each; every dialog of
+        the batch generates exactly what it generates alone with its seed."""
         if given not in (None, 0, 1):
             raise ValueError(f"given must be None, 0 or 1, got {given!r}")
-        return StepState(prev=torch.full((num_samples, 2, self.Q), -1, dtype=torch.long, device=self.device),
-                         generator=torch.Generator(device=self.device).manual_seed(int(seed)),
-                         identity=self._identity(identity), active=[p for p in (0, 1) if p != given])
+        D, N = len(seeds), int(num_samples)
+        identities = [None] * D if identities is None else list(identities)
+        ident = [self._identity(i) for i in identities]
+        return StepState(prev=torch.full((D * N, 2, self.Q), -1, dtype=torch.long, device=self.device),
+                         generators=[torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds],
+                         cache=self.model.new_cache(),
+                         identity=None if ident[0] is None else torch.stack(ident),
+                         active=[p for p in (0, 1) if p != given])
 
     def _identity(self, identity) -> torch.Tensor | None:
         """(2, >= I) identities (FLAME shape of each participant; a None row or None: unknown) -> (2, I)."""
@@ -166,48 +245,56 @@ class Generator:
 
     @torch.no_grad()
     def step(self, st: StepState, audio_step: torch.Tensor, given: torch.Tensor | None, sampling: Sampling):
-        """One token step of both participants (for each of the state's ``N`` parallel samples).
+        """One token step of both participants (for each of the state's dialogs and ``N`` parallel samples).
 
-        audio_step (2, d, F) normalised features of this step's frames; given (2, Q) long: the codes of the
-        observed participant this step (its row; the other row is ignored), required when the state has one.
-        Returns (codes (N, 2, Q), state probabilities (N, 2, d, C), NaN for an observed participant, or None);
-        updates ``st`` (the codes are the next step's input; the KV cache stays within the attention window).
+        audio_step (2, d, F) normalised features of this step's frames, or (D, 2, d, F) for a batch of D dialogs;
+        given (2, Q) / (D, 2, Q) long: the codes of the observed participant this step (its row; the other row is
+        ignored), required when the state has one. Returns (codes (D * N, 2, Q), state probabilities
+        (D * N, 2, d, C), NaN for an observed participant, or None); updates ``st`` (the codes are the next
+        step's input; the KV cache stays within the attention window).
         """
         m, Q, P = self.model, self.Q, self.cfg.inputs
-        N, act = st.prev.shape[0], st.active
+        D, N, act = st.dialogs, st.samples, st.active
         A = len(act)
-        partner = [1 - p for p in act]
-        prev = torch.stack([st.prev[:, act], st.prev[:, partner]], 2)[:, :, :P]          # (N, A, P, Q)
-        audio = torch.stack([audio_step[act], audio_step[partner]], 1)[:, :P]          # (A, P, d, F)
-        audio = audio.unsqueeze(0).expand(N, *audio.shape)
-        ident = None if st.identity is None else st.identity[act].unsqueeze(0).expand(N, A, -1).reshape(N * A, -1)
-        prev, audio = prev.reshape(N * A, P, Q), audio.reshape(N * A, *audio.shape[2:])
-        h, st.cache = m.step_hidden(prev, audio, st.cache, ident)
-        sampled = self._sample_heads(h, sampling, st.generator).reshape(N, A, Q)
+        if audio_step.ndim == 3:
+            audio_step = audio_step.unsqueeze(0)
+        persp = st.perspectives(P)                                                       # (A, P): self, partner
+        prev = st.prev[:, persp]                                                         # (D*N, A, P, Q)
+        audio = audio_step[:, persp].unsqueeze(1).expand(D, N, A, P, *audio_step.shape[-2:])         # (D, N, A, P, d, F)
+        prev, audio = prev.reshape(D * N * A, P, Q), audio.reshape(D * N * A, P, *audio_step.shape[-2:])
+        groups = D if self.row_groups else 1
+        h = m.step_hidden(prev, audio, st.cache, st.identity_rows(), groups=groups)
+        sampled = self._sample_heads(h, sampling, st.generators, groups).reshape(D * N, A, Q)
         if A == 2:
             codes = sampled
         else:
             if given is None:
                 raise ValueError("this dialog observes a participant: pass its codes (given) at every step")
-            codes = given.to(self.device).unsqueeze(0).expand(N, 2, Q).clone()
+            given = given.to(self.device).reshape(D, 1, 2, Q)
+            codes = given.expand(D, N, 2, Q).reshape(D * N, 2, Q).clone()
             codes[:, act] = sampled
         st.prev, st.steps = codes, st.steps + 1
-        probs = m.state_probs(h)
+        probs = m.state_probs(h, groups=groups)
         if probs is None:
             return codes, None
-        out = torch.full((N, 2, *probs.shape[1:]), float("nan"), device=probs.device)
-        out[:, act] = probs.reshape(N, A, *probs.shape[1:])
+        if A == 2:
+            return codes, probs.reshape(D * N, 2, *probs.shape[1:])
+        out = torch.full((D * N, 2, *probs.shape[1:]), float("nan"), device=probs.device)
+        out[:, act] = probs.reshape(D * N, A, *probs.shape[1:])
         return codes, out
 
-    def _sample_heads(self, h, sampling, generator):
-        """h (B, dim) -> codes (B, Q): every RVQ level of self (coarse to fine with the depth head)."""
+    def _sample_heads(self, h, sampling, generators, groups: int = 1):
+        """h (B, dim) -> codes (B, Q): every RVQ level of self (coarse to fine with the depth head); the B rows are
+        one equal block per generator (dialog), each drawn from its own; ``groups``: row groups of the products."""
         head = self.model.head
         if self.cfg.rvq_head == "parallel":
-            return sample_logits(head(h), sampling, generator)
-        z = head.base(h)                                                     # (B, H)
+            mlp = head.proj
+            logits = group_linear(mlp[2], mlp[1](group_linear(mlp[0], h, groups)), groups)
+            return sample_logits(logits.unflatten(-1, (head.Q, head.V)), sampling, generators)
+        z = head.base(h, groups)                                             # (B, H)
         out = []
         for q in range(self.Q):
-            c = sample_logits(head.level_logits(z, q), sampling, generator)  # (B,)
+            c = sample_logits(head.level_logits(z, q, groups), sampling, generators)      # (B,)
             out.append(c)
             if q + 1 < self.Q:
                 z = z + head.embed_level(c, q)
@@ -215,6 +302,8 @@ class Generator:
 
     # --- offline -----------------------------------------------------------------------------------------------
     def _given_codes(self, given, given_motion, K: int) -> torch.Tensor | None:
+        """(K, 2, Q) codes with the observed participant's row (the tokenizer's encoding of its whole motion: exactly
+        ``tokenizer.encode(motion)``), -1 elsewhere; None without a given participant."""
         if given is None:
             return None
         if given not in (0, 1):
@@ -230,6 +319,113 @@ class Generator:
         full[:, given] = codes
         return full
 
+    def _check_audio(self, audio) -> int:
+        """Frames of one dialog's audio features (2, T, F) (any array that slices: numpy, memmap, WavFeatures)."""
+        shape = tuple(audio.shape)
+        if len(shape) != 3 or shape[0] != 2:
+            raise ValueError(f"audio features must be (2, T, F), got {shape}")
+        if shape[2] != self.cfg.audio_dim:
+            raise ValueError(f"audio features have {shape[2]} dims, the GPT expects {self.cfg.audio_dim}")
+        if shape[1] < 1:
+            raise ValueError("audio features hold no frame")
+        return shape[1]
+
+    @torch.no_grad()
+    def iter_generate(self, audios: list, *, given: int | None = None, given_motions: list | None = None,
+                      sampling: Sampling | None = None, num_samples: int = 1, identities: list | None = None,
+                      chunk_steps: int = CHUNK_STEPS, progress: bool = False):
+        """Offline generation of a batch of dialogs (one KV cache) in bounded memory: yields
+        :class:`GenerationChunk` s of every dialog, ``chunk_steps`` token steps at a time, in time order per dialog.
+
+        ``audios``: each dialog's audio features (2, T_i, F) (un-normalised, as cached; any array that slices:
+        numpy, memmap, :meth:`wav_features`); the dialogs may differ in length (a dialog's rows leave the batch
+        when it ends). Each dialog is generated exactly as alone (codes; motion to float rounding): the same
+        seed (``sampling.seed``), its own generator, its rows computed on their own (decode_step.py, "Row
+        groups"). Motion is decoded chunk by chunk with the causal tokenizer's window (``decoder_context``), as
+        streaming does. ``given`` / ``given_motions`` / ``identities``: see :meth:`generate`, one per dialog.
+        """
+        sampling = sampling or Sampling()
+        D, N, d = len(audios), int(num_samples), self.d
+        lengths = [self._check_audio(a) for a in audios]
+        steps = [-(-T // d) for T in lengths]
+        if getattr(self.tok, "decoder_lookahead", 0):
+            chunk_steps = max(steps)                # a non-causal decoder reads ahead: one chunk, decoded whole
+        order = sorted(range(D), key=lambda i: -steps[i])       # longest first: dialogs that end are the last rows
+        given_motions = [None] * D if given_motions is None else list(given_motions)
+        identities = [None] * D if identities is None else list(identities)
+        givens = [self._given_codes(given, given_motions[i], steps[i]) for i in order]
+        st = self.new_batch_state([sampling.seed] * D, N, [identities[i] for i in order], given)
+        decoders = [WindowDecoder(self.tok) for _ in order]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=steps[order[0]], desc="generate", unit="step", leave=False)
+        k0, live = 0, D
+        while live:
+            k1 = min(k0 + chunk_steps, min(steps[order[j]] for j in range(live)))
+            audio = torch.stack([self._audio_chunk(audios[order[j]], k0, k1) for j in range(live)])   # (live, 2, n*d, F)
+            codes, states = self._steps(st, audio, None if given is None else givens[:live], k0, k1, sampling)
+            if bar is not None:
+                bar.update(k1 - k0)
+            for j in range(live):
+                i, T = order[j], lengths[order[j]]
+                cj = codes[:, j * N:(j + 1) * N].permute(1, 2, 0, 3)                     # (N, 2, n, Q)
+                motion = decoders[j].push(cj.reshape(2 * N, k1 - k0, self.Q)).reshape(N, 2, (k1 - k0) * d, -1)
+                m = min((k1 - k0) * d, T - k0 * d)
+                yield GenerationChunk(i, k0 * d, motion[:, :, :m].cpu().numpy().astype(np.float32), cj.cpu().numpy(),
+                                      states[:, j].permute(1, 0, 2).reshape(2, -1)[:, :m].cpu().numpy(), k1 == steps[i])
+            live = sum(steps[order[j]] > k1 for j in range(live))
+            st.keep(live)
+            k0 = k1
+        if bar is not None:
+            bar.close()
+
+    def _steps(self, st: StepState, audio, givens, k0: int, k1: int, sampling: Sampling):
+        """Token steps [k0, k1) of the state's D dialogs from their audio (D, 2, (k1 - k0) * d, F): codes
+        (n, D * N, 2, Q) and predicted states (n, D, 2, d) (each sample's probabilities averaged; -1: not
+        predicted). ``givens``: each dialog's (K, 2, Q) observed codes, or None."""
+        n, d, N = k1 - k0, self.d, st.samples
+        codes = torch.empty((n, st.prev.shape[0], 2, self.Q), dtype=torch.long, device=self.device)
+        probs = None
+        for k in range(k0, k1):
+            g = None if givens is None else torch.stack([gv[k] for gv in givens])
+            c, pr = self.step(st, audio[:, :, (k - k0) * d:(k - k0 + 1) * d], g, sampling)
+            codes[k - k0] = c
+            if pr is not None:
+                probs = pr.new_empty((n, *pr.shape)) if probs is None else probs
+                probs[k - k0] = pr
+        states = torch.full((n, st.dialogs, 2, d), -1, dtype=torch.long, device=self.device)
+        if probs is not None:
+            pr = probs.reshape(n, st.dialogs, N, 2, d, -1)
+            for p in st.active:
+                states[:, :, p] = pr[:, :, :, p].mean(2).argmax(-1)
+        return codes, states
+
+    def _audio_chunk(self, audio, k0: int, k1: int) -> torch.Tensor:
+        """Normalised features of token steps [k0, k1) of one dialog (2, (k1 - k0) * d, F), the last frame
+        repeated past the end (as the whole-dialog path pads)."""
+        x = self.normalize_audio(audio[:, k0 * self.d:k1 * self.d])
+        return pad_to(x.transpose(0, 1), (k1 - k0) * self.d).transpose(0, 1)
+
+    def generate_many(self, audios: list, *, given: int | None = None, given_motions: list | None = None,
+                      sampling: Sampling | None = None, num_samples: int = 1, identities: list | None = None,
+                      progress: bool = False) -> list[Generation]:
+        """:meth:`generate` of several dialogs in one batch (one KV cache; each result exactly what
+        :meth:`generate` gives for that dialog alone: codes; motion to float rounding)."""
+        parts: list[list[GenerationChunk]] = [[] for _ in audios]
+        for ch in self.iter_generate(audios, given=given, given_motions=given_motions, sampling=sampling,
+                                     num_samples=num_samples, identities=identities, progress=progress):
+            parts[ch.dialog].append(ch)
+        return [self._collect(p, given, num_samples) for p in parts]
+
+    @staticmethod
+    def _collect(chunks: list[GenerationChunk], given, num_samples: int) -> Generation:
+        motion = np.concatenate([c.motion for c in chunks], 2)                   # (N, 2, T, D)
+        codes = np.concatenate([c.codes for c in chunks], 2)
+        states = np.concatenate([c.states for c in chunks], 1)
+        return Generation(motion.mean(0) if num_samples > 1 else motion[0], codes[0], states,
+                          [p for p in (0, 1) if p != given], motion if num_samples > 1 else None)
+
     @torch.no_grad()
     def generate(self, audio_feats, *, given: int | None = None, given_motion=None,
                  sampling: Sampling | None = None, num_samples: int = 1, identity=None,
@@ -237,44 +433,40 @@ class Generator:
         """Whole-sequence generation from both participants' audio features (2, T, F) (un-normalised, as cached).
 
         ``given`` (0 / 1) with ``given_motion`` (T, D) raw: listener mode, that participant's codes come from
-        the tokenizer's encoding of their motion. Any length: the KV cache stays within the attention window.
-        ``identity`` (2, I): each participant's FLAME shape (None / a None row: unknown), used by models trained
-        with ``use_identity``. ``num_samples`` > 1 draws that many samples in one batch and returns their average motion (an estimate
-        of the conditional mean: lower MSE, less lively motion); the samples are in ``Generation.samples``.
+        the tokenizer's encoding of their motion. Any length: the KV cache stays within the attention window and
+        motion is decoded chunk by chunk (:meth:`iter_generate`; memory beyond the inputs and the result does not
+        grow with the length). ``identity`` (2, I): each participant's FLAME shape (None / a None row: unknown),
+        used by models trained with ``use_identity``. ``num_samples`` > 1 draws that many samples in one batch
+        and returns their average motion (an estimate of the conditional mean: lower MSE, less lively motion);
+        the samples are in ``Generation.samples``.
         """
-        sampling = sampling or Sampling()
-        audio = self.normalize_audio(audio_feats)
-        if audio.ndim != 3 or audio.shape[0] != 2:
-            raise ValueError(f"audio features must be (2, T, F), got {tuple(audio.shape)}")
-        T, N = audio.shape[1], int(num_samples)
-        K = -(-T // self.d)
-        audio = pad_to(audio.transpose(0, 1), K * self.d).transpose(0, 1)  # (2, K*d, F), last frame repeated
-        giv = self._given_codes(given, given_motion, K)
-        st = self.new_state(sampling.seed, N, identity, given)
-        codes = torch.empty((K, N, 2, self.Q), dtype=torch.long, device=self.device)
-        states = torch.full((K, 2, self.d), -1, dtype=torch.long, device=self.device)   # no host sync per step
-        steps = range(K)
-        if progress:
-            from tqdm import tqdm
-            steps = tqdm(steps, desc="generate", unit="step", leave=False)
-        for k in steps:
-            c, probs = self.step(st, audio[:, k * self.d:(k + 1) * self.d], None if giv is None else giv[k], sampling)
-            codes[k] = c
-            if probs is not None:
-                for p in st.active:
-                    states[k, p] = probs[:, p].mean(0).argmax(-1)
-        codes = codes.permute(1, 2, 0, 3)                                      # (N, 2, K, Q)
-        motion = self.tok.decode(codes.reshape(2 * N, K, self.Q)).reshape(N, 2, K * self.d, -1)
-        motion = motion.cpu().numpy()[:, :, :T].astype(np.float32)
-        return Generation(motion.mean(0) if N > 1 else motion[0], codes[0].cpu().numpy(),
-                          states.permute(1, 0, 2).reshape(2, -1)[:, :T].cpu().numpy(), [p for p in (0, 1) if p != given],
-                          motion if N > 1 else None)
+        return self.generate_many([audio_feats], given=given, given_motions=[given_motion], sampling=sampling,
+                                  num_samples=num_samples, identities=[identity], progress=progress)[0]
 
     # --- streaming ---------------------------------------------------------------------------------------------
     def stream(self, sampling: Sampling | None = None, given: int | None = None, identity=None):
         """A :class:`stage2_gpt.streaming.StreamSession` (frame in, frame out; the same step function)."""
         from .streaming import StreamSession
         return StreamSession(self, sampling or Sampling(), given, identity)
+
+
+class WindowDecoder:
+    """Decodes codes pushed in chunks with the causal tokenizer's window: each chunk with the last
+    ``decoder_context - 1`` codes before it, so its frames are those of one whole decode (to float rounding)
+    while memory stays bounded. A non-causal tokenizer (it reads ahead) takes one push: the whole dialog."""
+
+    def __init__(self, tok):
+        self.tok, self.tail = tok, None
+        self.keep = int(tok.decoder_context) - 1
+
+    def push(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, n, Q) -> motion (B, n * downsample, D) raw."""
+        if self.tail is not None and getattr(self.tok, "decoder_lookahead", 0):
+            raise ValueError("a non-causal tokenizer reads ahead: decode the whole dialog in one push")
+        buf = codes if self.tail is None else torch.cat([self.tail, codes], 1)
+        out = self.tok.decode(buf)[:, -codes.shape[1] * self.tok.downsample:]
+        self.tail = buf[:, max(0, buf.shape[1] - self.keep):]
+        return out
 
 
 def pad_to(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -308,7 +500,24 @@ class DialogOutput:
     participants: list[str]
     files: list[Path] = field(default_factory=list)
     plot: Path | None = None
-    motion: dict = field(default_factory=dict)          # participant -> generated (T, D)
+    motion: dict = field(default_factory=dict)          # participant -> generated (T', D): the first PLOT_SECONDS
+                                                        # (the whole motion is in the files)
+
+
+@dataclass
+class DialogInput:
+    """One dialog to generate (:func:`generate_dialogs`): its audio features (2, T, F) (any array that slices:
+    numpy, memmap, :meth:`Generator.wav_features`), and when known each participant's motion (2, T, D) (the
+    given partner in listener mode; the plot's ground truth), true states (2, T) and identity (FLAME shape)."""
+    dialog: str
+    participants: list[str]
+    audio: object
+    gt_motion: object = None
+    true_states: object = None
+    shape: object = None
+
+
+PLOT_SECONDS = 60.0
 
 
 def resolve_given(given, participants: list[str]) -> int | None:
@@ -326,7 +535,7 @@ def resolve_given(given, participants: list[str]) -> int | None:
     raise ValueError(f"--given {given!r} is not a participant of this dialog ({', '.join(participants)}), 0/1 or A/B")
 
 
-def generate_dialog(gen: Generator, dialog: str, participants: list[str], audio_feats: np.ndarray, out_dir,
+def generate_dialog(gen: Generator, dialog: str, participants: list[str], audio_feats, out_dir,
                     *, mode: str = "dyad", given=None, gt_motion: np.ndarray | None = None,
                     true_states: np.ndarray | None = None, shape=None,
                     sampling: Sampling | None = None, num_samples: int = 1, plot: bool = True,
@@ -336,46 +545,100 @@ def generate_dialog(gen: Generator, dialog: str, participants: list[str], audio_
     mode ``dyad``: both from both audios. ``listener``: one participant generated while the other's motion
     (``gt_motion``) is given; ``given`` names the given participant, or None for both roles in turn (two runs,
     each participant predicted with the partner given: the DualTalk protocol). ``num_samples`` > 1 writes the
-    average of that many samples (see :meth:`Generator.generate`).
+    average of that many samples (see :meth:`Generator.generate`). Any length in bounded memory: audio features
+    are read chunk by chunk and frames are written to the files as they are decoded (``audio_feats`` may be
+    :meth:`Generator.wav_features`); listener mode encodes the given motion whole.
     """
+    item = DialogInput(dialog, list(participants), audio_feats, gt_motion, true_states, shape)
+    return generate_dialogs(gen, [item], out_dir, mode=mode, given=given, sampling=sampling,
+                            num_samples=num_samples, plot=plot, progress=progress)[0]
+
+
+def generate_dialogs(gen: Generator, items: list[DialogInput], out_dir, *, mode: str = "dyad", given=None,
+                     sampling: Sampling | None = None, num_samples: int = 1, batch: int = 1, plot: bool = True,
+                     progress: bool = False) -> list[DialogOutput]:
+    """:func:`generate_dialog` of several dialogs, ``batch`` at a time in one batch of the GPT
+    (:meth:`Generator.iter_generate`: one KV cache; every dialog's files are what it gets alone)."""
     sampling = sampling or Sampling()
-    layout = gen.bundle.layout
-    participants = check_participants(dialog, participants)   # names become paths: safe and distinct
-    out = DialogOutput(dialog, participants)
-    runs: list[tuple[int | None, list[int]]]
-    if mode == "dyad":
-        if given is not None:
-            raise ValueError("--given is for --mode listener")
-        runs = [(None, [0, 1])]
-    elif mode == "listener":
-        if gt_motion is None:
-            raise ValueError("listener mode needs the given participant's motion (a cached dialog, or --given-motion)")
-        g = resolve_given(given, participants)
-        runs = [(g, [1 - g])] if g is not None else [(1, [0]), (0, [1])]
-    else:
-        raise ValueError(f"mode must be dyad or listener, got {mode!r}")
-    pred_states = {}
-    for g, gen_slots in runs:
-        res = gen.generate(audio_feats, given=g, given_motion=None if g is None else gt_motion[g],
-                           sampling=sampling, num_samples=num_samples, identity=shape, progress=progress)
-        for p in gen_slots:
-            name = participants[p]
-            out.motion[name] = res.motion[p]
-            pred_states[name] = res.states[p]
-            extra = {"pred_states": res.states[p].astype(np.int8), "codes": res.codes[p].astype(np.int32)}
-            out.files.append(write_prediction(prediction_path(out_dir, dialog, name), res.motion[p], layout,
-                                              None if shape is None or shape[p] is None else shape[p], extra))
-    if plot:       # common/viz/plots.py's timeline: audio energy, jaw and the first expression dims over state bands
-        from common.viz.plots import timeline
-        shown = [p for p in (0, 1) if participants[p] in out.motion]
-        if true_states is not None:
-            states, source = true_states, "true"
+    runs: dict[int | None, list[tuple[int, list[int]]]] = {}     # given participant -> [(dialog, generated slots)]
+    for it in items:                                   # names become paths: safe and distinct
+        it.participants = check_participants(it.dialog, it.participants)
+    for i, it in enumerate(items):
+        if mode == "dyad":
+            if given is not None:
+                raise ValueError("--given is for --mode listener")
+            runs.setdefault(None, []).append((i, [0, 1]))
+        elif mode == "listener":
+            if it.gt_motion is None:
+                raise ValueError("listener mode needs the given participant's motion (a cached dialog, or --given-motion)")
+            g = resolve_given(given, it.participants)
+            for gg in ([g] if g is not None else [1, 0]):
+                runs.setdefault(gg, []).append((i, [1 - gg]))
         else:
-            states, source = [pred_states.get(participants[p]) for p in (0, 1)], "predicted"
-        title = f"{dialog}: {mode}" + ("" if mode == "dyad" else " (partner given)") + f"  (bands: {source} states)"
-        e0 = layout.exp[0]
-        out.plot = timeline(Path(out_dir) / dialog / "trajectories.png", title, gen.fps, participants, states,
-                            np.asarray(audio_feats, np.float32).mean(-1), gt_motion,
-                            {"generated": [out.motion.get(participants[p]) for p in (0, 1)]},
-                            jaw_dim=layout.jaw[0], exp_dims=(e0, e0 + 1), max_seconds=60.0, show=shown, dpi=90)
-    return out
+            raise ValueError(f"mode must be dyad or listener, got {mode!r}")
+    outs = [DialogOutput(it.dialog, list(it.participants)) for it in items]
+    heads: list[dict] = [{} for _ in items]             # participant -> (motion, predicted states) of the first seconds
+    for g, todo in runs.items():
+        todo = sorted(todo, key=lambda r: -items[r[0]].audio.shape[1])      # similar lengths share a batch
+        for b in range(0, len(todo), max(1, int(batch))):
+            _generate_batch(gen, items, todo[b:b + max(1, int(batch))], g, out_dir, sampling, num_samples, outs,
+                            heads, progress)
+    if plot:
+        for it, out, head in zip(items, outs, heads):
+            out.plot = _plot_dialog(gen, it, out, head, mode, out_dir)
+    return outs
+
+
+def _generate_batch(gen, items, todo, g, out_dir, sampling, num_samples, outs, heads, progress) -> None:
+    """One batch of dialogs with the same given participant (or none): chunks streamed into their files."""
+    layout, d, keep = gen.bundle.layout, gen.d, int(PLOT_SECONDS * gen.fps)
+    writers, parts = {}, {}
+    try:
+        for j, (i, slots) in enumerate(todo):
+            it = items[i]
+            T = it.audio.shape[1]
+            for p in slots:
+                shp = None if it.shape is None or it.shape[p] is None else it.shape[p]
+                writers[j, p] = PredictionWriter(prediction_path(out_dir, it.dialog, it.participants[p]), T, layout, shp,
+                                                 {"pred_states": ((T,), np.int8), "codes": ((-(-T // d), gen.Q), np.int32)})
+                parts[j, p] = ([], [])
+        chunks = gen.iter_generate([items[i].audio for i, _ in todo], given=g, sampling=sampling,
+                                   given_motions=None if g is None else [items[i].gt_motion[g] for i, _ in todo],
+                                   num_samples=num_samples, identities=[items[i].shape for i, _ in todo],
+                                   progress=progress)
+        for ch in chunks:
+            motion = ch.motion.mean(0) if num_samples > 1 else ch.motion[0]          # (2, m, D)
+            for p in todo[ch.dialog][1]:
+                writers[ch.dialog, p].append(motion=motion[p], pred_states=ch.states[p].astype(np.int8),
+                                             codes=ch.codes[0, p].astype(np.int32))
+                if ch.start < keep:
+                    parts[ch.dialog, p][0].append(motion[p, :keep - ch.start])
+                    parts[ch.dialog, p][1].append(ch.states[p, :keep - ch.start])
+        for (j, p), w in writers.items():
+            i = todo[j][0]
+            outs[i].files.append(w.close())
+            name = items[i].participants[p]
+            outs[i].motion[name] = np.concatenate(parts[j, p][0])
+            heads[i][name] = np.concatenate(parts[j, p][1])
+    finally:
+        for w in writers.values():
+            w.abort()
+
+
+def _plot_dialog(gen, it: DialogInput, out: DialogOutput, pred_states: dict, mode: str, out_dir) -> Path:
+    """common/viz/plots.py's timeline of the first PLOT_SECONDS: audio energy, jaw and the first expression dims
+    over state bands (the true states when known, else the predicted ones)."""
+    from common.viz.plots import timeline
+    layout, n = gen.bundle.layout, int(PLOT_SECONDS * gen.fps)
+    shown = [p for p in (0, 1) if it.participants[p] in out.motion]
+    if it.true_states is not None:
+        states, source = np.asarray(it.true_states[:, :n]), "true"
+    else:
+        states, source = [pred_states.get(it.participants[p]) for p in (0, 1)], "predicted"
+    title = f"{it.dialog}: {mode}" + ("" if mode == "dyad" else " (partner given)") + f"  (bands: {source} states)"
+    motion = [out.motion.get(it.participants[p]) for p in (0, 1)]
+    truth = None if it.gt_motion is None else np.asarray(it.gt_motion[:, :n])
+    e0 = layout.exp[0]
+    return timeline(Path(out_dir) / it.dialog / "trajectories.png", title, gen.fps, it.participants, states,
+                    np.asarray(it.audio[:, :n], np.float32).mean(-1), truth, {"generated": motion},
+                    jaw_dim=layout.jaw[0], exp_dims=(e0, e0 + 1), max_seconds=PLOT_SECONDS, show=shown, dpi=90)

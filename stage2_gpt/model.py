@@ -42,7 +42,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from x_transformers import Decoder
-from x_transformers.autoregressive_wrapper import modify_cached_kv
+
+from .decode_step import KVCache, RotaryTables, check_plain_decoder, decoder_step, group_linear, group_matmul
 
 
 @dataclass
@@ -118,13 +119,13 @@ class DepthHead(nn.Module):
         self.b2 = nn.Parameter(torch.zeros(Q, V))
         self.register_buffer("offsets", torch.arange(Q) * V, persistent=False)     # (Q,)
 
-    def base(self, h):                                               # (..., dim) -> (..., H)
-        return self.inp(h)
+    def base(self, h, groups: int = 1):                              # (..., dim) -> (..., H)
+        return group_linear(self.inp, h, groups)
 
-    def level_logits(self, z, q):
-        """z (..., H) running input of level q -> logits (..., V)."""
-        y = F.gelu(self.norm(z) @ self.w1[q] + self.b1[q])
-        return y @ self.w2[q] + self.b2[q]
+    def level_logits(self, z, q, groups: int = 1):
+        """z (..., H) running input of level q -> logits (..., V) (``groups``: decode_step.group_matmul)."""
+        y = F.gelu(group_matmul(self.norm(z), self.w1[q], groups) + self.b1[q])
+        return group_matmul(y, self.w2[q], groups) + self.b2[q]
 
     def embed_level(self, codes, q):                                 # codes (...) -> (..., H)
         return self.level_emb(codes + self.offsets[q])
@@ -187,6 +188,7 @@ class DyadGPT(nn.Module):
                                ff_dropout=cfg.dropout)
         self.head = DepthHead(cfg) if cfg.rvq_head == "depth" else ParallelHead(cfg)
         self.state_head = nn.Linear(cfg.dim, d * cfg.num_states) if cfg.state_loss > 0 else None
+        self._rotary = None                     # rotary tables of the generation step (step_hidden)
         self.apply(self._init)
         if self.partner_gate is not None:
             nn.init.zeros_(self.partner_gate.weight)
@@ -204,25 +206,27 @@ class DyadGPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # --- inputs ------------------------------------------------------------------------------------------
-    def embed(self, prev_codes, audio, identity=None):
+    def embed(self, prev_codes, audio, identity=None, groups: int = 1):
         """prev_codes (B, K, P, Q) long (input 0 = self, 1 = partner; -1 = BOS: no previous step / hidden);
-        audio (B, K, P, d, F); identity (B, I) of self, or None (unknown) -> (B, K, dim)."""
+        audio (B, K, P, d, F); identity (B, I) of self, or None (unknown) -> (B, K, dim). ``groups``: the B rows
+        are that many dialogs, each computed as if alone (stage2_gpt/decode_step.py, "Row groups")."""
+        lin = lambda layer, x: group_linear(layer, x, groups)           # noqa: E731
         bos = prev_codes[..., 0] < 0                                   # (B, K, P)
         idx = prev_codes.clamp(min=0) + self.code_offsets
         e = (self.code_emb(idx) * self.levels_seen.to(self.code_emb.weight.dtype)).sum(-2)   # (B, K, P, dim)
         e = torch.where(bos[..., None], self.code_emb(self.bos_index).expand_as(e), e)
-        x = e[:, :, 0] + self.audio_step(self.audio_frame(audio[:, :, 0]).flatten(2))
+        x = e[:, :, 0] + lin(self.audio_step, self.audio_frame[1](lin(self.audio_frame[0], audio[:, :, 0])).flatten(2))
         if self.identity is not None:
             if identity is None:
                 identity = x.new_zeros(x.shape[0], self.cfg.identity_dim)
-            x = x + self.identity(identity.to(x.dtype)).unsqueeze(1)
+            x = x + lin(self.identity, identity.to(x.dtype)).unsqueeze(1)
         x = self.in_norm(x)
         if self.partner_gate is not None:
             pa = audio[:, :, 1]
             if self.cfg.partner_audio == "energy":
                 pa = pa.mean(-1, keepdim=True)                         # (B, K, d, 1) loudness per frame
-            xp = e[:, :, 1] + self.partner_audio_step(self.partner_audio_frame(pa).flatten(2))
-            x = x + self.partner_gate(self.partner_norm(xp))
+            xp = e[:, :, 1] + lin(self.partner_audio_step, self.partner_audio_frame[1](lin(self.partner_audio_frame[0], pa)).flatten(2))
+            x = x + lin(self.partner_gate, self.partner_norm(xp))
         return x
 
     def perspectives(self, x):
@@ -289,31 +293,30 @@ class DyadGPT(nn.Module):
         return {"logits": logits, "state_logits": state_logits}, losses
 
     # --- generation (one step; stage2_gpt/generate.py drives it) --------------------------------------------
-    @torch.no_grad()
-    def step_hidden(self, prev_codes, audio_step, cache=None, identity=None):
-        """One position of B perspectives: prev_codes (B, P, Q) long (-1: BOS), audio_step (B, P, d, F),
-        identity (B, I) or None -> (hidden (B, dim), cache). The returned KV cache holds at most
-        ``attn_window - 1`` steps, so the next step attends to ``attn_window`` positions, as in training."""
-        x = self.embed(prev_codes.unsqueeze(1), audio_step.unsqueeze(1), identity)    # (B, 1, dim)
-        h, cache = self.decoder(x, cache=cache, return_hiddens=True)
-        trim_cache(cache, self.cfg.attn_window - 1)
-        return h[:, -1], cache
+    def new_cache(self) -> KVCache:
+        """An empty KV cache for :meth:`step_hidden`: it keeps ``attn_window - 1`` steps, so every step attends to
+        ``attn_window`` positions, as in training."""
+        return KVCache(self.cfg.attn_window - 1)
 
     @torch.no_grad()
-    def state_probs(self, h):
+    def step_hidden(self, prev_codes, audio_step, cache: KVCache, identity=None, groups: int = 1):
+        """One position of B perspectives: prev_codes (B, P, Q) long (-1: BOS), audio_step (B, P, d, F),
+        identity (B, I) or None -> hidden (B, dim); ``cache`` (:meth:`new_cache`) is updated in place.
+        The decoder runs through :func:`stage2_gpt.decode_step.decoder_step` (bit-identical to x-transformers'
+        cached forward, without its per-layer Python); ``groups``: the B rows are that many dialogs."""
+        if self._rotary is None or self._rotary.cos.device != self.code_emb.weight.device:
+            check_plain_decoder(self.decoder)
+            self._rotary = RotaryTables(self.decoder, self.cfg.attn_window)
+        x = self.embed(prev_codes.unsqueeze(1), audio_step.unsqueeze(1), identity, groups)    # (B, 1, dim)
+        return decoder_step(self.decoder, x, cache, self._rotary, groups)[:, -1]
+
+    def train(self, mode: bool = True):
+        self._rotary = None                     # rebuilt (and the decoder re-checked) at the next step
+        return super().train(mode)
+
+    @torch.no_grad()
+    def state_probs(self, h, groups: int = 1):
         """h (B, dim) -> (B, d, C) state probabilities of the step's frames, or None."""
         if self.state_head is None:
             return None
-        return self.state_head(h).unflatten(-1, (self.cfg.downsample, self.cfg.num_states)).softmax(-1)
-
-
-def trim_cache(cache, keep: int):
-    """Keep the last ``keep`` positions of an x-transformers KV cache (rotary: keys are cached unrotated and
-    re-rotated from their place in the cache at each step, so trimming keeps relative positions exact)."""
-    if cache.cache_length <= keep:
-        return cache
-    modify_cached_kv(cache, lambda t: t[..., t.shape[-2] - keep:, :])
-    cache.cache_length = keep
-    cache.hiddens = None
-    cache.layer_hiddens = None
-    return cache
+        return group_linear(self.state_head, h, groups).unflatten(-1, (self.cfg.downsample, self.cfg.num_states)).softmax(-1)

@@ -15,7 +15,8 @@ TINY = ["--dialogs", "2", "--seconds", "4", "--workers", "1",
         "--stage1-set", "window=32", "--stage1-set", "train.batch_size=8", "--stage1-set", "train.warmup_steps=2",
         "--stage2-set", "window=32", "--stage2-set", "model.attn_window=12", "--stage2-set", "train.batch_size=8",
         "--stage2-set", "train.warmup_steps=2",
-        "--gen-seconds", "3", "--no-cache-seconds", "2", "--batch", "2", "--memory-minutes", "0.05,0.1"]
+        "--gen-seconds", "3", "--no-cache-seconds", "2", "--batch", "2", "--memory-minutes", "0.05,0.1",
+        "--batch-sizes", "1,2", "--offline-minutes", "0.05,0.1"]
 
 EXPECTED = {
     "preprocess": {"workers=1": ["seconds", "dialog_hours", "dialog_hours_per_minute"]},
@@ -29,7 +30,9 @@ EXPECTED = {
                   "raw_audio": ["ms_per_step_median", "ms_per_step_p99", "frames_per_s"],
                   "latency": ["token_buffer_ms", "feature_lookahead_ms", "tokenizer_lookahead_ms", "algorithmic_ms",
                               "compute_ms", "total_ms"]},
+    "batch": ["rows"],
     "memory": ["minutes", "rss_mb", "device_mb", "kv_cache_bytes", "rss_growth_mb", "kv_cache_growth_bytes"],
+    "offline_memory": ["rows", "rss_growth_mb"],
 }
 
 
@@ -68,12 +71,16 @@ def test_benchmark_runs_every_section(cache_dir, tmp_path):
     assert r["offline"]["kv_cache_batched"]["batch"] == 2
     assert r["memory"]["minutes"] == [0.05, 0.1] and len(r["memory"]["rss_mb"]) == 2
     assert r["memory"]["kv_cache_growth_bytes"] == 0                       # the KV cache stays in its window
+    assert {(b["batch"], b["sequences"]) for b in r["batch"]["rows"]} == {(1, "dialogs"), (2, "dialogs"),
+                                                                          (1, "samples"), (2, "samples")}
+    assert [m["minutes"] for m in r["offline_memory"]["rows"]] == [0.05, 0.1]
+    assert all(m["peak_rss_mb"] > 100 and m["x_realtime"] > 0 for m in r["offline_memory"]["rows"])
     assert r["streaming"]["latency"]["algorithmic_ms"] > 0
     for key in ("machine", "date", "device", "command", "torch", "model"):
         assert key in rep
     names = {t["target"] for t in rep["targets"]}
     assert names == {"streaming, frames/s per dyad", "offline, x real time (batch 1)",
-                     "end-to-end streaming latency", "memory growth, 1 -> 10 min"}
+                     "end-to-end streaming latency", "memory growth, streaming", "memory growth, offline WAV -> files"}
     assert all({"value", "limit", "met", "verdict"} <= set(t) for t in rep["targets"])
     # the given cache is read, never written (tokens went to a view of it in the temp directory)
     assert sorted(p.relative_to(cache_dir) for p in cache_dir.rglob("*")) == before
@@ -88,6 +95,9 @@ def test_missed_target_says_by_how_much():
     assert rows["offline, x real time (batch 1)"]["verdict"].startswith("MISSED by 20%")
     assert rows["end-to-end streaming latency"]["verdict"].startswith("MISSED by 25%")
     assert rows["streaming, frames/s per dyad"]["met"] and "2.00x" in rows["streaming, frames/s per dyad"]["verdict"]
+    assert "streaming, ms per step (p99), default size" not in rows                # the tiny size: not judged by it
+    default = {r["target"]: r for r in check_targets(res, "cpu", {"layers": 6, "dim": 256})}
+    assert default["streaming, ms per step (p99), default size"]["met"]        # 20 ms at most at the default size
 
 
 def test_quality_section_scores_given_models_through_the_evaluation_path(cache_dir, tmp_path):

@@ -137,8 +137,8 @@ def _tokens_name(tokenized) -> str:
 def _tiny_model(**kw):
     from stage2_gpt.model import DyadGPT, GPTConfig
     torch.manual_seed(0)
-    cfg = GPTConfig(num_quantizers=3, codebook_size=16, downsample=2, audio_dim=8, dim=32, depth=2, heads=2,
-                    dim_head=16, attn_window=5, audio_hidden=8, head_hidden=16, dropout=0.0, **kw)
+    cfg = GPTConfig(**{**dict(num_quantizers=3, codebook_size=16, downsample=2, audio_dim=8, dim=32, depth=2, heads=2,
+                              dim_head=16, attn_window=5, audio_hidden=8, head_hidden=16, dropout=0.0), **kw})
     m = DyadGPT(cfg).eval()
     if m.partner_gate is not None:                  # zero at init (training starts speaker-only); a trained
         assert not m.partner_gate.weight.any()      # gate is not, and the tests exercise the partner path
@@ -177,12 +177,11 @@ def test_windowed_cache_equals_band_masked_forward(head, speaker_only, identity)
     out, _ = m(codes, audio, identity=ident)
     cs, au = m.perspectives(codes), m.perspectives(audio)              # (2B, P, ...): self, partner
     id_s = None if ident is None else ident.flatten(0, 1)
-    prev, cache, hs = torch.full((cs.shape[0], cs.shape[1], 3), -1), None, []
+    prev, cache, hs = torch.full((cs.shape[0], cs.shape[1], 3), -1), m.new_cache(), []
     for k in range(codes.shape[2]):
-        h, cache = m.step_hidden(prev, au[:, :, 2 * k:2 * k + 2], cache, id_s)
-        assert cache.cache_length <= m.cfg.attn_window - 1
-        assert all(i.cached_kv[0].shape[-2] <= m.cfg.attn_window - 1 for i in cache.attn_intermediates
-                   if getattr(i, "cached_kv", None) is not None)
+        h = m.step_hidden(prev, au[:, :, 2 * k:2 * k + 2], cache, id_s)
+        assert cache.length <= m.cfg.attn_window - 1
+        assert all(t.shape[-2] <= m.cfg.attn_window - 1 for t in cache.keys + cache.values)
         hs.append(h)
         prev = cs[:, :, k]
     target = codes.flatten(0, 1)                                       # (2B, K, Q): self's codes
@@ -206,6 +205,50 @@ def test_speaker_only_ignores_partner():
     a, _ = m2(codes, audio)
     b, _ = m2(codes2, audio2)
     assert not torch.allclose(a["logits"][:, 0], b["logits"][:, 0], atol=1e-4)
+
+
+def _xtransformers_step(m, prev, audio, cache, identity):
+    """The reference: one cached position through x-transformers' own forward, its cache trimmed to the window."""
+    from x_transformers.autoregressive_wrapper import modify_cached_kv
+    x = m.embed(prev.unsqueeze(1), audio.unsqueeze(1), identity)
+    h, cache = m.decoder(x, cache=cache, return_hiddens=True)
+    keep = m.cfg.attn_window - 1
+    if cache.cache_length > keep:
+        modify_cached_kv(cache, lambda t: t[..., t.shape[-2] - keep:, :])
+        cache.cache_length, cache.hiddens, cache.layer_hiddens = keep, None, None
+    return h[:, -1], cache
+
+
+@pytest.mark.parametrize("dims", [dict(), dict(dim=64, heads=2, dim_head=64, attn_window=7)])   # rotary 16 / 32 of dh
+def test_decode_step_is_bit_identical_to_x_transformers(dims):
+    """stage2_gpt/decode_step.py (the generation step without x-transformers' per-layer Python) gives exactly the
+    library's cached forward, far past the window, for full and partial rotary dims."""
+    m = _tiny_model(use_identity=True, identity_dim=5, **dims)
+    g = torch.Generator().manual_seed(1)
+    ref, cache = None, m.new_cache()
+    for k in range(3 * m.cfg.attn_window):
+        prev, audio = torch.randint(-1, 16, (4, 2, 3), generator=g), torch.randn(4, 2, 2, 8, generator=g)
+        ident = torch.randn(4, 5, generator=g)
+        h_ref, ref = _xtransformers_step(m, prev, audio, ref, ident)
+        assert torch.equal(m.step_hidden(prev, audio, cache, ident), h_ref), k
+    assert cache.length == m.cfg.attn_window - 1
+
+
+def test_row_groups_compute_each_dialog_as_alone():
+    """Several dialogs in one batch (groups): each dialog's hidden states equal its own batch's, bit for bit
+    (a BLAS product alone would round rows differently with the batch size)."""
+    m = _tiny_model()
+    g = torch.Generator().manual_seed(2)
+    D = 5
+    caches, batch = [m.new_cache() for _ in range(D)], m.new_cache()
+    for k in range(12):
+        prev, audio = torch.randint(-1, 16, (2 * D, 2, 3), generator=g), torch.randn(2 * D, 2, 2, 8, generator=g)
+        h = m.step_hidden(prev, audio, batch, groups=D)
+        alone = torch.cat([m.step_hidden(prev[2 * i:2 * i + 2], audio[2 * i:2 * i + 2], caches[i]) for i in range(D)])
+        assert torch.equal(h, alone), k
+        z, za = m.head.base(h, D), torch.cat([m.head.base(h[2 * i:2 * i + 2]) for i in range(D)])
+        assert torch.equal(m.head.level_logits(z, 1, D), torch.cat([m.head.level_logits(za[2 * i:2 * i + 2], 1)
+                                                                    for i in range(D)]))
 
 
 # --- generation -----------------------------------------------------------------------------------------------
@@ -285,6 +328,45 @@ def test_determinism_and_sampling_controls(gen, dialog):
     assert draws == {2, 3}
 
 
+@pytest.mark.parametrize("given,samples", [(None, 1), (1, 2)])
+def test_batched_dialogs_equal_each_alone(gen, dialog, given, samples):
+    """generate_many: dialogs of different lengths in one batch (one KV cache; a dialog's rows leave when it ends)
+    give exactly what each gives alone (codes and states; motion to float rounding)."""
+    from stage2_gpt.generate import Sampling
+    a, mo = dialog["audio"], dialog["motion"]
+    audios = [a[:, :151], a[:, 40:130][:, ::-1] * 1.2, a[:, 100:341], a[:, :3]]
+    motions = [mo[:, :151], mo[:, 40:130], mo[:, 100:341], mo[:, :3]]
+    shapes = [dialog["shape"], None, dialog["shape"][::-1], dialog["shape"]]
+    s = Sampling(temperature=0.9, top_k=50, seed=4)
+    kw = dict(given=given, sampling=s, num_samples=samples)
+    batch = gen.generate_many(audios, given_motions=None if given is None else [m[given] for m in motions],
+                              identities=shapes, **kw)
+    for au, m, sh, b in zip(audios, motions, shapes, batch):
+        alone = gen.generate(au, given_motion=None if given is None else m[given], identity=sh, **kw)
+        np.testing.assert_array_equal(b.codes, alone.codes)
+        np.testing.assert_array_equal(b.states, alone.states)
+        assert b.motion.shape == alone.motion.shape == (2, au.shape[1], 51)
+        np.testing.assert_allclose(b.motion, alone.motion, atol=1e-5)
+        assert (b.samples is None) == (samples == 1)
+
+
+def test_offline_decodes_in_chunks(gen, dialog):
+    """Offline generation decodes chunk by chunk with the tokenizer's causal window: any chunk size gives the codes
+    of one pass and the motion of one whole decode (to float rounding); chunks come in time order."""
+    from stage2_gpt.generate import Sampling
+    audio = np.concatenate([dialog["audio"]] * 2, 1)[:, :501]
+    s = Sampling(seed=9)
+    chunks = list(gen.iter_generate([audio], sampling=s, chunk_steps=7))
+    assert [c.start for c in chunks] == list(range(0, 501, 14)) and chunks[-1].last and not chunks[0].last
+    codes = np.concatenate([c.codes for c in chunks], 2)[0]
+    motion = np.concatenate([c.motion for c in chunks], 2)[0]
+    whole = gen.generate(audio, sampling=s)
+    np.testing.assert_array_equal(codes, whole.codes)
+    np.testing.assert_allclose(motion, whole.motion, atol=1e-5)
+    ref = gen.tok.decode(torch.from_numpy(codes)).numpy()[:, :501]
+    np.testing.assert_allclose(motion, ref, atol=1e-5)
+
+
 def test_long_generation_bounded_cache(gen, dialog):
     """Minutes of audio: the KV cache never exceeds the window; output stays in the range of the data."""
     from stage2_gpt.generate import Sampling
@@ -296,9 +378,9 @@ def test_long_generation_bounded_cache(gen, dialog):
     for i in range(0, audio.shape[1], 30):
         chunks.append(sess.push(audio[:, i:i + 30]))
         cache = sess.state.cache
-        assert cache.cache_length <= w - 1
-        kv = [x.cached_kv[0].shape[-2] for x in cache.attn_intermediates if getattr(x, "cached_kv", None) is not None]
-        assert kv and max(kv) <= w - 1
+        assert cache.length <= w - 1
+        kv = [t.shape[-2] for t in cache.keys + cache.values]
+        assert len(kv) == 2 * gen.cfg.depth and max(kv) <= w - 1
         assert sess.codes_hist.shape[1] <= gen.tok.decoder_context
     out = np.concatenate(chunks + [sess.flush()], 1)
     assert out.shape == (2, audio.shape[1], 51) and np.isfinite(out).all()
@@ -332,6 +414,46 @@ def test_streaming_from_raw_audio_equals_offline_features(gen, dialog, tokenized
     on = np.concatenate(outs, 1)
     assert on.shape[1] == T
     np.testing.assert_allclose(on, off.motion, atol=1e-4)
+
+
+def test_wav_features_in_blocks_equal_whole_file(gen, dialog, tokenized, tmp_path):
+    """features_from_wav reads and computes in blocks (bounded memory): the frames of the whole-file path, exactly,
+    also for a 44.1 kHz stereo file (resampled block by block)."""
+    import torchaudio.functional as AF
+    from common.data.audio import read_wav
+    src = _dialog_wavs(tokenized, dialog)
+    x, sr = sf.read(str(src[0]), dtype="float32")
+    y = AF.resample(torch.from_numpy(x), sr, 44100).numpy()
+    stereo = tmp_path / "p.wav"
+    sf.write(str(stereo), np.stack([y, 0.25 * y], 1), 44100, subtype="FLOAT")
+    for path in (src[0], stereo):
+        w = read_wav(path, gen.sample_rate)
+        T = len(w) // 1600
+        whole = gen.extractor(w, T)
+        lazy = gen.wav_features([path, src[1]])
+        assert lazy.shape == (2, min(T, gen.features_from_wav([src[1]]).shape[1]), 80)
+        blocks = np.concatenate([lazy[:, i:i + 37] for i in range(0, lazy.shape[1], 37)], 1)
+        np.testing.assert_array_equal(blocks[0], whole[:lazy.shape[1]])
+        np.testing.assert_array_equal(gen.features_from_wav([path])[0], whole)
+
+
+def test_prediction_writer_equals_write_prediction(tmp_path):
+    from common.eval.predictions import PredictionWriter, open_prediction, write_prediction
+    from common.layout import layout_for_dim
+    rng = np.random.default_rng(0)
+    lay = layout_for_dim(51)
+    motion, codes = rng.standard_normal((101, 51)).astype(np.float32), rng.integers(0, 9, (51, 4)).astype(np.int32)
+    states, shape = rng.integers(-1, 4, 101).astype(np.int8), rng.standard_normal(100).astype(np.float32)
+    ref = write_prediction(tmp_path / "ref.npz", motion, lay, shape, {"pred_states": states, "codes": codes})
+    w = PredictionWriter(tmp_path / "d" / "p.npz", 101, lay, shape, {"pred_states": ((101,), np.int8),
+                                                                     "codes": ((51, 4), np.int32)})
+    for i in range(0, 101, 30):
+        w.append(motion=motion[i:i + 30], pred_states=states[i:i + 30], codes=codes[i // 2:(i + 30) // 2])
+    got, want = open_prediction(w.close()), open_prediction(ref)
+    assert sorted(got) == sorted(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), k
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["p.npz"]          # no parts left behind
 
 
 def _dialog_wavs(tokenized, dialog) -> list[Path]:
@@ -392,6 +514,30 @@ def test_sample_cli_cached_listener(gpt_run, tokenized, dialog, tmp_path):
     r = subprocess.run(cmd[:-6] + ["--mode", "listener", "--given", "nobody", "--out", str(out)], env=_env(),
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 2 and "nobody" in r.stderr
+
+
+@pytest.mark.parametrize("mode", ["dyad", "listener"])
+def test_sample_split_batched_equals_one_by_one(gpt_run, tokenized, tmp_path, mode):
+    """sample.py --split --batch N writes exactly the files of one dialog at a time (dialogs of several lengths)."""
+    import importlib.util
+    from common.eval.predictions import open_prediction
+    spec = importlib.util.spec_from_file_location("sample_script", ROOT / "scripts" / "sample.py")
+    sample = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sample)
+    base = ["--gpt", str(gpt_run["gpt"]), "--tokenizer", str(tokenized["tokenizer"]), "--cache",
+            str(tokenized["cache"]), "--split", "train", "--mode", mode, "--seed", "5", "--quiet", "--no-plot"]
+    threads = torch.get_num_threads()
+    assert sample.main(base + ["--out", str(tmp_path / "one")]) == 0
+    assert sample.main(base + ["--batch", "3", "--out", str(tmp_path / "three")]) == 0
+    torch.set_num_threads(threads)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.npz"))
+    assert len(files) >= 4 and files == sorted(p.relative_to(tmp_path / "three") for p in (tmp_path / "three").rglob("*.npz"))
+    for f in files:
+        a, b = open_prediction(tmp_path / "one" / f), open_prediction(tmp_path / "three" / f)
+        assert sorted(a) == sorted(b)
+        np.testing.assert_array_equal(a["codes"], b["codes"])
+        np.testing.assert_array_equal(a["pred_states"], b["pred_states"])
+        np.testing.assert_allclose(a["motion"], b["motion"], atol=1e-5)
 
 
 # --- distributed -----------------------------------------------------------------------------------------------

@@ -180,6 +180,126 @@ class PretrainedEncoder:
         return check_features(feats.numpy().astype(np.float32), audio)
 
 
+class WavFeatures:
+    """The features of WAV files (one per participant) as a lazy array ``(len(paths), T, F)``: frames are
+    computed when sliced (``feats[:, a:b]``), from the blocks of samples they need, so a long recording never
+    sits in memory as samples (48 kHz float32: 11.5 MB per minute per file) nor as a whole spectrogram.
+
+    Causal log-mel frames are computed exactly as :class:`LogMel` computes them from the whole file: each slice
+    starts ``context`` frames early (the window's history, then dropped), the way
+    :class:`stage2_gpt.streaming.StreamingFeatures` does. A file at another rate is resampled block by block,
+    each block with ``RESAMPLE_MARGIN`` samples of context on both sides, aligned to the rate ratio, so its
+    samples are the whole-file resampling's to float rounding. Non-causal extractors (a pretrained encoder
+    sees whole chunks) are computed once, whole, at the first slice. ``T`` = the shortest file's frame count.
+    Errors (unreadable, empty, NaN/Inf, absurd rates) are :class:`AudioError` naming the file, as in :func:`read_wav`.
+    """
+
+    RESAMPLE_MARGIN = 1024      # input samples of context on each side of a resampled block
+
+    def __init__(self, paths, extractor, sample_rate: int, fps: float):
+        self.paths = [Path(p) for p in paths]
+        self.ex, self.rate = extractor, int(sample_rate)
+        self.hop = hop_length(sample_rate, fps)
+        self.files = [_wav_info(p, self.rate) for p in self.paths]
+        frames = [n_target // self.hop for _, _, n_target in self.files]
+        if min(frames) < 1:
+            raise AudioError(f"audio shorter than one motion frame ({self.hop} samples at {self.rate} Hz)")
+        self.shape = (len(self.paths), min(frames), int(extractor.dim))
+        self.length_spread = max(frames) - min(frames)            # frames: how much longer the longest file is
+        # frames of history a causal log-mel frame needs (its window), None: not causal, computed whole
+        self.context = int(math.ceil(extractor.win / self.hop)) + 1 if isinstance(extractor, LogMel) else None
+        self._whole = None
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        x = self[:, :self.shape[1]]
+        return x if dtype is None else x.astype(dtype)
+
+    def __getitem__(self, key):
+        files, frames = (key, slice(None)) if not isinstance(key, tuple) else (key + (slice(None),))[:2]
+        if not isinstance(frames, slice) or frames.step not in (None, 1):
+            raise IndexError("WavFeatures slices frames with a contiguous slice, e.g. feats[:, a:b]")
+        a, b, _ = frames.indices(self.shape[1])
+        b = max(a, b)
+        which = range(self.shape[0])[files] if isinstance(files, slice) else [files]
+        if self.context is None:                                   # not causal: computed whole, once
+            if self._whole is None:
+                self._whole = np.stack([self.ex(read_wav(p, self.rate, what=f"{p}: "), self.shape[1])
+                                        for p in self.paths]).astype(np.float32)
+            out = self._whole[list(which), a:b]
+        else:
+            out = np.stack([self._frames(i, a, b) for i in which]) if b > a else \
+                np.zeros((len(which), 0, self.shape[2]), np.float32)
+        return out if isinstance(files, slice) else out[0]
+
+    def _frames(self, i: int, a: int, b: int) -> np.ndarray:
+        """Frames [a, b) of file i: computed from frame a - context on (the window's history), then cut."""
+        start = max(0, a - self.context)
+        samples = self._samples(i, start * self.hop, b * self.hop)
+        return self.ex(samples, b - start)[a - start:].astype(np.float32)
+
+    def _samples(self, i: int, s0: int, s1: int) -> np.ndarray:
+        """Mono samples [s0, s1) of file i at the target rate."""
+        path, rate, _ = self.files[i]
+        if rate == self.rate:
+            return _read_block(path, s0, s1)
+        g = math.gcd(rate, self.rate)
+        up, down = self.rate // g, rate // g                     # target samples per `up`, input per `down`
+        q0 = s0 // up                                            # block aligned to the rate ratio
+        i0 = max(0, q0 - -(-self.RESAMPLE_MARGIN // down)) * down
+        i1 = (-(-s1 // up) + -(-self.RESAMPLE_MARGIN // down)) * down
+        block = _read_block(path, i0, i1)
+        try:
+            out = resample(block, rate, self.rate)
+        except (RuntimeError, MemoryError, ValueError) as e:
+            raise AudioError(f"{path}: cannot resample audio file {path} from {rate} Hz to {self.rate} Hz: {e}") from e
+        o0 = i0 // down * up
+        return out[s0 - o0:s1 - o0]
+
+
+def _wav_info(path: Path, target_rate: int) -> tuple[Path, int, int]:
+    """(path, sample rate, samples at ``target_rate``), with read_wav's checks of the header."""
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError on truncated or foreign files
+        raise AudioError(f"{path}: cannot read audio file {path}: {e}") from e
+    if info.frames <= 0:
+        raise AudioError(f"{path}: audio file {path} holds no samples")
+    rate = int(info.samplerate)
+    if rate != target_rate and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{path}: audio file {path} declares a sample rate of {rate} Hz, outside "
+                         f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+    if rate != target_rate:
+        log.info("%s is at %d Hz: resampling to %d Hz (block by block)", path, rate, target_rate)
+    if info.channels > 1:
+        log.info("%s has %d channels: averaging to mono", path, info.channels)
+    return path, rate, -(-int(info.frames) * target_rate // rate)
+
+
+def _read_block(path: Path, s0: int, s1: int) -> np.ndarray:
+    """Mono float32 samples [s0, s1) of a WAV at its own rate (channels averaged as read_wav does), zeros past
+    its end; NaN/Inf refused with the sample's index in the file."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            f.seek(min(s0, f.frames))
+            data = f.read(max(0, min(s1, f.frames) - s0), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioError(f"{path}: cannot read audio file {path}: {e}") from e
+    audio = data.mean(axis=1, keepdims=True)[:, 0] if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(audio).all():
+        bad = s0 + int(np.flatnonzero(~np.isfinite(audio))[0])
+        raise AudioError(f"{path}: audio file {path} holds NaN/Inf (first at sample {bad})")
+    if len(audio) < s1 - s0:
+        audio = np.concatenate([audio, np.zeros(s1 - s0 - len(audio), np.float32)])
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
 _downloads = contextvars.ContextVar("audio_downloads_allowed", default=False)
 
 

@@ -10,6 +10,8 @@ FLAME keys alone, DualTalk's ``exp`` (T, 50) + ``pose`` (T, 6) npz, DualTalk's f
 """
 from __future__ import annotations
 
+import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,74 @@ def write_prediction(path: str | Path, motion: np.ndarray, layout: Layout, shape
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     return path
+
+
+class PredictionWriter:
+    """:func:`write_prediction` for sequences of any length in bounded memory: the motion and each extra array
+    arrive in chunks along their first axis (``append``); every key is streamed into its own ``.npy`` beside the
+    target, and ``close()`` packs them into the ``.npz`` (stored, as ``np.savez`` does) and renames it into place.
+    The file holds the arrays :func:`write_prediction` writes for the same data.
+
+        w = PredictionWriter(path, frames=T, layout=layout, shape=shape, extra={"codes": ((K, Q), np.int32)})
+        w.append(motion=chunk (m, D), codes=codes_chunk (k, Q))      # ... until every array is full
+        w.close()
+    """
+
+    def __init__(self, path: str | Path, frames: int, layout: Layout, shape: np.ndarray | None = None,
+                 extra: dict | None = None):
+        self.path, self.layout, self.frames = Path(path), layout, int(frames)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.parent / f".{self.path.name}.parts"
+        self._tmp.mkdir(exist_ok=True)
+        probe = flame_arrays(np.zeros((1, layout.width), np.float32), layout, shape)
+        specs = {k: ((self.frames, *v.shape[1:]), v.dtype) for k, v in probe.items() if k != "shape_params"}
+        specs.update({k: (tuple(shp), np.dtype(dt)) for k, (shp, dt) in (extra or {}).items()})
+        self._files, self._left = {}, {}
+        for key, (shp, dt) in specs.items():
+            f = open(self._tmp / f"{key}.npy", "wb")
+            np.lib.format.write_array_header_2_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dt)),
+                                                     "fortran_order": False, "shape": tuple(shp)})
+            self._files[key], self._left[key] = (f, np.dtype(dt), tuple(shp[1:])), int(shp[0])
+        self._constant = {"shape_params": probe["shape_params"]} if "shape_params" in probe else {}
+
+    def append(self, motion: np.ndarray | None = None, **extra) -> None:
+        """The next rows of the motion (m, D) (its FLAME keys follow) and of any extra array."""
+        rows = dict(extra)
+        if motion is not None:
+            arrays = flame_arrays(motion, self.layout)
+            rows.update({k: v for k, v in arrays.items() if k in self._files})
+        for key, value in rows.items():
+            f, dt, tail = self._files[key]
+            value = np.ascontiguousarray(value, dtype=dt)
+            if value.shape[1:] != tail or len(value) > self._left[key]:
+                raise PredictionError(f"{self.path}: {key} rows of shape {value.shape} do not fit "
+                                      f"({self._left[key]} rows of {tail} left)")
+            f.write(value.tobytes())
+            self._left[key] -= len(value)
+
+    def close(self) -> Path:
+        """Pack the arrays into ``path`` (every array must be complete); returns the path."""
+        short = {k: n for k, n in self._left.items() if n}
+        if short:
+            self.abort()
+            raise PredictionError(f"{self.path}: arrays not complete ({short} rows missing)")
+        for f, _, _ in self._files.values():
+            f.close()
+        with atomic_path(self.path, suffix=".npz") as tmp:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+                for key in self._files:
+                    z.write(self._tmp / f"{key}.npy", f"{key}.npy")
+                for key, value in self._constant.items():
+                    with z.open(f"{key}.npy", "w", force_zip64=True) as f:
+                        np.lib.format.write_array(f, value, allow_pickle=False)
+        self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        """Remove the parts (nothing is written to ``path``)."""
+        for f, _, _ in self._files.values():
+            f.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 # --- reading -----------------------------------------------------------------------------------------------

@@ -237,8 +237,11 @@ def fit(cfg: RunConfig, accelerator, model: torch.nn.Module, optimizer: torch.op
                 bar.set_postfix(loss=f"{lval:.4f}", **{k[:3]: f"{v:.4f}" for k, v in list(parts.items())[:1]})
             if step % tc.log_every == 0 or step == stop_at:
                 rate = windows_seen / max(time.perf_counter() - t_start, 1e-9)
-                metrics.write(step, {"train/loss": lval, **{f"train/{k}": v for k, v in parts.items()},
-                                     "train/lr": optimizer.param_groups[0]["lr"], "train/windows_per_s": rate})
+                entry = {"train/loss": lval, **{f"train/{k}": v for k, v in parts.items()},
+                         "train/lr": optimizer.param_groups[0]["lr"], "train/windows_per_s": rate}
+                if accelerator.device.type != "cpu":            # peak memory on the accelerator (this process)
+                    entry["train/peak_device_mb"] = torch.accelerator.max_memory_allocated(accelerator.device) / 2 ** 20
+                metrics.write(step, entry)
             if validate is not None and tc.val_every > 0 and (step % tc.val_every == 0 or step == stop_at):
                 last_val = validate(model)
                 metrics.write(step, flat_metrics("val", last_val))

@@ -1,0 +1,170 @@
+"""One cached position of the GPT's x-transformers ``Decoder``, without its per-layer generality.
+
+x-transformers' ``AttentionLayers.forward`` serves every variant the library knows (memory tokens, hyper
+connections, value residuals, ...): at one position with a KV cache, the default size (6 layers x 256) spent
+about 80 % of a generation step in that Python, not in arithmetic (docs/BENCHMARKS.md, "Stage 2"). This module
+runs the same torch ops, in the same order and on the same shapes, for the plain pre-norm decoder that
+``stage2_gpt/model.py`` builds (LayerNorm, rotary self-attention, GELU feed-forward, final LayerNorm), so its
+hidden states are bit-identical to the library's cached forward (tests/test_stage2.py checks that).
+
+The cache keeps keys *before* rotary, as x-transformers does, and re-rotates them at every step from their
+place in the cache: trimming it to ``attn_window - 1`` positions keeps relative positions exact. The rotary
+angles of positions ``0 .. attn_window - 1`` are computed once (the library recomputes them at every step).
+
+    cache = KVCache(keep=cfg.attn_window - 1)
+    h = decoder_step(model.decoder, x (B, 1, dim), cache, tables)    # -> (B, 1, dim); cache updated in place
+
+**Row groups** (``groups``): a batch of several dialogs is ``groups`` equal blocks of rows, one per dialog. A
+BLAS matrix product does not give a row the same bits whatever the other rows are (MKL on this CPU rounds
+differently for 1, 2-3 and >= 4 rows), so every linear layer runs as one batched product of the groups
+(:func:`group_linear`, ``bmm``): each dialog's rows get exactly the product they get alone, and a batch of
+dialogs generates exactly what each dialog generates alone. Everything else (norms, attention, activations) is
+computed row by row already.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+SMALL_PRODUCT = 400     # torch's CPU bmm multiplies batches this small (rows * inner * cols) with its own loop
+
+
+def group_linear(layer, x, groups: int = 1):
+    """``layer(x)`` (an ``nn.Linear``) with the rows of x (leading dims) in ``groups`` equal blocks, each block
+    multiplied on its own (one ``baddbmm``), so a block's result does not depend on the other blocks."""
+    return group_matmul(x, layer.weight.t(), groups, layer.bias)
+
+
+def group_matmul(x, w, groups: int = 1, bias=None):
+    """``x @ w`` (+ ``bias``, fused as ``F.linear`` fuses it) with the rows of x in ``groups`` blocks, each
+    multiplied on its own: one ``bmm`` (per block, the product a lone block gets), or one product per block
+    for products too small for ``bmm`` to hand to BLAS."""
+    if groups == 1:
+        return (x @ w) if bias is None else F.linear(x, w.t(), bias)
+    lead, xg = x.shape[:-1], x.reshape(groups, -1, x.shape[-1])
+    if xg.shape[1] * w.shape[0] * w.shape[1] < SMALL_PRODUCT:
+        y = torch.stack([group_matmul(b, w, 1, bias) for b in xg])
+    elif bias is None:
+        y = torch.bmm(xg, w.expand(groups, *w.shape))
+    else:
+        y = torch.baddbmm(bias.expand(groups, xg.shape[1], -1), xg, w.expand(groups, *w.shape))
+    return y.reshape(*lead, w.shape[-1])
+
+
+class KVCache:
+    """Per attention layer, the keys (unrotated) and values of the last ``keep`` positions: (B, H, L, dh)."""
+
+    def __init__(self, keep: int):
+        self.keep = int(keep)
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[-2] if self.keys else 0
+
+    @property
+    def batch(self) -> int:
+        return self.keys[0].shape[0] if self.keys else 0
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+    def select(self, rows) -> None:
+        """Keep only these batch rows (e.g. the sequences still being generated)."""
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
+
+
+class RotaryTables:
+    """cos / sin of the rotary angles of positions ``0 .. positions - 1``, as x-transformers computes them, with
+    ``rotate_half`` folded in: ``rotate_half(t) * sin == t[..., swap] * signed_sin`` exactly (a sign flip and a
+    permutation are exact), one gather instead of five ops."""
+
+    def __init__(self, decoder, positions: int):
+        rot = decoder.rotary_pos_emb
+        with torch.no_grad():
+            freqs, scale = rot(torch.arange(positions, device=rot.inv_freq.device))     # (1, n, rot_dim)
+        if torch.is_tensor(scale):
+            raise ValueError("decode_step supports plain rotary embeddings (no xpos)")
+        self.rot_dim = freqs.shape[-1]
+        pairs = torch.arange(self.rot_dim, device=freqs.device).view(-1, 2)
+        self.swap = pairs.flip(-1).reshape(-1)                                           # (x1, x2) -> (x2, x1)
+        sign = torch.tensor([-1.0, 1.0], device=freqs.device).repeat(self.rot_dim // 2)   # -> (-x2, x1)
+        self.cos, self.signed_sin = freqs.cos()[:, None], (freqs.sin() * sign)[:, None]  # (1, 1, n, rot_dim)
+
+
+def apply_rotary(t, cos, signed_sin, tables: RotaryTables):
+    """x-transformers' ``apply_rotary_pos_emb`` on the first ``rot_dim`` dims: the same products and sum."""
+    t, t_rest = t[..., :tables.rot_dim], t[..., tables.rot_dim:]
+    t = t * cos + t.index_select(-1, tables.swap) * signed_sin
+    return torch.cat((t, t_rest), -1)
+
+
+def layer_norm(norm, x):
+    """x-transformers' ``LayerNorm`` (no affine, then a learned gain)."""
+    gamma = norm.gamma + float(norm.unit_offset) if norm.unit_offset else norm.gamma
+    return F.layer_norm(x, norm.ln.normalized_shape, None, None, norm.ln.eps) * gamma
+
+
+def attention_step(attn, x, cache: KVCache, layer: int, tables: RotaryTables, groups: int = 1):
+    """x (B, 1, dim) normed input of one self-attention layer -> (B, 1, dim); appends to the cache."""
+    h = attn.heads
+    q = group_linear(attn.to_q, x, groups).unflatten(-1, (h, -1)).transpose(1, 2)      # (B, H, 1, dh)
+    k = group_linear(attn.to_k, x, groups).unflatten(-1, (h, -1)).transpose(1, 2)
+    v = group_linear(attn.to_v, x, groups).unflatten(-1, (h, -1)).transpose(1, 2)
+    if layer < len(cache.keys):
+        k = torch.cat((cache.keys[layer], k), -2)
+        v = torch.cat((cache.values[layer], v), -2)
+        cache.keys[layer], cache.values[layer] = k[..., -cache.keep:, :], v[..., -cache.keep:, :]
+    else:
+        cache.keys.append(k[..., -cache.keep:, :])
+        cache.values.append(v[..., -cache.keep:, :])
+    n = k.shape[-2]
+    q = apply_rotary(q, tables.cos[:, :, n - 1:n], tables.signed_sin[:, :, n - 1:n], tables)
+    k = apply_rotary(k, tables.cos[:, :, :n], tables.signed_sin[:, :, :n], tables)
+    scale = attn.attend.scale if attn.attend.scale is not None else q.shape[-1] ** -0.5
+    sim = (q @ k.transpose(-1, -2)) * scale                  # == x-transformers' einsum (the same bmm)
+    a = sim.softmax(-1, dtype=torch.float32).type(sim.dtype)
+    return group_linear(attn.to_out, (a @ v).transpose(1, 2).flatten(2), groups)
+
+
+def feedforward_step(ff, x, groups: int = 1):
+    """x-transformers' ``FeedForward`` (Linear, GELU, Linear) in eval mode."""
+    (proj_in, act), _, proj_out = ff.ff[0], ff.ff[1], ff.ff[2]
+    return group_linear(proj_out, act(group_linear(proj_in, x, groups)), groups)
+
+
+def check_plain_decoder(decoder) -> None:
+    """Refuse decoders this step does not reproduce (anything but pre-norm 'a', 'f' layers with rotary)."""
+    from x_transformers.x_transformers import Attention, FeedForward, LayerNorm, Residual
+    ok = decoder.rotary_pos_emb is not None and not decoder.training
+    for kind, (norms, block, residual) in zip(decoder.layer_types, decoder.layers):
+        ok &= kind in ("a", "f") and isinstance(norms[0], LayerNorm) and norms[1] is None and norms[2] is None
+        ok &= type(residual) is Residual and residual.residual_scale is None and residual.scale_residual_constant == 1
+        if kind == "a":
+            a = block.attend
+            ok &= isinstance(block, Attention) and block.kv_heads == block.heads and not block.qk_norm
+            ok &= block.num_mem_kv == 0 and not a.flash and a.attn_fn.keywords.get("dtype") == torch.float32
+            ok &= all(getattr(block, n, None) is None for n in ("to_v_gate", "to_output_gate", "to_v_head_gate",
+                                                                "hybrid_module", "data_dependent_alibi"))
+        else:
+            ok &= isinstance(block, FeedForward) and len(block.ff) == 3
+    ok &= isinstance(decoder.final_norm, LayerNorm)
+    if not ok:
+        raise ValueError("decode_step reproduces only the plain decoder of stage2_gpt/model.py (in eval mode)")
+
+
+def decoder_step(decoder, x, cache: KVCache, tables: RotaryTables, groups: int = 1):
+    """One position of every sequence in the batch: x (B, 1, dim) -> the decoder's output (B, 1, dim)."""
+    layer = 0
+    for kind, (norms, block, _) in zip(decoder.layer_types, decoder.layers):
+        y = layer_norm(norms[0], x)
+        if kind == "a":
+            y = attention_step(block, y, cache, layer, tables, groups)
+            layer += 1
+        else:
+            y = feedforward_step(block, y, groups)
+        x = y + x
+    return layer_norm(decoder.final_norm, x)
