@@ -23,6 +23,10 @@ class ModelConfig:
     kernel_size: int = 3              # kernel of the dilated residual convolutions
     dilations: tuple[int, ...] = (1, 3, 9)   # one residual block per dilation, at every resolution
     causal: bool = True               # causal convs (streamable); false: centred convs (look-ahead)
+    reference: str = "global"         # what the codes are relative to: "global": the train mean; "person": each
+                                      # person's own mean expression (trackers leak identity into expression:
+                                      # a static offset per person), given with the motion (common/layout.py's
+                                      # exp dims; jaw and neck stay around the train mean)
     activation: str = "gelu"          # "gelu" | "silu" | "relu"
     # ResidualVQ (vector_quantize_pytorch)
     num_quantizers: int = 4
@@ -63,6 +67,8 @@ class Stage1Config(RunConfig):
             raise ConfigError(f"model.kernel_size must be >= 1 (odd when causal=false), got {m.kernel_size}")
         if m.num_quantizers < 1 or m.codebook_size < 2:
             raise ConfigError("model.num_quantizers must be >= 1 and model.codebook_size >= 2")
+        if m.reference not in ("global", "person"):
+            raise ConfigError(f"model.reference must be global or person, got {m.reference!r}")
         if m.activation not in ("gelu", "silu", "relu"):
             raise ConfigError(f"model.activation must be gelu, silu or relu, got {m.activation!r}")
         return super().validate()

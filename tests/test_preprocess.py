@@ -13,6 +13,7 @@ import pytest
 import common.data.preprocess as pre
 from common.data.cache import Cache
 from common.data.config import AudioConfig, DataConfig
+from common.data.corpus import load_index
 from common.data.datasets import DialogSequences, MotionWindows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,3 +170,23 @@ def test_pretrained_encoder_features_at_motion_rate(small_corpus_root, tmp_path)
     for d in cache.dialogs():
         a = cache.load(d["id"])
         assert a.audio.shape == (2, d["num_frames"], 32) and np.isfinite(a.audio).all()
+
+
+def test_split_file_fixes_the_split_and_names_what_is_wrong(small_corpus_root, tmp_path):
+    """``split_file``: the splits come from the file (not the hash), and a file that misses a dialog or holds
+    an unknown split is refused naming it."""
+    ids = sorted(load_index(DataConfig(data_root=str(small_corpus_root))))
+    table = {ids[0]: "test", ids[1]: "train", ids[2]: "train"}
+    (tmp_path / "splits.json").write_text(json.dumps(table))
+    cfg = DataConfig(data_root=str(small_corpus_root), split_file=str(tmp_path / "splits.json"))
+    pre.preprocess(cfg, tmp_path / "c", workers=1, progress=False)
+    got = {d["id"]: d["split"] for d in json.loads((tmp_path / "c" / "manifest.json").read_text())["dialogs"]}
+    assert got == table
+    (tmp_path / "bad.json").write_text(json.dumps({ids[0]: "test", ids[1]: "holdout"}))
+    bad = DataConfig(data_root=str(small_corpus_root), split_file=str(tmp_path / "bad.json"))
+    with pytest.raises(ValueError, match=r"bad.json: splits must be one of .*holdout"):
+        pre.preprocess(bad, tmp_path / "c2", workers=1, progress=False)
+    (tmp_path / "short.json").write_text(json.dumps({ids[0]: "test"}))
+    short = DataConfig(data_root=str(small_corpus_root), split_file=str(tmp_path / "short.json"))
+    with pytest.raises(ValueError, match=rf"short.json does not list 2 dialog.*{ids[1]}"):
+        pre.preprocess(short, tmp_path / "c3", workers=1, progress=False)

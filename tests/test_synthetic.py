@@ -758,3 +758,15 @@ def test_espeak_session_warns_when_the_library_cannot_be_unloaded():
         warnings.simplefilter("error")                             # unloaded cleanly: no warning
         with syn.EspeakEngine():
             pass
+
+
+def test_person_base_gives_persons_never_seen_in_another_corpus(tmp_path):
+    """Two default-preset corpora with person bases further apart than their pools share no person: a test set of
+    unseen persons (the quality bench); the base is refused where it would reach the hard preset's persons."""
+    a = json.loads(syn.make_corpus(tmp_path / "a", num_dialogs=6, seconds=2, seed=0).read_text())
+    b = json.loads(syn.make_corpus(tmp_path / "b", num_dialogs=6, seconds=2, seed=0, person_base=2000).read_text())
+    persons = lambda index: {p for d in index.values() for p in d}
+    assert not persons(a) & persons(b)
+    assert all(2000 <= int(p[1:]) < 3000 for p in persons(b))
+    with pytest.raises(ValueError, match="person_base"):
+        syn.make_corpus(tmp_path / "c", num_dialogs=2, seconds=2, person_base=4500)

@@ -36,6 +36,8 @@ class DataConfig:
     allow_outside_root: bool = False               # refuse index paths escaping data_root unless set
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)   # train, val, test (by dialog)
     split_seed: int = 0
+    split_file: str = ""                           # JSON {dialog id: train|val|test} (relative to data_root): a
+                                                   # fixed split instead of split_ratios / split_seed
     std_floor: float = 1e-4
     audio: AudioConfig = field(default_factory=AudioConfig)
 

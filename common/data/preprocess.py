@@ -22,7 +22,7 @@ from common.data.cache import MANIFEST, STATS
 from common.data.corpus import CorpusError, load_index, read_dialog
 from common.data.config import DataConfig
 from common.io import atomic_dir, atomic_path, read_json, remove_stale_temps, write_json
-from common.data.splits import assign_splits
+from common.data.splits import dialog_splits
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -175,7 +175,7 @@ def merge(cfg: DataConfig, out: str | Path, num_shards: int) -> dict:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise ValueError(f"cannot merge: shard {r['shard']} was made with another data config (differs in {diff})")
     index = load_index(cfg)
-    splits = assign_splits(index.keys(), cfg.split_ratios, cfg.split_seed)
+    splits = dialog_splits(cfg, index.keys())
     done = sorted({d for r in records for d in r["dialogs"]})
     skipped = sorted((s for r in records for s in r["skipped"]), key=lambda s: s["id"])
     metas = [read_json(out / "dialogs" / d / "meta.json") for d in done]

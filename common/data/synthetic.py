@@ -1158,7 +1158,8 @@ def _pair_persons(rng: np.random.Generator, pool: np.ndarray, num_dialogs: int) 
 def make_corpus(out_dir: str | Path, num_dialogs: int = 10, seconds: float | None = None, seed: int = 0,
                 fps: int = 30, sample_rate: int = 48000, index_name: str = "synthetic.json",
                 progress: Callable[[str], None] | None = None, *, preset: str = "default",
-                min_seconds: float | None = None, max_seconds: float | None = None, speech: str = "auto") -> Path:
+                min_seconds: float | None = None, max_seconds: float | None = None, speech: str = "auto",
+                person_base: int = 0) -> Path:
     """Write a synthetic corpus under ``out_dir`` in the users' layout; returns the index JSON path.
 
     ``preset="default"``: the demo corpus (harmonic voices, persons recurring across dialogs); every dialog is
@@ -1168,6 +1169,10 @@ def make_corpus(out_dir: str | Path, num_dialogs: int = 10, seconds: float | Non
     if espeak-ng is installed, else the harmonic voice with a loud warning), "tts" (error if missing) or
     "harmonic". The hard preset also writes ``dataset_jsons/<index stem>.about.json`` (preset, seed, speech
     engine, lengths, persons) and a ``transcript.json`` beside each participant's WAV. See docs/SYNTHETIC.md.
+
+    ``person_base`` (default preset): person numbers start there, so two corpora with bases further apart than
+    ``4 * num_dialogs`` share no person (e.g. a test set of persons never seen in training; the hard preset's
+    persons are unique anyway).
 
     ``progress``, if given, is called with each dialog id once its files are written. The index is written
     last (atomically), so a corpus with an index is complete.
@@ -1188,13 +1193,16 @@ def make_corpus(out_dir: str | Path, num_dialogs: int = 10, seconds: float | Non
         raise ValueError("min_seconds / max_seconds belong to preset='hard'; the default preset takes seconds")
     if speech == "tts":
         raise ValueError("speech='tts' needs preset='hard' (the default preset always uses the harmonic voice)")
+    if person_base < 0 or person_base + max(1000, 4 * num_dialogs) > HARD_PERSON_FIRST:
+        raise ValueError(f"person_base must be in 0..{HARD_PERSON_FIRST - max(1000, 4 * num_dialogs)} "
+                         f"(persons from P{HARD_PERSON_FIRST} on belong to the hard preset)")
     seconds = 60.0 if seconds is None else seconds
     if not seconds >= 1.0:
         raise ValueError(f"seconds must be >= 1, got {seconds}")
     out = Path(out_dir)
     rng = np.random.default_rng([int(seed), 0])
     n_persons = max(4, int(round(num_dialogs * 2 / 3)))
-    pool = np.sort(rng.choice(max(1000, 4 * n_persons), n_persons, replace=False))
+    pool = int(person_base) + np.sort(rng.choice(max(1000, 4 * n_persons), n_persons, replace=False))
     styles = {int(p): person_style(int(p)) for p in pool}
     pairs = _pair_persons(rng, pool, num_dialogs)
     nominal = int(round(seconds * fps))

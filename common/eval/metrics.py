@@ -14,6 +14,11 @@ for each dimension group g (``exp`` = 0..49, ``jaw`` = 50, ``pose`` = 51..53 in 
 - ``var_pred_g`` / ``var_gt_g``: mean per-dim variance over time; ``div_pred_g`` / ``div_gt_g``: mean distance
   between 100 random frame pairs (seeded here).
 
+Beside them, references a realistic method should match rather than minimise (each next to the ground truth's
+own value): ``sid_gt_g`` (the truth's SID against its own clusters), smoothness ``vel_pred_g`` / ``vel_gt_g`` and
+``acc_pred_g`` / ``acc_gt_g`` (mean absolute velocity and acceleration), and, given the person's own states,
+``listen_effect_g`` / ``listen_effect_gt_g`` (:func:`listener_effect`; NaN-skipping mean over sequences).
+
 :func:`evaluate_dataset` gives the ``ds_*`` variants (statistics over the concatenation of all sequences);
 :func:`evaluate_by_state` the ``<key>@<state>`` breakdowns (frames where the generated person is in that state,
 pooled over sequences, only where enough frames exist); :func:`evaluate_sequences` returns all of them and, with
@@ -33,7 +38,7 @@ import numpy as np
 from scipy import linalg
 
 from common.eval.external import DUALTALK
-from common.layout import STATE_NAMES, LayoutError, layout_for_dim
+from common.layout import LISTEN, SPEAK, STATE_NAMES, LayoutError, layout_for_dim
 
 SID_CLUSTERS = {"exp": 40, "jaw": 10, "pose": 10}
 DIVERSITY_PAIRS = 100          # the reference's diversity_times
@@ -167,15 +172,48 @@ def diversity(x: np.ndarray, pairs: int = DIVERSITY_PAIRS, seed: int = 0) -> flo
     return float(np.linalg.norm(x[i] - x[j], axis=1).mean())
 
 
+def smoothness(x: np.ndarray) -> tuple[float, float]:
+    """(mean absolute velocity, mean absolute acceleration) per frame, over time and dims: token models tend
+    to add high-frequency wiggle (both up), regressors to over-smooth (both down) — the DualTalk metrics see
+    neither. Compare with the ground truth's own values."""
+    x = np.asarray(x, np.float64)
+    vel = float(np.abs(np.diff(x, axis=0)).mean()) if len(x) > 1 else 0.0
+    acc = float(np.abs(np.diff(x, n=2, axis=0)).mean()) if len(x) > 2 else 0.0
+    return vel, acc
+
+
+LISTEN_EFFECT_MIN_FRAMES = 15       # frames of each state a sequence needs for its listener effect
+
+
+def listener_effect(x: np.ndarray, states: np.ndarray, min_frames: int = LISTEN_EFFECT_MIN_FRAMES) -> float:
+    """How a person's face differs while the partner speaks (own state LISTEN) from while they speak (SPEAK):
+    the RMS over dims of ``mean(x[listen]) - mean(x[speak])`` on one sequence (a per-person offset cancels).
+    NaN when either state has fewer than ``min_frames`` frames. Compare with the ground truth's value."""
+    x = np.asarray(x, np.float64)
+    st = np.asarray(states)[:len(x)]
+    x = x[:len(st)]
+    lis, spk = st == LISTEN, st == SPEAK
+    if lis.sum() < min_frames or spk.sum() < min_frames:
+        return float("nan")
+    return float(np.sqrt(np.mean((x[lis].mean(0) - x[spk].mean(0)) ** 2)))
+
+
 def group_metrics(pred, gt, partner, g: str, with_sid: bool = True, sid_k: int | None = None,
                   with_sts: bool = True, with_div: bool = True, seed: int = 0) -> dict[str, float]:
-    """Every metric of one group on one (already truncated) sequence."""
+    """Every metric of one group on one (already truncated) sequence. With ``with_sts`` (a real, contiguous
+    sequence) also the temporal ones: ``sts``, smoothness (``vel_*``, ``acc_*``) and, with ``with_sid``, the
+    ground truth's own SID (``sid_gt``: KMeans fitted on the truth itself), the reference for ``sid``."""
+    k = sid_k or SID_CLUSTERS.get(g, 10)
     out = {f"fid_{g}": fid(pred, gt), f"p_fid_{g}": paired_fid(pred, gt, partner), f"mse_{g}": mse(pred, gt),
            f"rpcc_{g}": rpcc(pred, gt, partner)}
     if with_sid:
-        out[f"sid_{g}"] = sid(pred, gt, sid_k or SID_CLUSTERS.get(g, 10))
+        out[f"sid_{g}"] = sid(pred, gt, k)
     if with_sts:
         out[f"sts_{g}"] = sts(pred, gt)
+        out[f"vel_pred_{g}"], out[f"acc_pred_{g}"] = smoothness(pred)
+        out[f"vel_gt_{g}"], out[f"acc_gt_{g}"] = smoothness(gt)
+        if with_sid:
+            out[f"sid_gt_{g}"] = sid(gt, gt, k)
     out[f"var_pred_{g}"] = variance(pred)
     out[f"var_gt_{g}"] = variance(gt)
     if with_div:
@@ -300,7 +338,7 @@ def _check_sid_length(seqs, groups, sid_clusters, what="sequence"):
 # --- the suites -------------------------------------------------------------------------------------------
 def _per_sequence(seqs, groups, with_sid, sid_clusters, seed):
     per = []
-    for i, (p, t, q, _) in enumerate(seqs):
+    for i, (p, t, q, st) in enumerate(seqs):
         d = {}
         for g, sel in groups.items():
             try:
@@ -308,6 +346,9 @@ def _per_sequence(seqs, groups, with_sid, sid_clusters, seed):
                                        _sid_k(g, sid_clusters), seed=seed))
             except ValueError as e:             # e.g. the reference's "imaginary component" failure
                 raise ValueError(f"sequence {i}, group {g!r} ({len(p)} frames): {e}") from e
+            if st is not None:                  # own states: how listening differs from speaking
+                d[f"listen_effect_{g}"] = listener_effect(_sel(p, sel), st)
+                d[f"listen_effect_gt_{g}"] = listener_effect(_sel(t, sel), st)
         per.append(d)
     return per
 
@@ -405,12 +446,19 @@ def evaluate_sequences(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], p
     if with_sid:
         _check_sid_length(seqs, groups, sid_clusters)
     per = _per_sequence(seqs, groups, with_sid, sid_clusters, seed)
-    result = {k: float(np.mean([m[k] for m in per])) for k in per[0]}
+    result = {k: _nan_skipping_mean([m[k] for m in per]) if k.startswith("listen_effect")
+              else float(np.mean([m[k] for m in per])) for k in per[0]}
     if dataset_level:
         result.update(_dataset(seqs, groups, with_sid, sid_clusters, seed))
     if states is not None:
         result.update(_by_state(seqs, groups, min_state_frames))
     return (result, per) if return_per_sequence else result
+
+
+def _nan_skipping_mean(values) -> float:
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
 
 
 # --- helpers for reports ----------------------------------------------------------------------------------

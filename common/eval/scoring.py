@@ -39,6 +39,7 @@ class MethodResult:
     layout: str = "ours"            # the layout every file was read as ("mixed" when they differ)
     pred_fps: float | None = None   # their frame rate (None when mixed)
     read_as: dict[str, int] = field(default_factory=dict)   # "<layout>@<fps>fps" -> number of files
+    per_dialog: dict[str, dict[str, float]] = field(default_factory=dict)   # dialog -> mean of its sequences
 
     def describe_reading(self) -> str:
         return ", ".join(f"{n} as {k}" for k, n in sorted(self.read_as.items()))
@@ -83,26 +84,38 @@ def evaluate_method(cache: Cache, pred_dir: str | Path, split: str = "test", nam
                               + "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else ""))
     if not preds:
         raise PredictionError(f"method {name}: no prediction found in {pred_dir} for split {split!r}")
-    result = M.evaluate_sequences(preds, gts, partners, states=states)
-    per = M.per_sequence_metrics(preds, gts, partners)
+    result, per = M.evaluate_sequences(preds, gts, partners, states=states, return_per_sequence=True)
     jaw = target.jaw[0]
-    jr = [M.jaw_speech_correlation(p[:len(e), jaw], e) for p, e in zip(preds, energies)]
-    jr_gt = [M.jaw_speech_correlation(g[:len(e), jaw], e) for g, e in zip(gts, energies)]
-    result["jaw_speech_r"] = float(np.mean(jr))
-    result["jaw_speech_r_gt"] = float(np.mean(jr_gt))
-    for s, v in zip(per, jr):
-        s["jaw_speech_r"] = v
-    # CIs over dialogs: average the sequences of each dialog, bootstrap the dialog means
-    ci = {}
+    for s, p, g, e in zip(per, preds, gts, energies):
+        s["jaw_speech_r"] = M.jaw_speech_correlation(p[:len(e), jaw], e)
+        s["jaw_speech_r_gt"] = M.jaw_speech_correlation(g[:len(e), jaw], e)
+    result["jaw_speech_r"] = float(np.mean([s["jaw_speech_r"] for s in per]))
+    result["jaw_speech_r_gt"] = float(np.mean([s["jaw_speech_r_gt"] for s in per]))
+    # per dialog: the mean of its sequences (NaN-skipping: a listener effect needs both states); CIs over dialogs
     dialogs = sorted(set(dialog_of))
+    per_dialog = {d: {k: _finite_mean([s[k] for s, dd in zip(per, dialog_of) if dd == d]) for k in per[0]}
+                  for d in dialogs}
+    for d in dialogs:                   # per-state figures of each dialog (its frames of each state, pooled)
+        idx = [i for i, dd in enumerate(dialog_of) if dd == d]
+        by_state = M.evaluate_by_state([preds[i] for i in idx], [gts[i] for i in idx], [partners[i] for i in idx],
+                                       [states[i] for i in idx])
+        per_dialog[d].update({k: v for k, v in by_state.items() if not k.startswith("frames@")})
+    ci = {}
     for k in per[0]:
-        by_dialog = [np.mean([s[k] for s, dd in zip(per, dialog_of) if dd == d]) for d in dialogs]
-        ci[k] = list(M.bootstrap_ci(by_dialog, n_boot=n_boot))
+        values = [v[k] for v in per_dialog.values() if np.isfinite(v[k])]
+        if values:
+            ci[k] = list(M.bootstrap_ci(values, n_boot=n_boot))
     layouts = {k.split("@")[0] for k in read_as}
     rates = {float(k.split("@")[1][:-3]) for k in read_as}
     return MethodResult(name, result, ci, missing, errors, len(preds),
                         layout=layouts.pop() if len(layouts) == 1 else "mixed",
-                        pred_fps=rates.pop() if len(rates) == 1 else None, read_as=read_as)
+                        pred_fps=rates.pop() if len(rates) == 1 else None, read_as=read_as, per_dialog=per_dialog)
+
+
+def _finite_mean(values) -> float:
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
 
 
 def comparison_table(results: list[MethodResult], keys: list[str] = TABLE_KEYS) -> str:
