@@ -1,17 +1,48 @@
 """Write baseline predictions for a split, each as a prediction directory that scripts/evaluate.py scores.
 
     python scripts/baselines.py --cache CACHE --out DIR [--split test] [--only mean,mirror] [--seed 0]
+    python scripts/baselines.py --cache CACHE --out DIR --regressor RUN/regressor.pt [--name dualtalk_class] ...
 
 Writes DIR/<baseline>/<dialog>/<participant>.npz (``motion``) for: mean (train mean motion), random_other (ground
 truth of another test dialog), mirror (the partner's motion), nn_audio (nearest train motion by audio features).
+
+``--regressor FILE`` (repeatable) adds a learned baseline trained by ``baselines/train.py``: DIR/<name>/... with
+each participant predicted from both audio tracks and the partner's ground-truth motion (the listener
+protocol, as DualTalk is evaluated). ``--name`` (one per ``--regressor``, in order) names its folder; default
+``dualtalk_class`` or ``dualtalk_class_causal`` by the model's causality. ``--only none`` writes the learned
+baselines alone.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from common.eval.baselines import BASELINES, make_baselines
+if __package__ in (None, ""):         # `python scripts/baselines.py`: import the repository (its `baselines`
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)      # package), not this file as `baselines`
+
 from common.data.cache import CacheError
+from common.eval.baselines import BASELINES, make_baselines
+from common.train.artifact import CheckpointError
+
+
+def regressor_names(paths: list[str], names: list[str]) -> list[str]:
+    """The folder name of each ``--regressor``: its ``--name``, else by causality; duplicates are an error."""
+    from baselines.artifact import ARTIFACT_KIND
+    from common.train.artifact import load_artifact
+    if len(names) > len(paths):
+        raise ValueError(f"{len(names)} --name for {len(paths)} --regressor")
+    out = []
+    for i, path in enumerate(paths):
+        if i < len(names):
+            out.append(names[i])
+            continue
+        causal = bool(load_artifact(path, kind=ARTIFACT_KIND)["meta"]["model_config"].get("causal"))
+        out.append("dualtalk_class_causal" if causal else "dualtalk_class")
+    clash = sorted({n for n in out if out.count(n) > 1} | (set(out) & set(BASELINES)))
+    if clash:
+        raise ValueError(f"baseline folder name(s) used twice: {', '.join(clash)} (give --name per --regressor)")
+    return out
 
 
 def main(argv=None):
@@ -19,17 +50,28 @@ def main(argv=None):
     ap.add_argument("--cache", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--split", default="test")
-    ap.add_argument("--only", help=f"comma-separated subset of {','.join(BASELINES)}")
+    ap.add_argument("--only", help=f"comma-separated subset of {','.join(BASELINES)}, or 'none'")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--regressor", action="append", default=[], metavar="FILE",
+                    help="an exported regressor (baselines/train.py's regressor.pt); repeatable")
+    ap.add_argument("--name", action="append", default=[], help="folder name of the matching --regressor")
+    ap.add_argument("--device", default="cpu", help="device the regressors run on")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
+    which = BASELINES if not args.only else () if args.only == "none" else tuple(args.only.split(","))
     try:
-        dirs = make_baselines(args.cache, args.out, args.split, args.seed,
-                              which=tuple(args.only.split(",")) if args.only else BASELINES)
-    except (CacheError, ValueError) as e:
+        dirs = make_baselines(args.cache, args.out, args.split, args.seed, which=which,
+                              progress=not args.quiet) if which else {}
+        if args.regressor:
+            from baselines.predict import predict_split
+            for path, name in zip(args.regressor, regressor_names(args.regressor, args.name)):
+                dirs[name] = predict_split(path, args.cache, Path(args.out) / name, args.split, device=args.device,
+                                           progress=not args.quiet)
+    except (CacheError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for name, d in dirs.items():
-        print(f"{name:<14} {d}")
+        print(f"{name:<22} {d}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The main job, short: `make demo DEMO=smoke` writes a report whose table has every method and metric."""
+"""The main job, short: `make demo DEMO=smoke` writes a report whose table has every method and metric
+(the learned anchor baselines included)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from common.eval.scoring import TABLE_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ["model_dyad", "model_listener", "speaker_only", "baseline_mean", "baseline_mirror", "baseline_nn_audio",
-           "baseline_random_other"]
+           "baseline_random_other", "baseline_dualtalk_class", "baseline_dualtalk_class_causal"]
 
 
 @pytest.mark.slow
@@ -29,6 +30,10 @@ def test_smoke_demo_writes_full_report(tmp_path):
         assert f"| {m} |" in report, m
     assert "Does the model beat the baselines?" in report and "model_dyad vs baseline_mean" in report
     assert "model_listener vs speaker_only" in report
+    # the learned anchor baselines: trained, exported, sampled, judged against the listener mode
+    for name in ("dualtalk_class", "dualtalk_class_causal"):
+        assert (out / name / "regressor.pt").is_file()
+        assert f"- model_listener vs baseline_{name}: " in report
     # the tokenizer's table, with its measured nMSE, and each stage-1 target judged
     recon = json.loads((out / "stage1_recon.json").read_text())
     assert f"exp {recon['nmse_exp']:>14.5f}" in report

@@ -1,0 +1,78 @@
+"""Configuration of the learned baselines: one dataclass, loaded from YAML with ``key=value`` overrides.
+
+    cfg = load_regressor_config("configs/baseline_regressor_tiny.yaml", ["model.causal=true"])
+
+The YAML files say only what differs from the defaults below, which are DualTalk's sizes (``DualTalk.py``,
+``main.py`` of its code release; docs/BASELINES.md). The whole config is saved in every checkpoint and inside
+the exported ``regressor.pt``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from common.config import ConfigError, load_config
+from common.train.config import RunConfig
+
+
+@dataclass
+class RegressorModelConfig:
+    # filled from the cache at training time when 0
+    motion_dim: int = 0
+    audio_dim: int = 0
+    # the one switch between the two baselines
+    causal: bool = False              # true: every output frame depends only on inputs up to that frame
+    # sizes (defaults: DualTalk's feature_dim 256, 4 heads, 3 interaction layers, 1 synthesis layer, FF 2048)
+    dim: int = 256                    # audio / motion features; the interaction and synthesis run at 2 * dim
+    heads: int = 4
+    audio_layers: int = 2             # residual temporal convolutions per audio encoder (log-mel, not wav2vec2)
+    audio_kernel: int = 5
+    lstm_layers: int = 2              # the temporal enhancer (bidirectional, or forward only when causal)
+    interaction_layers: int = 3       # transformer encoder layers over [own audio, partner features]
+    synthesis_layers: int = 1         # transformer decoder layers (target = memory = the interaction features)
+    ff_dim: int = 2048                # feed-forward width inside the transformer layers
+    dropout: float = 0.1              # inside the transformer layers (residual and feed-forward)
+    attn_dropout: float = 0.1         # on the attention weights of the transformer layers (slow on CPU)
+    interaction_dropout: float = 0.5  # after the interaction module's self-attention
+    modulation: float = 0.1           # "adaptive expression modulation": h + modulation * Linear(h)
+
+
+@dataclass
+class RegressorLossConfig:
+    """DualTalk's loss (main.py): MSE of exp + MSE of jaw + MSE of neck pose + MSE of the velocity, here on
+    normalised motion; each group's MSE is a mean over its own dims."""
+    exp: float = 1.0
+    jaw: float = 1.0
+    pose: float = 1.0                 # neck pose (54-dim caches only)
+    velocity: float = 1.0             # first differences, every dim
+
+
+@dataclass
+class RegressorConfig(RunConfig):
+    """``cache``, ``out_dir``, ``window`` (frames), ``stride``, ``val_windows``, ``resume``, ``stop_after``,
+    ``export_name``, ``train``: common/train/config.py. ``window`` is also the window predictions run in."""
+    out_dir: str = "runs/baseline_regressor"
+    window: int = 240                 # 8 s at 30 fps: DualTalk's 200-frame windows at 25 fps
+    export_name: str = "regressor.pt"
+    model: RegressorModelConfig = field(default_factory=RegressorModelConfig)
+    loss: RegressorLossConfig = field(default_factory=RegressorLossConfig)
+
+    def validate(self) -> "RegressorConfig":
+        m = self.model
+        if self.window < 2:
+            raise ConfigError(f"window must be >= 2 frames, got {self.window}")
+        if m.dim < 1 or m.dim % m.heads or (2 * m.dim) % m.heads:
+            raise ConfigError(f"model.dim ({m.dim}) must be a positive multiple of model.heads ({m.heads})")
+        if not m.causal and m.dim % 2:
+            raise ConfigError(f"model.dim must be even for the bidirectional LSTM, got {m.dim}")
+        if m.audio_kernel < 1 or (not m.causal and m.audio_kernel % 2 == 0):
+            raise ConfigError(f"model.audio_kernel must be >= 1 (odd when causal=false), got {m.audio_kernel}")
+        if min(m.lstm_layers, m.interaction_layers, m.synthesis_layers) < 1 or m.audio_layers < 0:
+            raise ConfigError("model.lstm_layers, interaction_layers, synthesis_layers must be >= 1, "
+                              "audio_layers >= 0")
+        return super().validate()
+
+
+def load_regressor_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RegressorConfig:
+    return load_config(RegressorConfig, path, overrides).validate()
