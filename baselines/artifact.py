@@ -17,10 +17,12 @@ import torch
 
 from baselines.config import RegressorModelConfig
 from baselines.model import DualTalkRegressor
-from common.config import from_dict, to_dict
+from common.config import ConfigError, from_dict, to_dict
 from common.data.cache import Cache
-from common.layout import Layout, layout_from_json
-from common.train.artifact import CheckpointError, load_artifact, save_artifact
+from common.data.config import MAX_FPS
+from common.layout import Layout, LayoutError, layout_from_json
+from common.train.artifact import (CheckpointError, check_fits, check_weights, load_artifact, save_artifact,
+                                   stored_int, stored_rate)
 
 ARTIFACT_KIND = "baseline_regressor"
 
@@ -80,12 +82,34 @@ class RegressorBundle:
 
 
 def load_regressor(path: str | Path, device: str | torch.device = "cpu") -> RegressorBundle:
+    """Load a regressor file: its stored sizes, statistics, rate and window are checked, and the model is matched
+    against the stored weights on the meta device, before anything is built (common/train/artifact.py)."""
     payload = load_artifact(path, kind=ARTIFACT_KIND)
     meta = payload["meta"]
-    model = DualTalkRegressor(from_dict(RegressorModelConfig, meta["model_config"], where="model."))
-    try:
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit this version of baselines/model.py (written by an older one? "
-                              f"retrain): {' '.join(str(e).split())[:300]}") from e
+    cfg = _checked_description(path, meta)
+    state = check_weights(path, payload["state_dict"])
+    check_fits(path, lambda: DualTalkRegressor(cfg), state)
+    model = DualTalkRegressor(cfg)
+    model.load_state_dict(state, strict=True)
     return RegressorBundle(model.to(device).eval(), payload["config"], meta, str(path))
+
+
+def _checked_description(path, meta) -> RegressorModelConfig:
+    try:
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not a mapping")
+        cfg = from_dict(RegressorModelConfig, meta.get("model_config"), where="model.").check_bounds()
+        stored_rate(meta, "fps", MAX_FPS)
+        if not 1 <= stored_int(meta, "window") <= 1_000_000:
+            raise ValueError(f"window {meta['window']} is not in 1..1000000 frames")
+        layout_from_json(meta.get("motion_layout"), cfg.motion_dim)
+        for key, dim in (("motion_mean", cfg.motion_dim), ("motion_std", cfg.motion_dim),
+                         ("audio_mean", cfg.audio_dim), ("audio_std", cfg.audio_dim)):
+            x = np.asarray(meta[key])
+            if x.shape != (dim,) or not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+                raise ValueError(f"{key} must be {dim} finite floats, got {x.dtype} {x.shape}")
+            if key.endswith("_std") and not (x > 0).all():
+                raise ValueError(f"{key} must be positive")
+    except (ConfigError, LayoutError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{path} is not a usable regressor file: {type(e).__name__}: {e}") from None
+    return cfg

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from common.config import ConfigError, load_config
+from common.config import ConfigError, check_range, load_config
 from common.train.config import RunConfig
 
 
@@ -37,6 +37,15 @@ class RegressorModelConfig:
     interaction_dropout: float = 0.5  # after the interaction module's self-attention
     modulation: float = 0.1           # "adaptive expression modulation": h + modulation * Linear(h)
 
+    def check_bounds(self) -> "RegressorModelConfig":
+        """Sizes a regressor may have (a regressor file is checked against them before anything is built)."""
+        for key, lo, hi in (("motion_dim", 0, 1024), ("audio_dim", 0, 8192), ("dim", 1, 8192), ("heads", 1, 256),
+                            ("audio_layers", 0, 64), ("audio_kernel", 1, 63), ("lstm_layers", 1, 64),
+                            ("interaction_layers", 1, 64), ("synthesis_layers", 1, 64), ("ff_dim", 1, 65536),
+                            ("dropout", 0, 1), ("attn_dropout", 0, 1), ("interaction_dropout", 0, 1)):
+            check_range(self, key, lo, hi, prefix="model.")
+        return self
+
 
 @dataclass
 class RegressorLossConfig:
@@ -59,7 +68,7 @@ class RegressorConfig(RunConfig):
     loss: RegressorLossConfig = field(default_factory=RegressorLossConfig)
 
     def validate(self) -> "RegressorConfig":
-        m = self.model
+        m = self.model.check_bounds()
         if self.window < 2:
             raise ConfigError(f"window must be >= 2 frames, got {self.window}")
         if m.dim < 1 or m.dim % m.heads or (2 * m.dim) % m.heads:
@@ -75,4 +84,4 @@ class RegressorConfig(RunConfig):
 
 
 def load_regressor_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RegressorConfig:
-    return load_config(RegressorConfig, path, overrides).validate()
+    return load_config(RegressorConfig, path, overrides)          # validated

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from baselines.artifact import RegressorBundle, load_regressor
 from common.data.cache import Cache
-from common.eval.predictions import write_prediction
+from common.eval.predictions import prediction_path, write_prediction
 
 
 def window_starts(num_frames: int, window: int, hop: int) -> list[int]:
@@ -94,5 +94,5 @@ def predict_split(regressor: str | Path | RegressorBundle, cache_root: str | Pat
         a = cache.load(d["id"])
         pred = predict_dialog(bundle, a.motion, a.audio, batch_size=batch_size, device=device)
         for p, pid in enumerate(d["participants"]):
-            write_prediction(out_dir / d["id"] / f"{pid}.npz", pred[p], cache.layout, np.asarray(a.shape[p]))
+            write_prediction(prediction_path(out_dir, d["id"], pid), pred[p], cache.layout, np.asarray(a.shape[p]))
     return out_dir

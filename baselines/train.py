@@ -29,6 +29,7 @@ from baselines.config import RegressorConfig, RegressorLossConfig, load_regresso
 from baselines.model import DualTalkRegressor
 from common.config import ConfigError, to_dict
 from common.data.cache import Cache
+from common.data.preprocess import content_config
 from common.data.datasets import MotionWindows
 from common.train.accelerator import make_accelerator
 from common.train.loop import fit, spread_indices, train_command
@@ -121,7 +122,7 @@ def train(cfg: RegressorConfig) -> dict:
                describe_val=describe_val, export=export, name="regressor",
                about=f"DualTalk-class regressor ({kind}), {len(train_ds)} train windows of {cfg.window} frames "
                      f"({cfg.cache}), {len(val_idx)} val windows ({val_split})",
-               windows_per_item=2)
+               windows_per_item=2, data={"data_config": content_config(cache.manifest)})
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,9 @@ from pathlib import Path
 if __package__ in (None, ""):         # `python scripts/baselines.py`: import the repository (its `baselines`
     sys.path[0] = str(Path(__file__).resolve().parent.parent)      # package), not this file as `baselines`
 
+from common.config import device_arg, int_arg
 from common.data.cache import CacheError
+from common.io import check_name
 from common.eval.baselines import BASELINES, make_baselines
 from common.train.artifact import CheckpointError
 
@@ -39,6 +41,8 @@ def regressor_names(paths: list[str], names: list[str]) -> list[str]:
             continue
         causal = bool(load_artifact(path, kind=ARTIFACT_KIND)["meta"]["model_config"].get("causal"))
         out.append("dualtalk_class_causal" if causal else "dualtalk_class")
+    for n in out:
+        check_name(n, "--name")                          # it becomes DIR/<name>/
     clash = sorted({n for n in out if out.count(n) > 1} | (set(out) & set(BASELINES)))
     if clash:
         raise ValueError(f"baseline folder name(s) used twice: {', '.join(clash)} (give --name per --regressor)")
@@ -51,11 +55,11 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--split", default="test")
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(BASELINES)}, or 'none'")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int_arg(0, 2 ** 32 - 1), default=0)
     ap.add_argument("--regressor", action="append", default=[], metavar="FILE",
                     help="an exported regressor (baselines/train.py's regressor.pt); repeatable")
     ap.add_argument("--name", action="append", default=[], help="folder name of the matching --regressor")
-    ap.add_argument("--device", default="cpu", help="device the regressors run on")
+    ap.add_argument("--device", type=device_arg, default="cpu", help="device the regressors run on")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     which = BASELINES if not args.only else () if args.only == "none" else tuple(args.only.split(","))
@@ -67,7 +71,7 @@ def main(argv=None):
             for path, name in zip(args.regressor, regressor_names(args.regressor, args.name)):
                 dirs[name] = predict_split(path, args.cache, Path(args.out) / name, args.split, device=args.device,
                                            progress=not args.quiet)
-    except (CacheError, CheckpointError, ValueError) as e:
+    except (CacheError, CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for name, d in dirs.items():

@@ -23,6 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
+from common.config import float_arg, int_arg
+
+
+def method_spec(spec: str) -> tuple[str, Path]:
+    """``NAME=DIR`` or ``DIR`` -> (name, folder). A name holds no path separator, so ``runs/a=b`` is a folder."""
+    name, sep, path = spec.partition("=")
+    if sep and name and "/" not in name and "\\" not in name and not (Path(spec).exists() and not Path(path).exists()):
+        return name, Path(path)
+    return Path(spec).name, Path(spec)
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,23 +46,23 @@ def main(argv=None):
     ap.add_argument("--out", help="JSON report")
     ap.add_argument("--markdown", help="write the comparison table here")
     ap.add_argument("--plots", help="folder for bar charts and a timeline plot")
-    ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
+    ap.add_argument("--boot", type=int_arg(1, 10 ** 6), default=1000, help="bootstrap resamples")
     ap.add_argument("--allow-missing", action="store_true", help="score what exists, listing what is missing")
     ap.add_argument("--layout", default="auto", choices=["auto", "ours", "dualtalk", "dim", "dim56"],
                     help="layout of the prediction arrays (auto: by width)")
     ap.add_argument("--pred-fps", default="auto",
                     help="frame rate of the predictions: auto (30 or 25 by frame count), a number, or 'native' "
                          "(the ground truth's rate, lengths unchecked)")
-    ap.add_argument("--frame-tolerance-s", type=float, default=None,
+    ap.add_argument("--frame-tolerance-s", type=float_arg(0, 3600), default=None,
                     help="how far a prediction's duration may be from the ground truth's (default 0.25 s)")
     args = ap.parse_args(argv)
     if args.pred_fps == "native":
         args.pred_fps = None
     elif args.pred_fps != "auto":
         try:
-            args.pred_fps = float(args.pred_fps)
-        except ValueError:
-            ap.error(f"--pred-fps must be auto, native or a number, got {args.pred_fps!r}")
+            args.pred_fps = float_arg(maximum=1000, above=0)(args.pred_fps)
+        except argparse.ArgumentTypeError as e:
+            ap.error(f"--pred-fps must be auto, native or a positive number: {e}")
     if bool(args.pred_dir) == bool(args.compare):
         ap.error("give --pred-dir or --compare")
     if bool(args.cache) == bool(args.data_root):
@@ -72,11 +82,11 @@ def main(argv=None):
             preprocess(cfg, args.work_cache)
             args.cache = args.work_cache
         cache = Cache(args.cache)
-        specs = [args.pred_dir] if args.pred_dir else args.compare
-        methods = []
-        for spec in specs:
-            name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
-            methods.append((name or Path(path).name, Path(path)))
+        methods = [method_spec(spec) for spec in ([args.pred_dir] if args.pred_dir else args.compare)]
+        names = [name for name, _ in methods]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            ap.error(f"method name(s) {', '.join(twice)} given twice: each method needs its own name (NAME=DIR)")
         results = [evaluate_method(cache, p, args.split, name, n_boot=args.boot, allow_missing=args.allow_missing,
                                    **reading)
                    for name, p in methods]

@@ -17,6 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
+from common.config import float_arg, int_arg
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -24,8 +26,9 @@ def main(argv=None):
     ap.add_argument("--format", required=True, choices=["dualtalk", "dim", "manifest"])
     ap.add_argument("--split", default="train,val,test", help="comma-separated splits")
     ap.add_argument("--out", required=True, help="output folder (one format per folder)")
-    ap.add_argument("--sample-rate", type=int, default=16000, help="WAV sample rate (Hz)")
-    ap.add_argument("--dualtalk-fps", type=float, default=25.0, help="frame rate of the dualtalk export")
+    ap.add_argument("--sample-rate", type=int_arg(1000, 768000), default=16000, help="WAV sample rate (Hz)")
+    ap.add_argument("--dualtalk-fps", type=float_arg(maximum=1000, above=0), default=25.0,
+                    help="frame rate of the dualtalk export")
     ap.add_argument("--strict", action="store_true", help="fail when the corpus (jaw, neck, audio) is unreachable")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -37,7 +40,7 @@ def main(argv=None):
     try:
         m = export(args.cache, args.format, args.out, args.split, sample_rate=args.sample_rate,
                    dualtalk_fps=args.dualtalk_fps, strict=args.strict, progress=not args.quiet)
-    except (ExportError, CacheError, CorpusError, FileNotFoundError) as e:
+    except (ExportError, CacheError, CorpusError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{s} {n}" for s, n in m["counts"].items())

@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from common.config import float_arg, int_arg, is_override  # noqa: E402  (after the path set-up above)
+
 PY = sys.executable
 REGRESSOR_TRAIN = ROOT / "baselines" / "train.py"
 
@@ -271,23 +273,26 @@ def main(argv=None) -> int:
     ap.add_argument("--corpora", default="default,hard", help="comma-separated corpus presets (default, hard)")
     ap.add_argument("--seeds", help="comma-separated training seeds (default per preset: 0,1,2)")
     ap.add_argument("--out", help="run directory (default per preset)")
-    ap.add_argument("--workers", type=int, help="jobs at a time (default per preset)")
-    ap.add_argument("--train-dialogs", type=int, help="override the preset's training dialogs per corpus")
-    ap.add_argument("--test-dialogs", type=int, help="override the preset's test dialogs per corpus")
-    ap.add_argument("--seconds", type=float, help="override the default corpus' dialog length")
-    ap.add_argument("--min-seconds", type=float, help="override the hard corpus' shortest dialog")
-    ap.add_argument("--max-seconds", type=float, help="override the hard corpus' longest dialog")
+    ap.add_argument("--workers", type=int_arg(1, 256), help="jobs at a time (default per preset)")
+    ap.add_argument("--train-dialogs", type=int_arg(1), help="override the preset's training dialogs per corpus")
+    ap.add_argument("--test-dialogs", type=int_arg(1), help="override the preset's test dialogs per corpus")
+    ap.add_argument("--seconds", type=float_arg(1), help="override the default corpus' dialog length")
+    ap.add_argument("--min-seconds", type=float_arg(1), help="override the hard corpus' shortest dialog")
+    ap.add_argument("--max-seconds", type=float_arg(1), help="override the hard corpus' longest dialog")
     ap.add_argument("--set", action="append", default=[], metavar="STAGE:KEY=VALUE",
                     help="config override for one trained method: stage1:, stage2: or regressor: (repeatable)")
-    ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--n-boot", type=int_arg(1, 10 ** 6), default=2000)
     args = ap.parse_args(argv)
     p = json.loads(json.dumps(PRESETS[args.preset]))
     for item in args.set:
         stage, _, kv = item.partition(":")
-        if stage not in ("stage1", "stage2", "regressor") or "=" not in kv:
+        if stage not in ("stage1", "stage2", "regressor") or not is_override(kv):
             ap.error(f"--set {item!r}: expected stage1:key=value, stage2:key=value or regressor:key=value")
         p[stage].append(kv)
-    seeds = [int(x) for x in (args.seeds or p["seeds"]).split(",")]
+    try:
+        seeds = [int_arg(0, 2 ** 32 - 1)(x) for x in (args.seeds or p["seeds"]).split(",")]
+    except argparse.ArgumentTypeError as e:
+        ap.error(f"--seeds: {e}")
     corpora = args.corpora.split(",")
     unknown = [c for c in corpora if c not in p["corpora"]]
     if unknown:

@@ -18,6 +18,8 @@ import argparse
 import logging
 import sys
 
+from common.config import float_arg, int_arg
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,9 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--audio-b", help="WAV of the second participant")
     ap.add_argument("--participants", nargs=2, metavar=("A", "B"),
                     help="participant order (default: the cache's, else the prediction files sorted by name)")
-    ap.add_argument("--seconds", type=float, help="render only this many seconds")
-    ap.add_argument("--start", type=float, default=0.0, help="start at this time (s)")
-    ap.add_argument("--size", type=int, default=320, help="face panel size in pixels (mesh view)")
+    ap.add_argument("--seconds", type=float_arg(maximum=86400, above=0), help="render only this many seconds")
+    ap.add_argument("--start", type=float_arg(0, 86400), default=0.0, help="start at this time (s)")
+    ap.add_argument("--size", type=int_arg(64, 4096), default=320, help="face panel size in pixels (mesh view)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     ap.add_argument("--benchmark", action="store_true",
                     help="measure frames/s on a FLAME-sized stand-in model and synthetic motion (--seconds, default 10)")

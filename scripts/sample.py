@@ -10,6 +10,10 @@
     python scripts/sample.py ... --mode listener [--given PARTICIPANT]     # cached: no --given = both roles in turn
     python scripts/sample.py ... --audio-a A.wav --audio-b B.wav --mode listener --given B --given-motion B.npz
 
+--name and --participants become file names: they are checked (no path separators, no leading '.', distinct).
+A GPT whose audio configuration names a pretrained encoder by hub name uses only a local copy unless
+--allow-download is given.
+
 Writes OUT/<dialog>/<participant>.npz (``motion`` (T, D) at the motion rate, ``expression_params``,
 ``jaw_params``, ``pose_params``, ``shape_params`` when the identity is known, plus ``pred_states`` and ``codes``)
 and OUT/<dialog>/trajectories.png. Sampling: --temperature, --top-k, --top-p, --seed (deterministic per seed;
@@ -25,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from common.config import device_arg, float_arg, int_arg
 
 
 def main(argv=None) -> int:
@@ -48,17 +54,19 @@ def main(argv=None) -> int:
                                        "reference a person-referenced tokenizer decodes A around)")
     ap.add_argument("--enroll-b", help="WAV input: the same for participant B")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--top-k", type=int, default=0)
-    ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--samples", type=int, default=1,
+    ap.add_argument("--temperature", type=float_arg(0, 100), default=1.0, help="0: greedy")
+    ap.add_argument("--top-k", type=int_arg(0), default=0, help="0: off")
+    ap.add_argument("--top-p", type=float_arg(maximum=1, above=0), default=1.0, help="1: off")
+    ap.add_argument("--seed", type=int_arg(0, 2 ** 63 - 1), default=0)
+    ap.add_argument("--samples", type=int_arg(1, 4096), default=1,
                     help="average this many samples (batched): the conditional-mean estimate, lower MSE, calmer motion")
-    ap.add_argument("--batch", type=int, default=1,
+    ap.add_argument("--batch", type=int_arg(1, 4096), default=1,
                     help="cached dialogs generated at once in one batch (one KV cache); results do not depend on it")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1,
+    ap.add_argument("--device", type=device_arg, default="cpu", help="cpu, cuda, cuda:1, mps...")
+    ap.add_argument("--threads", type=int_arg(1, 1024), default=1,
                     help="CPU threads (1 is fastest for step-by-step generation on small CPUs)")
+    ap.add_argument("--allow-download", action="store_true",
+                    help="WAV input: let a pretrained audio encoder named by hub name in the GPT file be downloaded")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -66,10 +74,12 @@ def main(argv=None) -> int:
 
     import torch
     torch.set_num_threads(max(1, args.threads))
+    from common.data.audio import downloads_allowed
     from common.data.cache import Cache, CacheError
+    from common.eval.predictions import check_participants
     from common.train.artifact import CheckpointError
     from stage2_gpt.generate import (DialogInput, Generator, Sampling, generate_dialog, generate_dialogs,
-                                     read_given_motion, read_shape)
+                                     read_given_motion, read_shape, resolve_given)
 
     wav_mode = bool(args.audio_a or args.audio_b)
     if wav_mode == bool(args.cache):
@@ -78,19 +88,24 @@ def main(argv=None) -> int:
         ap.error("WAV input needs both --audio-a and --audio-b (each participant's own microphone)")
     if args.cache and not (args.dialog or args.split):
         ap.error("--cache needs --dialog ID or --split NAME")
+    if args.mode != "listener" and (args.given or args.given_motion):
+        ap.error("--given and --given-motion are for --mode listener")
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
     out = Path(args.out)
     try:
+        if wav_mode:
+            check_participants(args.name, args.participants)     # before any work: they become file names
         gen = Generator.load(args.gpt, args.tokenizer, args.device)
         t0, frames, written = time.perf_counter(), 0, []
         if wav_mode:
-            feats = gen.wav_features([args.audio_a, args.audio_b])          # computed in blocks as generation reads
+            with downloads_allowed(args.allow_download):
+                feats = gen.wav_features([args.audio_a, args.audio_b])      # computed in blocks as generation reads
             gt = None
             if args.mode == "listener":
                 if not (args.given and args.given_motion):
                     ap.error("listener mode with WAVs needs --given and --given-motion")
                 g = ["A", "B"].index(args.given.upper()) if args.given.upper() in ("A", "B") else \
-                    args.participants.index(args.given)
+                    resolve_given(args.given, args.participants)
                 gm = read_given_motion(gen.bundle, args.given_motion)
                 T = min(len(gm), feats.shape[1])
                 feats = feats[:, :T]
@@ -109,6 +124,7 @@ def main(argv=None) -> int:
         else:
             cache = Cache(args.cache)
             ids = list(args.dialog or []) + ([d["id"] for d in cache.dialogs(args.split)] if args.split else [])
+            ids = list(dict.fromkeys(ids))                          # each dialog once
             if not ids:
                 raise CacheError(f"no dialog in split {args.split!r} of {args.cache}")
             items = []
@@ -119,7 +135,7 @@ def main(argv=None) -> int:
             written += generate_dialogs(gen, items, out, mode=args.mode, given=args.given, sampling=sampling,
                                         num_samples=args.samples, batch=args.batch, plot=not args.no_plot,
                                         progress=not args.quiet)
-    except (CacheError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (CacheError, CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     el = time.perf_counter() - t0

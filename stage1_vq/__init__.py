@@ -47,18 +47,44 @@ def export_tokenizer(path, tokenizer: MotionTokenizer, run_config: dict, extra_m
 def load_tokenizer(path, device="cpu") -> MotionTokenizer:
     """Load an exported tokenizer (``OUT/tokenizer.pt``) on ``device``, in eval mode, with no other file.
 
+    The stored config and description are checked (sizes within :meth:`ModelConfig.validate`'s bounds, a known
+    motion layout, a sane rate) and the module is matched against the stored weights on the meta device before
+    it is built, so a hostile file cannot make this allocate more than it holds (:class:`CheckpointError`).
     Codebooks are never synchronised across processes after loading (``sync_codebook=False``), so it is safe to
     call on every rank of a distributed stage-2 job, or on one rank only.
     """
-    from common.train.artifact import load_artifact
-    from common.config import from_dict
+    from common.train.artifact import check_fits, check_weights, load_artifact
 
     payload = load_artifact(path, kind=ARTIFACT_KIND)
-    meta, config = payload["meta"], payload["config"]
-    model_cfg = from_dict(ModelConfig, config["model"], where="model.")
-    tok = MotionTokenizer(model_cfg, motion_dim=int(meta["motion_dim"]), fps=float(meta["fps"]),
-                          groups=meta.get("groups"), sync_codebook=False)
-    tok.load_state_dict(payload["state_dict"], strict=True)
+    model_cfg, meta = _checked_description(path, payload)
+    state = check_weights(path, payload["state_dict"])
+
+    def build():
+        return MotionTokenizer(model_cfg, motion_dim=int(meta["motion_dim"]), fps=float(meta["fps"]),
+                               groups=meta.get("groups"), sync_codebook=False)
+
+    check_fits(path, build, state)
+    tok = build()
+    tok.load_state_dict(state, strict=True)
     tok.artifact_meta = {k: v for k, v in meta.items() if k not in ("motion_mean", "motion_std")}
     tok.artifact_path = str(path)
     return tok.to(device).eval()
+
+
+def _checked_description(path, payload) -> tuple[ModelConfig, dict]:
+    """The tokenizer file's ModelConfig (bounds checked) and meta (motion layout and rate checked)."""
+    from common.config import ConfigError, from_dict
+    from common.data.config import MAX_FPS
+    from common.layout import LayoutError, layout_from_json
+    from common.train.artifact import CheckpointError, stored_int, stored_rate
+
+    meta, config = payload["meta"], payload["config"]
+    try:
+        if not isinstance(config, dict) or not isinstance(meta, dict):
+            raise ValueError("config and meta must be mappings")
+        model_cfg = from_dict(ModelConfig, config.get("model"), where="model.").validate()
+        stored_rate(meta, "fps", MAX_FPS)
+        layout_from_json(meta.get("groups"), stored_int(meta, "motion_dim"))
+    except (ConfigError, LayoutError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{path} is not a usable tokenizer file: {type(e).__name__}: {e}") from None
+    return model_cfg, meta

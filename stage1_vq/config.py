@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Literal
 
-from common.config import ConfigError, load_config
+from common.config import ConfigError, check_range, load_config
 from common.train.config import RunConfig
 
 
@@ -23,11 +23,11 @@ class ModelConfig:
     kernel_size: int = 3              # kernel of the dilated residual convolutions
     dilations: tuple[int, ...] = (1, 3, 9)   # one residual block per dilation, at every resolution
     causal: bool = True               # causal convs (streamable); false: centred convs (look-ahead)
-    reference: str = "global"         # what the codes are relative to: "global": the train mean; "person": each
-                                      # person's own mean expression (trackers leak identity into expression:
-                                      # a static offset per person), given with the motion (common/layout.py's
-                                      # exp dims; jaw and neck stay around the train mean)
-    activation: str = "gelu"          # "gelu" | "silu" | "relu"
+    # what the codes are relative to: "global": the train mean; "person": each person's own mean expression
+    # (trackers leak identity into expression: a static offset per person), given with the motion
+    # (common/layout.py's exp dims; jaw and neck stay around the train mean)
+    reference: Literal["global", "person"] = "global"
+    activation: Literal["gelu", "silu", "relu"] = "gelu"
     # ResidualVQ (vector_quantize_pytorch)
     num_quantizers: int = 4
     codebook_size: int = 512
@@ -37,6 +37,24 @@ class ModelConfig:
     threshold_ema_dead_code: float = 2.0
     quantize_dropout: bool = False
     rotation_trick: bool = True
+
+    def validate(self) -> "ModelConfig":
+        """Sizes within sane bounds (a tokenizer file is checked against them before anything is built)."""
+        p = "model."
+        if self.downsample not in (1, 2, 4):
+            raise ConfigError(f"model.downsample must be 1, 2 or 4, got {self.downsample}")
+        if self.kernel_size < 1 or self.kernel_size > 63 or (not self.causal and self.kernel_size % 2 == 0):
+            raise ConfigError(f"model.kernel_size must be in 1..63 (odd when causal=false), got {self.kernel_size}")
+        check_range(self, "hidden", 1, 8192, prefix=p)
+        check_range(self, "code_dim", 1, 8192, prefix=p)
+        check_range(self, "num_quantizers", 1, 64, prefix=p)
+        check_range(self, "codebook_size", 2, 65536, prefix=p)
+        check_range(self, "kmeans_iters", 0, 1000, prefix=p)
+        check_range(self, "ema_decay", 0, 1, prefix=p)
+        check_range(self, "threshold_ema_dead_code", 0, prefix=p)
+        if not 1 <= len(self.dilations) <= 16 or not all(1 <= d <= 4096 for d in self.dilations):
+            raise ConfigError(f"model.dilations must be 1..16 dilations, each in 1..4096, got {list(self.dilations)}")
+        return self
 
 
 @dataclass
@@ -58,21 +76,14 @@ class Stage1Config(RunConfig):
     loss: LossConfig = field(default_factory=LossConfig)
 
     def validate(self) -> "Stage1Config":
-        m = self.model
-        if m.downsample not in (1, 2, 4):
-            raise ConfigError(f"model.downsample must be 1, 2 or 4, got {m.downsample}")
+        super().validate()                  # common/train/config.py: windows, train.*, export_name
+        m = self.model.validate()
         if self.window % m.downsample:
             raise ConfigError(f"window ({self.window}) must be a multiple of model.downsample ({m.downsample})")
-        if m.kernel_size < 1 or (not m.causal and m.kernel_size % 2 == 0):
-            raise ConfigError(f"model.kernel_size must be >= 1 (odd when causal=false), got {m.kernel_size}")
-        if m.num_quantizers < 1 or m.codebook_size < 2:
-            raise ConfigError("model.num_quantizers must be >= 1 and model.codebook_size >= 2")
-        if m.reference not in ("global", "person"):
-            raise ConfigError(f"model.reference must be global or person, got {m.reference!r}")
-        if m.activation not in ("gelu", "silu", "relu"):
-            raise ConfigError(f"model.activation must be gelu, silu or relu, got {m.activation!r}")
-        return super().validate()
+        for key in ("recon", "velocity", "commit", "jaw_weight"):
+            check_range(self.loss, key, 0, prefix="loss.")
+        return self
 
 
 def load_stage1_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Stage1Config:
-    return load_config(Stage1Config, path, overrides).validate()
+    return load_config(Stage1Config, path, overrides)          # validated

@@ -140,12 +140,13 @@ def format_table(m: dict, about: dict | None = None) -> str:
 
 
 def main(argv=None) -> int:
+    from common.config import device_arg
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", required=True, help="exported tokenizer file (OUT/tokenizer.pt)")
     ap.add_argument("--cache", required=True, help="preprocessed cache")
     ap.add_argument("--split", default="test", help="split(s), comma-separated (default test)")
     ap.add_argument("--json", help="also write the metrics here")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", type=device_arg, default="cpu")
     args = ap.parse_args(argv)
     from common.data.cache import Cache, CacheError
     from common.train.artifact import CheckpointError
@@ -157,12 +158,12 @@ def main(argv=None) -> int:
         cache = Cache(args.cache)
         check_cache(tok, cache)
         m = evaluate_cache(tok, cache, args.split)
-    except (CheckpointError, CacheError, ValueError) as e:
+        print(format_table(m, tok.describe()))
+        if args.json:
+            write_json(args.json, {"tokenizer": str(args.tokenizer), "cache": str(args.cache), **tok.describe(), **m})
+    except (CheckpointError, CacheError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(format_table(m, tok.describe()))
-    if args.json:
-        write_json(args.json, {"tokenizer": str(args.tokenizer), "cache": str(args.cache), **tok.describe(), **m})
     return 0
 
 

@@ -23,7 +23,8 @@ log = logging.getLogger("stage1_vq.tokens")
 
 def default_name(tokenizer: str | Path) -> str:
     p = Path(tokenizer).resolve()
-    return f"{p.parent.name}-{p.stem}" if p.parent.name else p.stem
+    name = f"{p.parent.name}-{p.stem}" if p.parent.name else p.stem
+    return name.lstrip(".") or "tokens"          # a run folder such as .runs/ must not make a hidden name
 
 
 @torch.no_grad()
@@ -32,7 +33,7 @@ def tokenize_cache(tokenizer: str | Path, cache_root: str | Path, name: str | No
     """Tokenize all dialogs of the cache; returns the ``tokens/<name>`` folder."""
     from common.data.cache import Cache
     from common.train.artifact import file_sha256
-    from common.io import read_json, save_npy, write_json
+    from common.io import check_name, save_npy, write_json
 
     from . import load_tokenizer
     from .evaluate import check_cache
@@ -40,14 +41,12 @@ def tokenize_cache(tokenizer: str | Path, cache_root: str | Path, name: str | No
     cache = Cache(cache_root)
     tok = load_tokenizer(tokenizer, device=device)
     check_cache(tok, cache)
-    name = name or default_name(tokenizer)
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"invalid tokens name {name!r}")
+    name = check_name(name or default_name(tokenizer), "tokens name")
     out = cache.root / "tokens" / name
     sha = file_sha256(tokenizer)
     info_path = out / "tokens.json"
     if info_path.is_file() and not overwrite:
-        old = read_json(info_path)
+        old = read_info(info_path)
         if old.get("tokenizer_sha256") != sha:
             raise ValueError(f"{out} holds tokens of another tokenizer ({old.get('tokenizer')}); "
                              "pass --overwrite or another --name")
@@ -78,12 +77,29 @@ def tokenize_cache(tokenizer: str | Path, cache_root: str | Path, name: str | No
     return out
 
 
+def read_info(path: Path) -> dict:
+    """A tokens folder's tokens.json, or CacheError naming it and the fix."""
+    from common.data.cache import CacheError
+    from common.io import read_json
+    try:
+        info = read_json(path)
+    except (OSError, ValueError, RecursionError) as e:
+        raise CacheError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:200]}): rerun "
+                         "`python -m stage1_vq.tokens ... --overwrite` for this cache") from e
+    if not isinstance(info, dict):
+        raise CacheError(f"{path} is not a tokens description (a JSON object): rerun `python -m stage1_vq.tokens "
+                         "... --overwrite` for this cache")
+    return info
+
+
 def find_tokens(cache, tokenizer_path: str | Path, name: str = "") -> tuple[str, dict]:
     """The tokens folder of ``tokenizer_path`` in ``cache`` (by ``name``, or the one whose checksum matches):
     ``(name, tokens.json)``."""
-    from common.io import read_json
+    from common.io import check_name
     from common.train.artifact import file_sha256
 
+    if name:
+        check_name(name, "tokens name")
     root = cache.root / "tokens"
     sha = file_sha256(tokenizer_path)
     candidates = [root / name] if name else sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
@@ -91,8 +107,12 @@ def find_tokens(cache, tokenizer_path: str | Path, name: str = "") -> tuple[str,
         info_path = folder / "tokens.json"
         if not info_path.is_file():
             continue
-        info = read_json(info_path)
+        info = read_info(info_path)
         if info.get("tokenizer_sha256") == sha:
+            if isinstance(info.get("downsample"), bool) or not isinstance(info.get("downsample"), int):
+                from common.data.cache import CacheError
+                raise CacheError(f"{info_path} has no integer downsample: rerun `python -m stage1_vq.tokens "
+                                 "... --overwrite` for this cache")
             return folder.name, info
         if name:
             raise ValueError(f"{folder} holds tokens of another tokenizer ({info.get('tokenizer')}), not of "
@@ -102,11 +122,12 @@ def find_tokens(cache, tokenizer_path: str | Path, name: str = "") -> tuple[str,
 
 
 def main(argv=None) -> int:
+    from common.config import device_arg
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", required=True, help="exported tokenizer file (OUT/tokenizer.pt)")
     ap.add_argument("--cache", required=True)
     ap.add_argument("--name", help="tokens/<name> folder (default: <run folder>-<file stem>)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", type=device_arg, default="cpu")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -114,7 +135,7 @@ def main(argv=None) -> int:
     from common.train.artifact import CheckpointError
     try:
         out = tokenize_cache(args.tokenizer, args.cache, args.name, args.device, args.overwrite, progress=not args.quiet)
-    except (CheckpointError, CacheError, ValueError) as e:
+    except (CheckpointError, CacheError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"tokens written to {out}")

@@ -25,6 +25,7 @@ import torch
 
 from common.config import to_dict
 from common.data.cache import Cache
+from common.data.preprocess import content_config
 from common.data.datasets import MotionWindows
 from common.train.accelerator import make_accelerator
 from common.train.loop import fit, spread_indices, train_command
@@ -108,7 +109,7 @@ def train(cfg: Stage1Config) -> dict:
                validate=lambda m: validate(accelerator, accelerator.unwrap_model(m), val_ds, val_idx, tc.batch_size),
                describe_val=lambda v: describe_val(v) + f", dead {v['dead_codes']}", export=export, name="stage1",
                about=f"{len(train_ds)} train windows ({cfg.cache}), {len(val_idx)} val windows ({val_split})",
-               windows_per_item=2, protect_buffers=True)
+               windows_per_item=2, protect_buffers=True, data={"data_config": content_config(cache.manifest)})
 
 
 def main(argv=None) -> int:

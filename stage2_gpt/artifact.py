@@ -13,13 +13,17 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from common.config import from_dict, to_dict
+from common.config import ConfigError, from_dict, to_dict
 from common.data.cache import Cache
-from common.layout import Layout, layout_from_json
-from common.train.artifact import CheckpointError, file_sha256, load_artifact, save_artifact
+from common.data.config import MAX_FPS, AudioConfig, DataConfig
+from common.layout import Layout, LayoutError, layout_from_json
+from common.train.artifact import (CheckpointError, check_fits, check_weights, file_sha256, load_artifact,
+                                   save_artifact, stored_int, stored_rate)
 
+from .config import check_model_bounds
 from .model import DyadGPT, GPTConfig
 
 log = logging.getLogger(__name__)
@@ -68,16 +72,56 @@ class GPTBundle:
 
 
 def load_gpt(path: str | Path, device: str | torch.device = "cpu") -> GPTBundle:
+    """Load a GPT file. Its stored sizes, tokenizer description and audio settings are checked against sane bounds
+    and against each other (:func:`check_description`), and the model is matched against the stored weights on
+    the meta device, before anything is built: a hostile file cannot make this allocate more than it holds."""
     payload = load_artifact(path, kind=ARTIFACT_KIND)
     meta = payload["meta"]
-    cfg = from_dict(GPTConfig, meta["gpt_config"], where="model.")
+    cfg = check_description(path, meta)
+    state = check_weights(path, payload["state_dict"])
+    check_fits(path, lambda: DyadGPT(cfg), state)
     model = DyadGPT(cfg)
-    try:
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit this version of stage2_gpt/model.py (written by an older one? "
-                              f"retrain, or use the code it was trained with): {' '.join(str(e).split())[:300]}") from e
+    model.load_state_dict(state, strict=True)
     return GPTBundle(model.to(device).eval(), payload["config"], meta["tokenizer"], meta["audio"], meta, str(path))
+
+
+def check_description(path, meta) -> GPTConfig:
+    """The GPT file's model config (within stage2_gpt.config.MODEL_BOUNDS), checked against its tokenizer
+    description (geometry, rate, layout) and its audio description (feature dims, statistics, rates, the audio and
+    data configs' own bounds); :class:`CheckpointError` naming the file and the field."""
+    try:
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not a mapping")
+        cfg = check_model_bounds(from_dict(GPTConfig, meta.get("gpt_config"), where="model."))
+        cfg.validate()
+        tok, audio = meta["tokenizer"], meta["audio"]
+        for key in ("num_quantizers", "codebook_size", "downsample"):
+            if tok[key] != getattr(cfg, key):
+                raise ValueError(f"tokenizer.{key} is {tok[key]!r}, the model was built for {getattr(cfg, key)}")
+        layout_from_json(audio.get("motion_layout"), stored_int(tok, "motion_dim"))
+        _check_audio(audio, cfg, stored_rate(tok, "fps", MAX_FPS))
+    except (ConfigError, LayoutError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{path} is not a usable GPT file: {type(e).__name__}: {e}") from None
+    return cfg
+
+
+def _check_audio(audio: dict, cfg: GPTConfig, fps: float) -> None:
+    """The audio description: what turns a WAV into the model's input, within bounds and of the model's width."""
+    if abs(stored_rate(audio, "fps", MAX_FPS) - fps) > 1e-6:
+        raise ValueError(f"audio.fps {audio['fps']} differs from the tokenizer's {fps}")
+    rate = stored_int(audio, "sample_rate")
+    DataConfig(sample_rate=rate, fps=fps).validate()
+    if int(audio["features"]["dim"]) != cfg.audio_dim:
+        raise ValueError(f"audio.features.dim {audio['features']['dim']} differs from model.audio_dim {cfg.audio_dim}")
+    for key in ("audio_mean", "audio_std"):
+        x = np.asarray(audio[key])
+        if x.shape != (cfg.audio_dim,) or not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+            raise ValueError(f"audio.{key} must be {cfg.audio_dim} finite floats, got {x.dtype} {x.shape}")
+    if not (np.asarray(audio["audio_std"]) > 0).all():
+        raise ValueError("audio.audio_std must be positive")
+    from_dict(AudioConfig, audio.get("audio_config") or {}, where="audio.").validate(rate)
+    if audio.get("data_config"):
+        from_dict(DataConfig, audio["data_config"]).validate()
 
 
 def check_tokenizer(bundle: GPTBundle, tok) -> None:

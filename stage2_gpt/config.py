@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from common.config import ConfigError, load_config
+from common.config import ConfigError, check_range, load_config
+from common.io import UnsafeNameError, check_name
 from common.train.config import RunConfig
 
 from .model import GPTConfig
@@ -30,19 +31,42 @@ class Stage2Config(RunConfig):
     model: GPTConfig = field(default_factory=GPTConfig)
 
     def validate(self) -> "Stage2Config":
-        m = self.model
+        super().validate()                  # common/train/config.py: windows, train.*, export_name
+        check_model_bounds(self.model)
+        if self.tokens:
+            try:
+                check_name(self.tokens, "tokens")
+            except UnsafeNameError as e:
+                raise ConfigError(f"config key {e} (the name of a CACHE/tokens/ folder)") from None
         if self.window < 2:
             raise ConfigError(f"window must be >= 2 token steps, got {self.window}")
-        if m.attn_window < 1:
-            raise ConfigError(f"model.attn_window must be >= 1, got {m.attn_window}")
-        if m.rvq_head not in ("depth", "parallel"):
-            raise ConfigError(f"model.rvq_head must be 'depth' or 'parallel', got {m.rvq_head!r}")
-        if m.dim % m.heads and m.dim_head <= 0:
-            raise ConfigError("model.dim_head must be > 0")
-        if not 0 <= m.token_noise < 1:
-            raise ConfigError(f"model.token_noise must be in [0, 1), got {m.token_noise}")
-        return super().validate()
+        return self
+
+
+# (key, lowest, highest): sizes a GPT may have (0 where the size is filled in from the tokenizer / cache). A GPT
+# file is checked against these before anything is built (stage2_gpt/artifact.py).
+MODEL_BOUNDS = [("num_quantizers", 0, 64), ("codebook_size", 0, 65536), ("audio_dim", 0, 8192),
+                ("num_states", 1, 64), ("dim", 1, 8192), ("depth", 1, 256), ("heads", 1, 256), ("dim_head", 1, 1024),
+                ("ff_mult", 1, 16), ("attn_window", 1, 65536), ("audio_hidden", 1, 8192),
+                ("partner_audio_hidden", 0, 8192), ("identity_dim", 0, 1024), ("partner_levels", 0, 64),
+                ("head_hidden", 1, 8192), ("dropout", 0, 1), ("identity_dropout", 0, 1), ("partner_dropout", 0, 1),
+                ("state_loss", 0, None)]
+
+
+def check_model_bounds(m: GPTConfig) -> GPTConfig:
+    """``model.*`` within :data:`MODEL_BOUNDS` (ConfigError naming the key and the value)."""
+    for key, lo, hi in MODEL_BOUNDS:
+        check_range(m, key, lo, hi, prefix="model.")
+    if m.downsample not in (0, 1, 2, 4):
+        raise ConfigError(f"config key model.downsample must be 1, 2 or 4 (0: from the tokenizer), got {m.downsample}")
+    if m.partner_audio not in ("full", "energy"):
+        raise ConfigError(f"config key model.partner_audio must be 'full' or 'energy', got {m.partner_audio!r}")
+    if m.rvq_head not in ("depth", "parallel"):
+        raise ConfigError(f"config key model.rvq_head must be 'depth' or 'parallel', got {m.rvq_head!r}")
+    if not 0 <= m.token_noise < 1:
+        raise ConfigError(f"config key model.token_noise must be in [0, 1), got {m.token_noise}")
+    return m
 
 
 def load_stage2_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Stage2Config:
-    return load_config(Stage2Config, path, overrides).validate()
+    return load_config(Stage2Config, path, overrides)          # validated

@@ -16,7 +16,14 @@ its KV cache (trimmed to ``attn_window - 1`` steps: memory is flat and every ste
 and samples every RVQ level of both participants (coarse to fine with the depth head); a given participant's
 codes are not sampled but taken from the tokenizer's encoding of their observed motion, teacher-forced as the
 dialog unfolds. Offline generation is the same step function in a loop, so streaming output == offline output
-for the same seed (codes exactly; motion up to float rounding of the windowed decode).
+for the same seed (codes exactly; motion up to float rounding of the windowed decode). The decoder runs through
+stage2_gpt/decode_step.py (bit-identical to x-transformers' cached forward, without its per-layer Python).
+
+Offline generation (:meth:`Generator.iter_generate`) runs a batch of dialogs of any lengths with one KV cache
+(each dialog exactly as alone on the CPU: its own generator, its rows multiplied on their own) in bounded memory:
+audio features are read and motion decoded ``CHUNK_STEPS`` token steps at a time (the causal tokenizer's window);
+:meth:`Generator.wav_features` computes WAV features block by block and :func:`generate_dialogs` streams the frames
+into the prediction files, so nothing grows with the length of a dialog.
 
 Audio features: ``audio_feats`` are the cache's per-frame features (``common.data.audio`` path: any WAV goes through
 ``read_wav`` + ``make_feature_extractor`` with the configuration stored in the GPT file, see :meth:`Generator.features_from_wav`),
@@ -33,7 +40,7 @@ import torch
 from x_transformers.autoregressive_wrapper import top_k, top_p
 
 from common.config import from_dict
-from common.eval.predictions import PredictionWriter
+from common.eval.predictions import PredictionWriter, check_participants, prediction_path
 
 from .artifact import GPTBundle, check_tokenizer, load_gpt
 from .decode_step import KVCache, group_linear
@@ -378,21 +385,7 @@ class Generator:
         while live:
             k1 = min(k0 + chunk_steps, min(steps[order[j]] for j in range(live)))
             audio = torch.stack([self._audio_chunk(audios[order[j]], k0, k1) for j in range(live)])   # (live, 2, n*d, F)
-            codes = torch.empty((k1 - k0, live * N, 2, self.Q), dtype=torch.long, device=self.device)
-            probs = None
-            for k in range(k0, k1):
-                g = None if given is None else torch.stack([givens[j][k] for j in range(live)])
-                c, pr = self.step(st, audio[:, :, (k - k0) * d:(k - k0 + 1) * d], g, sampling)
-                codes[k - k0] = c
-                if pr is not None:
-                    if probs is None:
-                        probs = pr.new_empty((k1 - k0, *pr.shape))
-                    probs[k - k0] = pr
-            states = torch.full((k1 - k0, live, 2, d), -1, dtype=torch.long, device=self.device)
-            if probs is not None:                     # each sample's state probabilities, averaged, then argmax
-                pr = probs.reshape(k1 - k0, live, N, 2, d, -1)
-                for p in st.active:
-                    states[:, :, p] = pr[:, :, :, p].mean(2).argmax(-1)
+            codes, states = self._steps(st, audio, None if given is None else givens[:live], k0, k1, sampling)
             if bar is not None:
                 bar.update(k1 - k0)
             for j in range(live):
@@ -401,9 +394,8 @@ class Generator:
                 ref = self._chunk_reference(rows[j], given, given_refs[j], k0 * d, (k1 - k0) * d, N)
                 motion = decoders[j].push(cj.reshape(2 * N, k1 - k0, self.Q), ref).reshape(N, 2, (k1 - k0) * d, -1)
                 m = min((k1 - k0) * d, T - k0 * d)
-                yield GenerationChunk(i, k0 * d, motion[:, :, :m].cpu().numpy().astype(np.float32),
-                                      cj.cpu().numpy(), states[:, j].permute(1, 0, 2).reshape(2, -1)[:, :m].cpu().numpy(),
-                                      k1 == steps[i])
+                yield GenerationChunk(i, k0 * d, motion[:, :, :m].cpu().numpy().astype(np.float32), cj.cpu().numpy(),
+                                      states[:, j].permute(1, 0, 2).reshape(2, -1)[:, :m].cpu().numpy(), k1 == steps[i])
             live = sum(steps[order[j]] > k1 for j in range(live))
             st.keep(live)
             k0 = k1
@@ -418,6 +410,27 @@ class Generator:
         if given is not None:
             ref[given] = given_ref[f0:f0 + n]
         return ref.repeat(N, 1, 1)
+
+    def _steps(self, st: StepState, audio, givens, k0: int, k1: int, sampling: Sampling):
+        """Token steps [k0, k1) of the state's D dialogs from their audio (D, 2, (k1 - k0) * d, F): codes
+        (n, D * N, 2, Q) and predicted states (n, D, 2, d) (each sample's probabilities averaged; -1: not
+        predicted). ``givens``: each dialog's (K, 2, Q) observed codes, or None."""
+        n, d, N = k1 - k0, self.d, st.samples
+        codes = torch.empty((n, st.prev.shape[0], 2, self.Q), dtype=torch.long, device=self.device)
+        probs = None
+        for k in range(k0, k1):
+            g = None if givens is None else torch.stack([gv[k] for gv in givens])
+            c, pr = self.step(st, audio[:, :, (k - k0) * d:(k - k0 + 1) * d], g, sampling)
+            codes[k - k0] = c
+            if pr is not None:
+                probs = pr.new_empty((n, *pr.shape)) if probs is None else probs
+                probs[k - k0] = pr
+        states = torch.full((n, st.dialogs, 2, d), -1, dtype=torch.long, device=self.device)
+        if probs is not None:
+            pr = probs.reshape(n, st.dialogs, N, 2, d, -1)
+            for p in st.active:
+                states[:, :, p] = pr[:, :, :, p].mean(2).argmax(-1)
+        return codes, states
 
     def _audio_chunk(self, audio, k0: int, k1: int) -> torch.Tensor:
         """Normalised features of token steps [k0, k1) of one dialog (2, (k1 - k0) * d, F), the last frame
@@ -524,11 +537,9 @@ def read_given_motion(bundle: GPTBundle, npz_path: str | Path) -> np.ndarray:
 
 
 def read_shape(npz_path: str | Path) -> np.ndarray:
-    """A participant's identity: ``shape_params[0, 0, :]`` of a FLAME npz."""
-    with np.load(npz_path, allow_pickle=False) as z:
-        if "shape_params" not in z.files:
-            raise ValueError(f"{npz_path} has no shape_params")
-        return np.asarray(z["shape_params"], np.float32).reshape(-1, z["shape_params"].shape[-1])[0]
+    """A participant's identity: ``shape_params[0, 0, :]`` of a FLAME npz (the corpus reader's guards)."""
+    from common.data.corpus import read_identity
+    return read_identity(npz_path)
 
 
 @dataclass
@@ -601,6 +612,8 @@ def generate_dialogs(gen: Generator, items: list[DialogInput], out_dir, *, mode:
     (:meth:`Generator.iter_generate`: one KV cache; every dialog's files are what it gets alone)."""
     sampling = sampling or Sampling()
     runs: dict[int | None, list[tuple[int, list[int]]]] = {}     # given participant -> [(dialog, generated slots)]
+    for it in items:                                   # names become paths: safe and distinct
+        it.participants = check_participants(it.dialog, it.participants)
     for i, it in enumerate(items):
         if mode == "dyad":
             if given is not None:
@@ -637,7 +650,7 @@ def _generate_batch(gen, items, todo, g, out_dir, sampling, num_samples, outs, h
             T = it.audio.shape[1]
             for p in slots:
                 shp = None if it.shape is None or it.shape[p] is None else it.shape[p]
-                writers[j, p] = PredictionWriter(Path(out_dir) / it.dialog / f"{it.participants[p]}.npz", T, layout, shp,
+                writers[j, p] = PredictionWriter(prediction_path(out_dir, it.dialog, it.participants[p]), T, layout, shp,
                                                  {"pred_states": ((T,), np.int8), "codes": ((-(-T // d), gen.Q), np.int32)})
                 parts[j, p] = ([], [])
         chunks = gen.iter_generate([items[i].audio for i, _ in todo], given=g, sampling=sampling,

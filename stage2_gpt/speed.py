@@ -273,7 +273,7 @@ TARGETS = [
     ("streaming, ms per step (p99)", ("streaming", "e2e", "ms_per_step_p99"), "<=", 5.0, "ms", "accel", "any"),
     ("end-to-end streaming latency", ("streaming", "latency", "total_ms"), "<=", 100.0, "ms", "any", "any"),
     ("memory growth, streaming", ("memory", "rss_growth_mb"), "<=", 10.0, "MB", "any", "any"),
-    ("memory growth, offline WAV -> files", ("offline_memory", "rss_growth_mb"), "<=", 50.0, "MB", "any", "any"),
+    ("memory growth, offline WAV -> files", ("offline_memory", "rss_growth_mb"), "<=", 10.0, "MB", "any", "any"),
 ]
 
 

@@ -25,6 +25,7 @@ import torch
 
 from common.config import ConfigError, to_dict
 from common.data.cache import Cache
+from common.data.preprocess import content_config
 from common.data.datasets import TokenWindows
 from common.train.accelerator import make_accelerator
 from common.train.loop import fit, spread_indices, train_command
@@ -126,6 +127,7 @@ def train(cfg: Stage2Config) -> dict:
     return fit(cfg, accelerator, model, opt, train_ds, loss_fn=loss_fn,
                validate=lambda m: validate(accelerator, m, val_ds, val_idx, tc.batch_size),
                describe_val=describe_val, export=export, name="stage2",
+               data={"data_config": content_config(cache.manifest), "tokenizer_sha256": tok["sha256"]},
                about=f"{len(train_ds)} train windows of {cfg.window} steps ({cfg.cache}, tokens {tokens_name}), "
                      f"{len(val_idx)} val windows ({val_split}), rvq_head={cfg.model.rvq_head}, "
                      f"speaker_only={cfg.model.speaker_only}")

@@ -1,7 +1,10 @@
 """Hardening of the foundation (see docs/RELIABILITY.md): malformed inputs end in a clear, named error; a killed
 preprocessing run loses nothing; checkpoints are verified and rotated safely; NaN/Inf steps are skipped then
 stopped; untrusted files never run code or escape the data root; a missing tracker or a broken cache in a
-loader worker is reported clearly.
+loader worker is reported clearly. Second round (issue 16): caches and run folders know the config that made them;
+every name that becomes a path is checked; every config value and flag is coerced or refused; absurd audio, hostile
+artifacts and prediction files are refused before anything is allocated or downloaded; outputs respect the umask.
+Every test here is mapped to its promise in docs/RELIABILITY.md (checked by the last test).
 
 The fuzz tests are bounded (derandomized, a few dozen examples each, no example database) so CI is stable.
 """
@@ -21,6 +24,7 @@ import sys
 import time
 import zipfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +35,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from common.config import ConfigError
 from common.data.cache import CacheError
 from common.train.artifact import CheckpointError, load_artifact, save_artifact
 from common.data.corpus import CorpusError, load_index, read_dialog
 from common.data.config import DataConfig
 from common.train.accelerator import make_accelerator
 from common.train.checkpoints import CheckpointManager
-from common.train.config import TrainConfig
+from common.train.config import RunConfig, TrainConfig
 from common.train.guard import NonFiniteGuard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -952,3 +957,802 @@ def test_metrics_log_drops_the_steps_a_resumed_run_redoes(tmp_path):
     assert json.loads(path.read_text().splitlines()[-1])["train/loss"] == 0.5
     MetricsLog(tmp_path / "other.jsonl", start=0, enabled=False).write(1, {"x": 1})
     assert not (tmp_path / "other.jsonl").exists()
+
+
+# =========================================================================================================
+# Issue 16: what a probe found (stale caches and runs, writes outside --out, ordinary values that crashed,
+# absurd audio, artifacts trusted before checked, readers without guards, the umask). One group per class.
+# =========================================================================================================
+def _preprocess(root: Path, out: Path, *overrides: str, **kw):
+    from common.config import load_config
+    from common.data.preprocess import preprocess
+    cfg = load_config(DataConfig, None, [f"data_root={root}", f"index={INDEX}", *overrides])
+    return preprocess(cfg, out, workers=1, progress=False, **kw)
+
+
+def _run_main(main, argv: list[str], capsys) -> tuple[int, str]:
+    """A script's main() in-process: (exit code, stderr); argparse's SystemExit is its exit code."""
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
+# --- 1. a cache and a run directory know the config that made them --------------------------------------------
+def test_preprocess_rerun_with_another_data_config_is_refused_or_rebuilt(small_corpus_root, tmp_path, capsys):
+    from common.data.cache import Cache
+    from common.data.preprocess import StaleCacheError
+    out = tmp_path / "cache"
+    _preprocess(small_corpus_root, out)
+    old = {d["id"]: np.load(out / "dialogs" / d["id"] / "audio.npy") for d in Cache(out).dialogs()}
+    meta = json.loads((out / "dialogs" / next(iter(old)) / "meta.json").read_text())
+    assert meta["data_config"]["audio"]["f_min"] == 40.0          # each dialog records what made it
+
+    with pytest.raises(StaleCacheError, match=r"audio\.f_min: 40\.0 -> 500\.0; audio\.window_frames: 2\.0 -> 4\.0"
+                                              r".*--overwrite.*another --out"):
+        _preprocess(small_corpus_root, out, "audio.f_min=500", "audio.window_frames=4.0")
+    from scripts.preprocess import main
+    rc, err = _run_main(main, ["--data-root", str(small_corpus_root), "--out", str(out), "--quiet",
+                               "audio.f_min=500", "audio.window_frames=4.0"], capsys)
+    assert rc == 2 and "error: the cache" in err and "audio.f_min" in err, err
+    assert all(np.array_equal(np.load(out / "dialogs" / d / "audio.npy"), a) for d, a in old.items())
+
+    # keys that do not change what is cached may change (other splits, statistics floor, path checks)
+    _preprocess(small_corpus_root, out, "split_ratios=[0.4,0.3,0.3]", "allow_outside_root=true", "std_floor=1e-3")
+    # another corpus (two corpora may share dialog ids; a moved corpus cannot be told apart) is not reused
+    other = tmp_path / "other"
+    shutil.copytree(small_corpus_root, other)
+    with pytest.raises(StaleCacheError, match=r"holds dialogs read from another corpus .*data_root .*other"):
+        _preprocess(other, out)
+
+    # an older cache whose dialogs do not record it: the manifest says which config made them
+    for d in old:
+        p = out / "dialogs" / d / "meta.json"
+        m = json.loads(p.read_text())
+        del m["data_config"]
+        p.write_text(json.dumps(m))
+    _preprocess(small_corpus_root, out)
+    with pytest.raises(StaleCacheError, match="manifest.json differs in audio.n_mels"):
+        _preprocess(small_corpus_root, out, "audio.n_mels=40")
+
+    # --overwrite rebuilds: new features, and every record describes the new config
+    _preprocess(small_corpus_root, out, "audio.f_min=500", "audio.window_frames=4.0", overwrite=True)
+    cache = Cache(out)
+    assert cache.manifest["audio_features"]["f_min"] == 500.0
+    for d, a in old.items():
+        assert not np.array_equal(np.load(out / "dialogs" / d / "audio.npy"), a)
+        assert json.loads((out / "dialogs" / d / "meta.json").read_text())["data_config"]["audio"]["f_min"] == 500.0
+
+
+def test_shards_and_merge_with_another_data_config_are_refused(small_corpus_root, tmp_path):
+    from common.data.preprocess import StaleCacheError
+    out = tmp_path / "cache"
+    _preprocess(small_corpus_root, out, shard=(0, 2))
+    with pytest.raises(StaleCacheError, match=r"shard-0-of-2\.json differs in fps"):
+        _preprocess(small_corpus_root, out, "fps=25", shard=(1, 2))
+    _preprocess(small_corpus_root, out, shard=(1, 2))
+    from common.data.preprocess import merge
+    with pytest.raises(StaleCacheError, match="expression_dims"):
+        merge(DataConfig(data_root=str(small_corpus_root), index=INDEX, expression_dims=40), out, 2)
+    merge(DataConfig(data_root=str(small_corpus_root), index=INDEX), out, 2)
+    with pytest.raises(ConfigError, match="--overwrite cannot be combined with --shard"):
+        _preprocess(small_corpus_root, out, shard=(0, 2), overwrite=True)
+
+
+@dataclass
+class _ToyConfig(RunConfig):
+    hidden: int = 8
+
+
+class _ToyData(torch.utils.data.Dataset):
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return {"x": torch.randn(4, generator=g), "y": torch.randn(1, generator=g)}
+
+
+def _toy_fit(out: Path, *overrides: str, data: dict | None = None) -> dict:
+    from common.config import load_config
+    from common.train.loop import fit
+    cfg = load_config(_ToyConfig, None, [f"out_dir={out}", "train.batch_size=4", "train.max_steps=8",
+                                         "train.warmup_steps=2", "train.save_every=2", "train.progress=false",
+                                         "train.val_every=0", *overrides])
+    acc = make_accelerator(cfg.train, out)
+    model = torch.nn.Sequential(torch.nn.Linear(4, cfg.hidden), torch.nn.Tanh(), torch.nn.Linear(cfg.hidden, 1))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+
+    def loss_fn(m, batch):
+        return torch.nn.functional.mse_loss(m(batch["x"]), batch["y"]), {}
+    return fit(cfg, acc, model, opt, _ToyData(), loss_fn=loss_fn, data=data)
+
+
+def test_resume_with_another_config_is_refused_naming_the_keys(tmp_path, caplog):
+    from common.train.loop import ResumeMismatchError
+    out = tmp_path / "run"
+    assert _toy_fit(out, "stop_after=4")["step"] == 4
+    # sizes differ (was a raw size-mismatch traceback) / sizes agree (was a silently mixed run)
+    with pytest.raises(ResumeMismatchError, match=r"hidden: 8 -> 16.*another out_dir, or resume=false"):
+        _toy_fit(out, "hidden=16")
+    with pytest.raises(ResumeMismatchError, match=r"train\.lr: 0\.0003 -> 0\.001"):
+        _toy_fit(out, "train.lr=1e-3")
+    with pytest.raises(ResumeMismatchError, match=r"train\.max_steps: 8 -> 12"):    # the lr schedule changes
+        _toy_fit(out, "train.max_steps=12")
+    # what may change between the runs of one training: reporting, checkpoint cadence, where it stops
+    with caplog.at_level("INFO", logger="common.train.checkpoints"):
+        res = _toy_fit(out, "train.log_every=3", "train.keep_last=5", "train.max_nonfinite=9", "stop_after=6")
+    assert res["step"] == 6 and any("(step 4)" in r.getMessage() for r in caplog.records)
+    # resume=false starts over: the earlier run's checkpoints go, so rotation cannot keep them over this run's
+    res = _toy_fit(out, "hidden=16", "resume=false", "train.max_steps=4")
+    assert res["step"] == 4 and res["artifact"] is None
+    mgr = CheckpointManager(out)
+    path, step = mgr.latest_good()
+    assert step == 4 and json.loads((path / "checkpoint.json").read_text())["config"]["hidden"] == 16
+    assert _toy_fit(out, "hidden=16", "train.max_steps=4")["step"] == 4      # and resumes as itself
+
+
+def test_resume_on_other_data_is_refused(tmp_path):
+    """What a run trains on beyond its config (the cache's data config, the tokenizer's checksum: each stage's
+    train.py passes them to fit) is recorded in every checkpoint: a cache rebuilt with other features under the
+    same path, or another tokenizer file at the same path, is not resumed silently."""
+    from common.train.loop import ResumeMismatchError
+    out = tmp_path / "run"
+    data = {"data_config": {"fps": 30.0, "audio": {"f_min": 40.0}}, "tokenizer_sha256": "aa"}
+    _toy_fit(out, "stop_after=2", data=data)
+    other = {"data_config": {"fps": 30.0, "audio": {"f_min": 500.0}}, "tokenizer_sha256": "bb"}
+    with pytest.raises(ResumeMismatchError, match=r"data\.data_config\.audio\.f_min: 40\.0 -> 500\.0; "
+                                                  r"data\.tokenizer_sha256: 'aa' -> 'bb'"):
+        _toy_fit(out, data=other)
+    assert _toy_fit(out, data=data)["step"] == 8
+    for stage in ("stage1_vq/train.py", "stage2_gpt/train.py", "baselines/train.py"):
+        assert re.search(r"data=\{\"data_config\": content_config\(cache\.manifest\)", (ROOT / stage).read_text())
+
+
+# --- 2. every name that becomes a path is checked -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """An untrained tiny tokenizer and GPT exported as files (enough to run scripts/sample.py end to end)."""
+    from common.config import to_dict
+    from common.data.config import DataConfig as DC
+    from common.layout import layout_for_dim
+    from stage1_vq import ModelConfig, MotionTokenizer, Stage1Config, export_tokenizer
+    from stage2_gpt.artifact import export_gpt, tokenizer_description
+    from stage2_gpt.config import Stage2Config
+    from stage2_gpt.model import DyadGPT, GPTConfig
+    root = tmp_path_factory.mktemp("tiny_models")
+    torch.manual_seed(0)
+    s1 = Stage1Config(model=ModelConfig(hidden=16, code_dim=8, num_quantizers=2, codebook_size=16,
+                                        dilations=(1,), kmeans_init=False))
+    tok = export_tokenizer(root / "tokenizer.pt", MotionTokenizer(s1.model, motion_dim=51, fps=30.0),
+                           to_dict(s1))
+    s2 = Stage2Config(model=GPTConfig(num_quantizers=2, codebook_size=16, downsample=2, audio_dim=80, dim=16,
+                                      depth=1, heads=2, dim_head=8, attn_window=8, audio_hidden=8, head_hidden=16))
+    model = DyadGPT(s2.model)
+    audio = {"features": {"kind": "logmel", "dim": 80}, "audio_config": {}, "sample_rate": 48000, "fps": 30.0,
+             "audio_mean": np.zeros(80, np.float32), "audio_std": np.ones(80, np.float32),
+             "motion_layout": layout_for_dim(51).to_json(), "data_config": to_dict(DC())}
+    gpt = export_gpt(root / "gpt.pt", model.state_dict(), s2, tokenizer_description(tok), audio)
+    wavs = []
+    for i in range(2):
+        w = root / f"{'ab'[i]}.wav"
+        sf.write(w, 0.1 * np.random.default_rng(i).standard_normal(48000).astype(np.float32), 48000)
+        wavs.append(w)
+    return {"tokenizer": tok, "gpt": gpt, "wavs": wavs, "root": root}
+
+
+def _sample(tiny_models, out: Path, *extra: str) -> list[str]:
+    return ["--gpt", str(tiny_models["gpt"]), "--tokenizer", str(tiny_models["tokenizer"]),
+            "--audio-a", str(tiny_models["wavs"][0]), "--audio-b", str(tiny_models["wavs"][1]), "--out", str(out),
+            "--no-plot", "--quiet", *extra]
+
+
+def test_sample_names_from_the_command_line_never_leave_out(tiny_models, tmp_path, capsys):
+    from scripts.sample import main
+    out = tmp_path / "a" / "b" / "out"
+    before = sorted(p for p in tmp_path.rglob("*"))
+    for extra, message in [(["--name", "../../x"], "dialog name '../../x' is not usable as a file name"),
+                           (["--participants", "../../y", "B"], "participant name '../../y' is not usable"),
+                           (["--name", "/tmp/abs"], "not usable as a file name"),
+                           (["--participants", "X", "X"], "needs two different participant names")]:
+        rc, err = _run_main(main, _sample(tiny_models, out, *extra), capsys)
+        assert rc == 2 and message in err, (extra, err)
+        assert sorted(p for p in tmp_path.rglob("*")) == before, extra      # nothing written anywhere
+    rc, err = _run_main(main, _sample(tiny_models, out, "--participants", "X", "Y"), capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in (out / "dialog").iterdir()) == ["X.npz", "Y.npz"]
+
+
+def test_ids_read_from_a_cache_manifest_are_checked(cache_dir, tmp_path):
+    from common.data.cache import Cache
+    for bad in ["../../evil", "a/b", ".hidden", "x" * 300]:
+        for where in ("id", "participant"):
+            cache = tmp_path / f"c{len(bad)}{where}"
+            shutil.copytree(cache_dir, cache, ignore=shutil.ignore_patterns("dialogs", "tokens"))
+            m = json.loads((cache / "manifest.json").read_text())
+            if where == "id":
+                m["dialogs"][0]["id"] = bad
+            else:
+                m["dialogs"][0]["participants"][0] = bad
+            (cache / "manifest.json").write_text(json.dumps(m))
+            with pytest.raises(CacheError, match="not usable as a file name"):
+                Cache(cache)
+    m["dialogs"][0]["participants"] = ["A", "A"]
+    (cache / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CacheError, match="two distinct ids"):
+        Cache(cache)
+    for garbage in ["{not json", "[]", '{"fps": 30}']:
+        (cache / "manifest.json").write_text(garbage)
+        with pytest.raises(CacheError, match="manifest.json"):
+            Cache(cache)
+
+
+def test_config_names_that_become_paths_are_checked(tmp_path):
+    from stage1_vq import load_stage1_config
+    from stage2_gpt.config import load_stage2_config
+    with pytest.raises(ConfigError, match="export_name '../../x.pt' is not usable"):
+        load_stage1_config(None, ["export_name=../../x.pt"])
+    with pytest.raises(ConfigError, match="tokens '../t' is not usable"):
+        load_stage2_config(None, ["tokens=../t"])
+
+
+def test_overlong_id_is_a_corpus_error_that_skip_bad_reports(broken_corpus, tmp_path):
+    index = json.loads((broken_corpus / INDEX).read_text())
+    did = sorted(index)[0]
+    index["d" * 300] = index.pop(did)
+    (broken_corpus / INDEX).write_text(json.dumps(index))
+    with pytest.raises(CorpusError, match="longer than 200 bytes"):          # was an OSError past --skip-bad
+        _preprocess(broken_corpus, tmp_path / "cache", skip_bad=True)
+
+
+# --- 3. every value is coerced to its field's type or refused; nonsense flags are refused -----------------------
+def test_config_values_are_coerced_to_their_types(tmp_path):
+    from stage1_vq import load_stage1_config
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("train:\n  lr: 3e-4\n  max_steps: 1e3\n  betas: [0.9, 0.999]\n  mixed_precision: 'no'\n"
+                         "model:\n  dilations: [1, 2]\n")
+    cfg = load_stage1_config(yaml_file, [])            # YAML 1.1 reads 3e-4 and 1e3 as strings
+    assert cfg.train.lr == 3e-4 and isinstance(cfg.train.lr, float)
+    assert cfg.train.max_steps == 1000 and isinstance(cfg.train.max_steps, int)
+    assert cfg.train.betas == (0.9, 0.999) and cfg.model.dilations == (1, 2)
+    cfg = load_stage1_config(None, ["train.lr=3e-4", "train.grad_clip=2", "train.mixed_precision=no",
+                                    "train.project=2024", "out_dir=runs/a=b", "model.causal=false"])
+    assert cfg.train.lr == 3e-4 and cfg.train.grad_clip == 2.0 and isinstance(cfg.train.grad_clip, float)
+    assert cfg.train.mixed_precision == "no" and cfg.train.project == "2024" and cfg.out_dir == "runs/a=b"
+    assert cfg.model.causal is False
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=abc", r"train.lr: expected a number \(float\), got 'abc'"),
+    ("train.lr=nan", "train.lr: expected a finite number"),
+    ("train.lr=.inf", "train.lr: expected a finite number"),
+    ("train.lr=0", "train.lr must be > 0"),
+    ("train.max_steps=-5", "train.max_steps must be >= 1, got -5"),
+    ("train.max_steps=1.5", "train.max_steps: expected an integer, got 1.5"),
+    ("train.batch_size=true", "train.batch_size: expected an integer, got True"),
+    ("train.log_every=0", "train.log_every must be >= 1"),
+    ("train.progress=maybe", "train.progress: expected true or false, got 'maybe'"),
+    ("train.betas=[0.9]", "train.betas: expected 2 items"),
+    ("train.betas=[0.9,x]", r"train.betas\[1\]: expected a number"),
+    ("train.betas=[0.9,1.5]", "train.betas must be two numbers in"),
+    ("train.tracker=mlflow", "train.tracker: expected one of 'none', 'wandb', 'tensorboard'"),
+    ("train.mixed_precision=fp8", "train.mixed_precision: expected one of"),
+    ("model.activation=tanh", "model.activation: expected one of 'gelu', 'silu', 'relu'"),
+    ("model.dilations=3", "model.dilations: expected a list"),
+    ("model.hidden=1e9", "model.hidden must be >= 1 and <= 8192"),
+    ("window=-3", "window must be >= 1"),
+    ("train=3", "config train must be a mapping"),
+    ("train.lr=[", "train.lr: '\\[' is not a YAML value"),
+    ("runs/x=3", "is not key=value with a dotted key"),
+])
+def test_bad_config_values_are_refused_with_key_value_and_type(override, message):
+    from stage1_vq import load_stage1_config
+    with pytest.raises(ConfigError, match=message):
+        load_stage1_config(None, [override])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["audio.f_min=9000", "audio.f_max=10000", "sample_rate=16000", "fps=25"],
+     "audio.f_min .* below half the sample rate"),
+    (["fps=0"], "fps must be"), (["sample_rate=44000"], "whole number of samples per motion frame"),
+    (["audio.kind=mfcc"], "audio.kind: expected one of 'logmel', 'pretrained'"),
+    (["audio.n_mels=0"], "audio.n_mels must be >= 1"), (["split_ratios=[0,0,0]"], "positive sum"),
+    (["expression_dims=500"], "expression_dims must be"), (["audio.window_frames=0.0001"], "fewer than 2 samples"),
+])
+def test_bad_data_config_values_are_refused(overrides, message):
+    from common.config import load_config
+    with pytest.raises(ConfigError, match=message):
+        load_config(DataConfig, None, overrides)
+
+
+def test_a_flag_value_holding_equals_is_not_an_override(tmp_path, capsys):
+    from common.train.loop import train_command
+    from stage1_vq import load_stage1_config
+    seen = {}
+
+    def train(cfg):
+        seen["cfg"] = cfg
+        raise ConfigError("stop here")
+    argv = ["--out", str(tmp_path / "run=1"), "--cache", str(tmp_path / "c=2"), "train.lr=1e-3"]
+    rc = train_command(argv, doc="", load_config=load_stage1_config, train=train, name="t", artifact="a",
+                       describe_val=str)
+    assert rc == 2 and "stop here" in capsys.readouterr().err
+    assert seen["cfg"].out_dir == str(tmp_path / "run=1") and seen["cfg"].cache == str(tmp_path / "c=2")
+    assert seen["cfg"].train.lr == 1e-3
+    with pytest.raises(SystemExit) as e:
+        train_command(["stray/path=x"], doc="", load_config=load_stage1_config, train=train, name="t",
+                      artifact="a", describe_val=str)
+    assert e.value.code == 2 and "unrecognized arguments: stray/path=x" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--samples", "0", "--samples: must be >= 1"), ("--top-k", "-5", "--top-k: must be >= 0"),
+    ("--temperature", "nan", "--temperature: expected a finite number"), ("--top-p", "0", "--top-p: must be > 0"),
+    ("--top-p", "1.5", "--top-p: must be <= 1"), ("--seed", "-1", "--seed: must be >= 0"),
+    ("--threads", "0", "--threads: must be >= 1"), ("--samples", "two", "--samples: expected an integer"),
+])
+def test_sample_flags_out_of_range_are_refused(tiny_models, tmp_path, capsys, flag, value, message):
+    from scripts.sample import main
+    rc, err = _run_main(main, _sample(tiny_models, tmp_path / "out", flag, value), capsys)
+    assert rc == 2 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--workers", "0"], "--workers: must be >= 1"), (["--shard", "3/2"], "--shard: needs 0 <= i < n"),
+    (["--shard", "x"], "--shard: expected i/n"), (["--merge", "0"], "--merge: must be >= 1"),
+])
+def test_preprocess_flags_out_of_range_are_refused(tmp_path, capsys, argv, message):
+    from scripts.preprocess import main
+    rc, err = _run_main(main, ["--out", str(tmp_path / "c"), *argv], capsys)
+    assert rc == 2 and message in err, err
+
+
+def test_evaluate_and_render_flags_out_of_range_are_refused(cache_dir, tmp_path, capsys):
+    from scripts.evaluate import main as evaluate
+    from scripts.render import main as render
+    for argv, message in [(["--boot", "0"], "--boot: must be >= 1"), (["--pred-fps", "-25"], "--pred-fps must be"),
+                          (["--frame-tolerance-s", "nan"], "expected a finite number")]:
+        rc, err = _run_main(evaluate, ["--cache", str(cache_dir), "--pred-dir", str(tmp_path), *argv], capsys)
+        assert rc == 2 and message in err, err
+    for argv, message in [(["--seconds", "-1"], "--seconds: must be > 0"), (["--start", "inf"], "finite"),
+                          (["--size", "-16"], "--size: must be >= 64")]:
+        rc, err = _run_main(render, ["--pred", str(tmp_path), "--out", str(tmp_path / "v.mp4"), *argv], capsys)
+        assert rc == 2 and message in err, err
+
+
+def test_max_steps_that_would_export_an_untrained_model_is_refused(tmp_path):
+    """train.max_steps=-5 used to exit 0 with an untrained export."""
+    with pytest.raises(ConfigError, match="train.max_steps must be >= 1"):
+        _toy_fit(tmp_path / "run", "train.max_steps=-5")
+    assert not (tmp_path / "run").exists()
+
+
+# --- 4. finite but absurd audio: the features are checked, not only the samples ---------------------------------
+def test_absurd_but_finite_audio_is_refused_by_its_features(broken_corpus, tmp_path):
+    from common.data.audio import AudioError, LogMel
+    from common.data.cache import Cache
+    from common.data.config import AudioConfig
+    index = json.loads((broken_corpus / INDEX).read_text())
+    did = sorted(index)[0]
+    pid = sorted(index[did])[0]
+    wav = broken_corpus / index[did][pid]["audio_path"]
+    audio, rate = sf.read(wav, dtype="float32")
+    sf.write(wav, (audio * 1e30).astype(np.float32), rate, subtype="FLOAT")      # finite, passes the NaN check
+    with pytest.raises(CorpusError, match=rf"dialog {did}, participant {pid}, field audio_path.*"
+                                          r"features hold NaN/Inf.*samples reach \d"):
+        _preprocess(broken_corpus, tmp_path / "cache")
+    _preprocess(broken_corpus, tmp_path / "skipped", skip_bad=True)
+    cache = Cache(tmp_path / "skipped")
+    assert [s["id"] for s in cache.manifest["skipped"]] == [did]
+    assert all(np.isfinite(v).all() for v in cache.stats.values())
+    # the same check guards features computed at sample time (Generator.features_from_wav uses the extractor)
+    with pytest.raises(AudioError, match="features hold NaN/Inf"):
+        LogMel(AudioConfig(), 48000, 30.0)(np.full(48000, 1e30, np.float32), 30)
+
+
+# --- 6. artifacts are checked before anything is built; no download at sample time unless asked --------------
+def _tampered(src: Path, dst: Path, change) -> Path:
+    payload = torch.load(src, weights_only=True)
+    change(payload)
+    torch.save(payload, dst)
+    return dst
+
+
+def _set(*keys_value):
+    *keys, value = keys_value
+
+    def change(payload):
+        node = payload
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    return change
+
+
+@pytest.mark.parametrize("keys_value, message", [
+    (("config", "model", "hidden", 2 ** 22), "model.hidden must be >= 1 and <= 8192"),
+    (("config", "model", "codebook_size", 10 ** 9), "model.codebook_size must be"),
+    (("config", "model", "dilations", list(range(1, 5000))), "model.dilations must be"),
+    (("config", "model", "hidden", 32), "stored config and its weights disagree"),          # in bounds, not the file's
+    (("meta", "motion_dim", 10 ** 9), "has 51 dims, the data has 1000000000|not 1000000000"),
+    (("meta", "fps", float("nan")), "fps nan is not a rate"),
+    (("config", "model", "activation", "os.system"), "model.activation: expected one of"),
+])
+def test_tokenizer_file_with_absurd_sizes_is_refused_before_building(tiny_models, tmp_path, keys_value, message):
+    from stage1_vq import load_tokenizer
+    bad = _tampered(tiny_models["tokenizer"], tmp_path / "t.pt", _set(*keys_value))
+    with time_limit(20), pytest.raises(CheckpointError, match=message):
+        load_tokenizer(bad)
+
+
+@pytest.mark.parametrize("keys_value, message", [
+    (("meta", "gpt_config", "dim", 2 ** 20), "model.dim must be >= 1 and <= 8192"),
+    (("meta", "gpt_config", "depth", 10 ** 6), "model.depth must be"),
+    (("meta", "gpt_config", "attn_window", 10 ** 12), "model.attn_window must be"),
+    (("meta", "gpt_config", "dim", 32), "stored config and its weights disagree"),
+    (("meta", "tokenizer", "codebook_size", 2 ** 30), "tokenizer.codebook_size is 1073741824"),
+    (("meta", "audio", "sample_rate", 2 ** 40), "sample_rate must be >= 1000 and <= 768000"),
+    (("meta", "audio", "audio_std", np.zeros(80, np.float32)), "audio_std must be positive"),
+    (("meta", "audio", "audio_config", {"n_mels": 10 ** 7}), "audio.n_mels must be"),
+    (("meta", "audio", "features", {"kind": "logmel", "dim": 7}), "differs from model.audio_dim 80"),
+])
+def test_gpt_file_with_absurd_sizes_is_refused_before_building(tiny_models, tmp_path, keys_value, message):
+    from common.train.artifact import _to_storable
+    from stage2_gpt.artifact import load_gpt
+    *keys, value = keys_value
+    bad = _tampered(tiny_models["gpt"], tmp_path / "g.pt", _set(*keys, _to_storable(value)))
+    with time_limit(20), pytest.raises(CheckpointError, match=message):
+        load_gpt(bad)
+
+
+@pytest.fixture(scope="module")
+def tiny_regressor(cache_dir, tmp_path_factory) -> Path:
+    """An untrained tiny DualTalk-class regressor exported as a file (baselines/)."""
+    from baselines.artifact import export_regressor
+    from baselines.config import RegressorConfig, RegressorModelConfig
+    from baselines.model import DualTalkRegressor
+    from common.data.cache import Cache
+    cfg = RegressorConfig(window=30, model=RegressorModelConfig(motion_dim=51, audio_dim=80, dim=16, heads=2,
+                                                                audio_layers=1, lstm_layers=1, interaction_layers=1,
+                                                                ff_dim=32))
+    path = tmp_path_factory.mktemp("regressor") / "regressor.pt"
+    return export_regressor(path, DualTalkRegressor(cfg.model).state_dict(), cfg, Cache(cache_dir))
+
+
+@pytest.mark.parametrize("keys_value, message", [
+    (("meta", "model_config", "dim", 2 ** 20), "model.dim must be >= 1 and <= 8192"),
+    (("meta", "model_config", "ff_dim", 10 ** 9), "model.ff_dim must be"),
+    (("meta", "model_config", "dim", 32), "stored config and its weights disagree"),
+    (("meta", "window", 10 ** 12), "window 1000000000000 is not in"),
+    (("meta", "audio_std", np.zeros(80, np.float32)), "audio_std must be positive"),
+    (("meta", "motion_mean", np.zeros(7, np.float32)), "motion_mean must be 51 finite floats"),
+])
+def test_regressor_file_with_absurd_sizes_is_refused_before_building(tiny_regressor, tmp_path, keys_value,
+                                                                     message):
+    from baselines.artifact import load_regressor
+    from common.train.artifact import _to_storable
+    *keys, value = keys_value
+    bad = _tampered(tiny_regressor, tmp_path / "r.pt", _set(*keys, _to_storable(value)))
+    with time_limit(20), pytest.raises(CheckpointError, match=message):
+        load_regressor(bad)
+    load_regressor(tiny_regressor)
+
+
+def test_regressor_folder_names_are_checked(cache_dir, tiny_regressor, tmp_path, capsys):
+    from scripts.baselines import main
+    for name in ("../x", "a/b", ".hidden"):
+        rc, err = _run_main(main, ["--cache", str(cache_dir), "--out", str(tmp_path / "out"), "--only", "none",
+                                   "--regressor", str(tiny_regressor), "--name", name, "--quiet"], capsys)
+        assert rc == 2 and "--name" in err and "is not usable as a file name" in err, err
+    assert not any(tmp_path.rglob("*.npz"))
+    for argv, message in [(["--seed", "-1"], "--seed: must be >= 0"), (["--device", "bogus"], "not a device")]:
+        rc, err = _run_main(main, ["--cache", str(cache_dir), "--out", str(tmp_path / "out"), *argv], capsys)
+        assert rc == 2 and message in err, err
+
+
+def test_gpt_with_nonfinite_weights_is_refused(tiny_models, tmp_path):
+    from stage2_gpt.artifact import load_gpt
+
+    def poison(payload):
+        name = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
+        payload["state_dict"][name] = payload["state_dict"][name].clone().fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="holds NaN/Inf"):
+        load_gpt(_tampered(tiny_models["gpt"], tmp_path / "g.pt", poison))
+
+
+def test_hub_name_in_a_gpt_is_not_downloaded_at_sample_time_unless_asked(tiny_models, tmp_path, monkeypatch,
+                                                                         capsys):
+    """A GPT whose audio config names a hub model: sampling from WAVs uses only a local copy (local_files_only),
+    unless --allow-download; no network is reached in this test (from_pretrained is replaced)."""
+    pytest.importorskip("transformers")
+    import transformers
+
+    from scripts.sample import main
+    calls = []
+
+    def from_pretrained(name, **kw):
+        calls.append(kw.get("local_files_only", False))
+        raise OSError(f"{name} is not in the local cache" if kw.get("local_files_only") else "network reached")
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", from_pretrained)
+    gpt = _tampered(tiny_models["gpt"], tmp_path / "g.pt",
+                    _set("meta", "audio", "audio_config", {"kind": "pretrained", "pretrained": "evil/model"}))
+    argv = ["--gpt", str(gpt), *_sample(tiny_models, tmp_path / "out")[2:]]
+    rc, err = _run_main(main, argv, capsys)
+    assert rc == 2 and "downloading is off here: pass --allow-download" in err, err
+    assert calls == [True]
+    rc, err = _run_main(main, argv + ["--allow-download"], capsys)
+    assert rc == 2 and calls == [True, False]
+
+
+# --- 7. readers outside the corpus reader have its guards --------------------------------------------------------
+def _lying_npy(shape=(10 ** 12, 51)) -> bytes:
+    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    b = io.BytesIO()
+    np.lib.format.write_array_header_1_0(b, header)
+    return b.getvalue() + b"\0" * 64
+
+
+def _bad_deflate_npz() -> bytes:
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("motion.npy", npy_bytes(np.zeros((30, 51), np.float32)))
+    data = bytearray(b.getvalue())
+    start = 30 + len("motion.npy")                   # first local header: its compressed data follows the name
+    data[start + 5:start + 25] = os.urandom(20)
+    return bytes(data)
+
+
+def _zip_declaring_more_than_it_holds() -> bytes:
+    """An npz whose zip directory declares a member of 2 GiB from a few KB stored (npy header claiming 2 GiB)."""
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("motion.npy", _lying_npy((2 ** 29,)))
+    data = bytearray(b.getvalue())
+    for sig, at in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):      # local header and central directory
+        i = data.find(sig) if sig == b"PK\x03\x04" else data.rfind(sig)
+        data[i + at:i + at + 4] = (2 ** 31).to_bytes(4, "little")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("p.npy", _lying_npy(), "header claims an array of shape"),
+    ("p.npz", _zip_declaring_more_than_it_holds(), "a lying zip header"),
+    ("p.npz", npz_bytes({"motion": np.zeros(()), "x": np.zeros(3)}), "motion is a 0-d array"),
+    ("p.npz", npz_bytes({"motion": np.zeros((30, 51), np.complex64)}), "motion has dtype complex64"),
+    ("p.npy", npy_bytes(np.zeros((30, 51), bool)), "motion has dtype bool"),
+    ("p.npy", npy_bytes(np.array(["a"] * 3)), "motion has dtype <U1"),
+    ("p.npz", _bad_deflate_npz(), "unreadable prediction"),
+    ("p.npz", b"PK\x03\x04" + os.urandom(200), "unreadable prediction"),
+    ("p.npz", npz_bytes({"expression_params": np.zeros(()), "jaw_params": np.zeros((3, 1, 3))}), "0-d array"),
+])
+def test_prediction_and_render_readers_refuse_hostile_files(tmp_path, name, data, message):
+    from common.eval.predictions import PredictionError, read_prediction
+    from common.viz.render import RenderError, read_track
+    path = tmp_path / name
+    path.write_bytes(data)
+    with time_limit(20):
+        with pytest.raises(PredictionError, match=message):
+            read_prediction(path, 51)
+        with pytest.raises(RenderError, match=message):
+            read_track(path)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"expression_params": np.zeros((1, 1, 100))}, "npz has no key 'shape_params'"),
+    ({"shape_params": np.full((1, 1, 100), np.nan, np.float32)}, "holds NaN/Inf"),
+    ({"shape_params": np.zeros((1, 1, 100), np.complex64)}, "not a real number type"),
+    ({"shape_params": np.zeros((1, 1, 0), np.float32)}, r"shape \(1, 1, 0\)"),
+    ({"shape_params": np.zeros((), np.float32)}, r"shape \(\)"),
+])
+def test_identity_files_given_to_sample_are_validated(tiny_models, tmp_path, capsys, arrays, message):
+    from scripts.sample import main
+    shape = tmp_path / "shape.npz"
+    shape.write_bytes(npz_bytes(arrays))
+    rc, err = _run_main(main, _sample(tiny_models, tmp_path / "out", "--shape-a", str(shape)), capsys)
+    assert rc == 2 and "field shape_params" in err and re.search(message, err), err
+
+
+def test_duplicate_keys_in_an_index_are_refused(broken_corpus):
+    text = (broken_corpus / INDEX).read_text()
+    index = json.loads(text)
+    did = sorted(index)[0]
+    body = json.dumps(index[did])
+    doubled = text.rstrip().rstrip("}") + f', "{did}": {body}}}'           # the same dialog id twice
+    (broken_corpus / INDEX).write_text(doubled)
+    with pytest.raises(CorpusError, match=f"key '{did}' appears twice"):
+        load_index(DataConfig(data_root=str(broken_corpus), index=INDEX))
+    pid = sorted(index[did])[0]
+    rec = json.dumps(index[did][pid])
+    inner = json.dumps(index).replace(f'"{pid}": {rec}', f'"{pid}": {rec}, "{pid}": {rec}', 1)
+    (broken_corpus / INDEX).write_text(inner)
+    with pytest.raises(CorpusError, match=f"key '{pid}' appears twice"):
+        load_index(DataConfig(data_root=str(broken_corpus), index=INDEX))
+
+
+def test_compare_with_one_name_twice_is_refused(cache_dir, tmp_path, capsys):
+    from scripts.evaluate import main, method_spec
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    rc, err = _run_main(main, ["--cache", str(cache_dir), "--compare", f"m={tmp_path / 'A'}", f"m={tmp_path / 'B'}"],
+                        capsys)
+    assert rc == 2 and "method name(s) m given twice" in err, err
+    assert method_spec(f"{tmp_path}/x=y") == ("x=y", tmp_path / "x=y")       # a folder holding '=' is a folder
+    assert method_spec(f"m={tmp_path}/x=y") == ("m", tmp_path / "x=y")
+
+
+# --- 8. files are created with the umask's permissions, not 0600 / 0700 ------------------------------------------
+@contextmanager
+def _umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_outputs_respect_the_umask(small_corpus_root, tiny_models, tmp_path):
+    from common.eval.predictions import write_prediction
+    from common.io import save_npy, write_json
+    from common.layout import layout_for_dim
+    with _umask(0o027):
+        write_json(tmp_path / "a.json", {})
+        save_npy(tmp_path / "a.npy", np.zeros(3))
+        save_artifact(tmp_path / "a.pt", kind="k", state_dict={}, config={})
+        write_prediction(tmp_path / "p" / "d" / "A.npz", np.zeros((3, 51), np.float32), layout_for_dim(51))
+        _preprocess(small_corpus_root, tmp_path / "cache")
+    for name in ("a.json", "a.npy", "a.pt", "p/d/A.npz", "cache/manifest.json", "cache/stats.npz"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
+    for d in (tmp_path / "cache" / "dialogs").iterdir():
+        assert d.stat().st_mode & 0o777 == 0o750, d
+        assert {f.stat().st_mode & 0o777 for f in d.iterdir()} == {0o640}, d
+
+
+# --- what probing further found: more readers and writers ----------------------------------------------------------
+def test_hostile_cache_statistics_and_tokens_are_cache_errors(cache_dir, tmp_path):
+    from common.data.cache import Cache
+    from common.data.datasets import TokenWindows
+    from stage1_vq.tokens import find_tokens
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir, cache)
+    good = (cache / "stats.npz").read_bytes()
+    z = dict(np.load(cache / "stats.npz"))
+    for damage, message in [(npz_bytes({**z, "motion_mean": np.zeros(7)}), r"motion_mean must be \(51,\)"),
+                            (npz_bytes({**z, "audio_std": np.zeros(80)}), "audio_std holds NaN/Inf or values <= 0"),
+                            (npz_bytes({k: v for k, v in z.items() if k != "audio_mean"}), "audio_mean must be"),
+                            (npz_bytes({**z, "motion_std": np.full(51, np.inf)}), "motion_std holds NaN/Inf"),
+                            (good[:100], "stats.npz is unreadable"), (_lying_npy(), "stats.npz is unreadable")]:
+        (cache / "stats.npz").write_bytes(damage)
+        with time_limit(20), pytest.raises(CacheError, match=message):
+            Cache(cache).stats
+    (cache / "stats.npz").write_bytes(good)
+
+    tokens = cache / "tokens" / "t"
+    tokens.mkdir(parents=True)
+    entries = Cache(cache).dialogs("train")
+    for e in entries:
+        np.save(tokens / f"{e['id']}.npy", np.zeros((2, e["num_frames"] // 2, 4), np.int64))
+    np.save(tokens / f"{entries[0]['id']}.npy", np.zeros((2, 3, 4), np.int64))          # too short: collate error
+    ds = TokenWindows(cache, "t", downsample=2, split="train", window=8)
+    with pytest.raises(CacheError, match=rf"dialog {entries[0]['id']}: token file .* expected integer codes"):
+        ds[0]
+    np.save(tokens / f"{entries[0]['id']}.npy", np.zeros((2, entries[0]["num_frames"] // 2, 4), np.float32))
+    with pytest.raises(CacheError, match="float32"):
+        TokenWindows(cache, "t", downsample=2, split="train", window=8)[0]
+    tok = tmp_path / "tok.pt"
+    tok.write_bytes(b"x")
+    for text in ["{garbage", "[1, 2]"]:
+        (tokens / "tokens.json").write_text(text)
+        with pytest.raises(CacheError, match="tokens.json"):
+            find_tokens(Cache(cache), tok)
+
+
+def test_hostile_flame_model_files_are_refused(tmp_path):
+    from common.viz.flame import FlameModelError, SparseStandIn, load_flame_model, synthetic_flame_arrays
+    arrays = synthetic_flame_arrays(n_lat=6, n_lon=8)
+    cases = {
+        "lying.npz": _zip_with({"v_template.npy": _lying_npy((10 ** 12, 3))}),
+        "complex.npz": npz_bytes({**arrays, "weights": arrays["weights"].astype(np.complex64)}),
+        "deflate.npz": _bad_deflate_npz(),
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with time_limit(20), pytest.raises(FlameModelError):
+            load_flame_model(tmp_path / name)
+    sparse = SparseStandIn()
+    sparse.__setstate__({"_shape": (10 ** 7, 10 ** 7), "data": np.zeros(0), "indices": np.zeros(0, np.int64),
+                         "indptr": np.zeros(10 ** 7 + 1, np.int64)})
+    with time_limit(20), pytest.raises(FlameModelError, match="at most"):
+        sparse.to_array("J_regressor")
+
+
+def _zip_with(members: dict[str, bytes]) -> bytes:
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return b.getvalue()
+
+
+def test_metrics_log_with_garbage_bytes_resumes(tmp_path):
+    from common.train.loop import MetricsLog
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1, "x": 1}\n\xff\xfe garbage \x00\n' + b"[" * 100000 + b"\n")
+    MetricsLog(path, start=1)
+    assert [json.loads(ln)["step"] for ln in path.read_text().splitlines()] == [1]
+
+
+def test_prediction_readers_raise_only_their_own_errors_on_odd_shapes(tmp_path):
+    """Every combination of FLAME / motion / DualTalk keys with odd shapes (empty, frame-less, lengths that
+    disagree) and dtypes: the scorer's reader raises PredictionError, the renderer's RenderError, nothing else
+    (empty FLAME keys and keys of different lengths were ValueErrors from reshape / concatenate)."""
+    import itertools
+
+    from common.eval.predictions import PredictionError, read_prediction
+    from common.viz.render import RenderError, read_track
+    shapes = [(0,), (5,), (0, 51), (5, 0), (5, 51), (5, 56), (5, 1, 100), (5, 1, 0), (0, 1, 100), (1, 1, 300)]
+    keysets = [("motion",), ("expression_params", "jaw_params"), ("expression_params", "jaw_params", "pose_params"),
+               ("exp", "pose"), ("expression_params", "jaw_params", "shape_params", "pred_states")]
+    path = tmp_path / "x.npz"
+    for keys in keysets:
+        for combo in itertools.product(shapes, repeat=min(len(keys), 2)):
+            for dtype in (np.float32, np.uint8):
+                np.savez(path, **{k: np.ones(combo[i % len(combo)], dtype) for i, k in enumerate(keys)})
+                for read, error in ((lambda: read_prediction(path, 51, layout="auto", pred_fps="auto",
+                                                             target_frames=5), PredictionError),
+                                    (lambda: read_prediction(path, 54, layout="auto"), PredictionError),
+                                    (lambda: read_track(path), RenderError)):
+                    try:
+                        read()
+                    except error:
+                        pass
+
+
+def test_sample_refuses_unusable_devices_inputs_and_misplaced_flags(tiny_models, tmp_path, capsys):
+    from scripts.sample import main
+    (tmp_path / "garbage.npz").write_bytes(os.urandom(300))
+    for extra, message in [(["--device", "bogus"], "argument --device: 'bogus' is not a device"),
+                           (["--device", "cuda:9"], "argument --device: cuda:9: this machine has"),
+                           (["--given", "B"], "--given and --given-motion are for --mode listener"),
+                           (["--mode", "listener", "--given", "B", "--given-motion", str(tmp_path / "garbage.npz")],
+                            "garbage.npz: is not an npz archive (no zip header)")]:
+        rc, err = _run_main(main, _sample(tiny_models, tmp_path / "out", *extra), capsys)
+        assert rc == 2 and message in err and "Traceback" not in err, (extra, err)
+    argv = _sample(tiny_models, tmp_path / "out")
+    argv[argv.index("--audio-a") + 1] = str(tmp_path / "none.wav")
+    rc, err = _run_main(main, argv, capsys)
+    assert rc == 2 and "none.wav does not exist" in err, err
+
+
+def test_os_errors_of_commands_are_clear_errors(cache_dir, tiny_models, tmp_path, capsys):
+    """An output path that is a file (or inside one) is `error: ...`, exit 2, not a traceback."""
+    from stage1_vq.evaluate import main as evaluate_tokenizer
+    from stage1_vq.train import main as train_stage1
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc, err = _run_main(train_stage1, ["--config", str(ROOT / "configs/stage1_vq_tiny.yaml"), f"cache={cache_dir}",
+                                       f"out_dir={blocker}", "train.max_steps=2", "train.progress=false"], capsys)
+    assert rc == 2 and "error: " in err and "File exists" in err, err[-2000:]
+    rc, err = _run_main(evaluate_tokenizer, ["--tokenizer", str(tiny_models["tokenizer"]), "--cache", str(cache_dir),
+                                             "--json", str(blocker / "x.json")], capsys)
+    assert rc == 2 and "error: " in err, err[-2000:]
+
+
+def test_reliability_doc_names_only_tests_that_exist():
+    """docs/RELIABILITY.md maps every promise to its test: each test it names exists (in tests/test_hardening.py
+    unless the file is named), and every test of this file is named there."""
+    doc = (ROOT / "docs" / "RELIABILITY.md").read_text()
+    named = re.findall(r"`(?:tests/)?(?:(test_\w+)\.py::)?(test_\w+)(?![\w.])", doc)
+    assert len(named) > 50
+    defined: dict[str, set[str]] = {}
+    for module, test in named:
+        module = module or "test_hardening"
+        if module not in defined:
+            tree = ast.parse((ROOT / "tests" / f"{module}.py").read_text())
+            defined[module] = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert test in defined[module], f"docs/RELIABILITY.md names {module}.py::{test}, which does not exist"
+    mine = {t for t in defined["test_hardening"] if t.startswith("test_")}
+    unnamed = sorted(mine - {t for m, t in named if m in ("", "test_hardening")}
+                     - {"test_reliability_doc_names_only_tests_that_exist"})
+    assert not unnamed, f"tests of tests/test_hardening.py that docs/RELIABILITY.md does not map: {unnamed}"

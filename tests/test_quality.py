@@ -83,7 +83,7 @@ def test_quality_bench_end_to_end_tiny(tmp_path):
            "--set", "stage1:train.batch_size=8", "--set", "stage2:train.max_steps=20", "--set", "stage2:window=32",
            "--set", "stage2:model.attn_window=12", "--set", "stage2:train.batch_size=4",
            "--set", "stage2:train.val_every=10", "--set", "stage2:val_windows=8", "--set", "regressor:train.max_steps=20",
-           "--set", "regressor:train.val_every=10", "--n-boot", "100"]
+           "--set", "regressor:train.val_every=10", "--set", "regressor:train.batch_size=4", "--n-boot", "100"]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     md = (out / "QUALITY.md").read_text()

@@ -6,8 +6,10 @@ a streaming system has frame ``t``'s feature as soon as frame ``t``'s audio has 
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,8 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000
 def read_wav(path: str | Path, target_rate: int, what: str = "") -> np.ndarray:
     """Mono float32 audio at ``target_rate``; averages channels and resamples, each with a log line."""
     path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{what}audio file {path} {'is not a regular file' if path.exists() else 'does not exist'}")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError on truncated or foreign files
@@ -97,7 +101,19 @@ class LogMel:
         mel = self.mel(x)                              # (n_mels, num_frames)
         feats = torch.log(mel + 1e-6).T.contiguous()
         assert feats.shape[0] == num_frames, (feats.shape, num_frames)
-        return feats.numpy().astype(np.float32)
+        return check_features(feats.numpy().astype(np.float32), audio)
+
+
+def check_features(feats: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    """Refuse features that are not finite: finite but absurd samples (a float WAV holding 1e30) overflow the
+    power spectrum, and Inf features would poison the cache's statistics and every model trained on them."""
+    bad = ~np.isfinite(feats)
+    if bad.any():
+        frame = int(np.argwhere(bad)[0][0])
+        peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+        raise AudioError(f"audio features hold NaN/Inf (first at frame {frame}): the samples reach {peak:.3g} "
+                         "(audio is expected within about -1..1; is the file scaled?)")
+    return feats
 
 
 class PretrainedEncoder:
@@ -108,14 +124,23 @@ class PretrainedEncoder:
     linearly interpolated from its own rate to ``fps``.
     """
 
-    def __init__(self, cfg: AudioConfig, sample_rate: int, fps: float):
+    def __init__(self, cfg: AudioConfig, sample_rate: int, fps: float, allow_download: bool = False):
         try:
             import transformers
         except ImportError as e:  # optional extra
             raise ImportError("audio.kind=pretrained needs transformers: pip install 'dyadic-face[audio-encoders]'") from e
         self.cfg, self.sample_rate, self.fps = cfg, sample_rate, fps
         if cfg.pretrained:
-            self.model = transformers.AutoModel.from_pretrained(cfg.pretrained)
+            local = Path(cfg.pretrained).expanduser().exists()
+            try:
+                self.model = transformers.AutoModel.from_pretrained(cfg.pretrained,
+                                                                    local_files_only=not (allow_download or local))
+            except OSError as e:
+                if allow_download or local:
+                    raise
+                raise AudioError(f"audio.pretrained {cfg.pretrained!r} is neither a local folder nor a model already "
+                                 "in the local hub cache, and downloading is off here: pass --allow-download to "
+                                 "fetch it, or point audio.pretrained at a local copy") from e
         elif cfg.pretrained_config:
             kinds = {"wav2vec2": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model),
                      "hubert": (transformers.HubertConfig, transformers.HubertModel)}
@@ -152,7 +177,7 @@ class PretrainedEncoder:
         hi = np.minimum(lo + 1, h.shape[0] - 1)
         w = torch.from_numpy((pos - lo).astype(np.float32))[:, None]
         feats = h[lo] * (1 - w) + h[hi] * w
-        return feats.numpy().astype(np.float32)
+        return check_features(feats.numpy().astype(np.float32), audio)
 
 
 class WavFeatures:
@@ -275,11 +300,29 @@ def _read_block(path: Path, s0: int, s1: int) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def make_feature_extractor(cfg: AudioConfig, sample_rate: int, fps: float):
+_downloads = contextvars.ContextVar("audio_downloads_allowed", default=False)
+
+
+@contextmanager
+def downloads_allowed(allowed: bool = True):
+    """Inside this block, feature extractors built without an explicit ``allow_download`` may download a
+    pretrained encoder named by a hub name (sampling opts in with ``--allow-download``; off by default)."""
+    token = _downloads.set(bool(allowed))
+    try:
+        yield
+    finally:
+        _downloads.reset(token)
+
+
+def make_feature_extractor(cfg: AudioConfig, sample_rate: int, fps: float, allow_download: bool | None = None):
+    """The feature extractor of ``cfg``. A pretrained encoder named by a hub name is downloaded only when
+    ``allow_download`` (default: inside :func:`downloads_allowed`); otherwise only local copies are used."""
+    if allow_download is None:
+        allow_download = _downloads.get()
     if cfg.kind == "logmel":
         return LogMel(cfg, sample_rate, fps)
     if cfg.kind == "pretrained":
-        return PretrainedEncoder(cfg, sample_rate, fps)
+        return PretrainedEncoder(cfg, sample_rate, fps, allow_download=allow_download)
     raise ValueError(f"audio.kind must be 'logmel' or 'pretrained', got {cfg.kind!r}")
 
 

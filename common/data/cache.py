@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.io import load_npy, read_json
+from common.io import READ_ERRORS, check_name, load_npy, read_json, read_npz_checked
 from common.layout import Layout, layout_from_json
 
 MANIFEST = "manifest.json"
@@ -27,6 +27,67 @@ class DialogArrays:
     shape: np.ndarray    # (2, shape_dims)
 
 
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError, RecursionError) as e:
+        raise CacheError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:200]}); rerun scripts/preprocess.py "
+                         "(its merge step when sharded)") from e
+    if not isinstance(manifest, dict):
+        raise CacheError(f"{path} is not a cache manifest (a JSON object); rerun scripts/preprocess.py")
+    return manifest
+
+
+def _checked_dialogs(manifest: dict, path: Path) -> list[dict]:
+    """The manifest's dialog entries, their ids checked (they become paths: dialogs/<id>, P/<id>/<participant>.npz,
+    tokens/<name>/<id>.npy) as the corpus reader checks them."""
+    dialogs = manifest.get("dialogs")
+    if not isinstance(dialogs, list):
+        raise CacheError(f"{path}: 'dialogs' must be a list; rerun scripts/preprocess.py")
+    seen = set()
+    for d in dialogs:
+        try:
+            if not isinstance(d, dict):
+                raise ValueError(f"dialog entry {d!r} is not an object")
+            check_name(d.get("id"), "dialog id")
+            parts = d.get("participants")
+            if not isinstance(parts, list) or len(parts) != 2 or parts[0] == parts[1]:
+                raise ValueError(f"dialog {d['id']}: participants must be two distinct ids, got {parts!r}")
+            for pid in parts:
+                check_name(pid, f"dialog {d['id']}: participant id")
+            n = d.get("num_frames")
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"dialog {d['id']}: num_frames must be a positive integer, got {n!r}")
+            if d["id"] in seen:
+                raise ValueError(f"dialog {d['id']} is listed twice")
+            seen.add(d["id"])
+        except ValueError as e:
+            raise CacheError(f"{path}: {e}; rerun scripts/preprocess.py") from None
+    return dialogs
+
+
+def _read_stats(path: Path, dims: dict[str, int]) -> dict[str, np.ndarray]:
+    """stats.npz: ``<kind>_mean`` / ``<kind>_std`` of the manifest's widths, finite, std > 0 (float32)."""
+    try:
+        arrays = read_npz_checked(path)
+    except READ_ERRORS as e:
+        raise CacheError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:200]}); rerun scripts/preprocess.py "
+                         "(its merge step when sharded)") from e
+    stats = {}
+    for kind, dim in dims.items():
+        for part in ("mean", "std"):
+            key = f"{kind}_{part}"
+            a = arrays.get(key)
+            if a is None or a.shape != (dim,) or not np.issubdtype(a.dtype, np.floating):
+                raise CacheError(f"{path}: {key} must be ({dim},) floats, got "
+                                 f"{'nothing' if a is None else f'{a.dtype} {a.shape}'}; rerun scripts/preprocess.py")
+            stats[key] = a.astype(np.float32)
+            if not np.isfinite(stats[key]).all() or (part == "std" and not (stats[key] > 0).all()):
+                raise CacheError(f"{path}: {key} holds NaN/Inf{' or values <= 0' if part == 'std' else ''}; "
+                                 "rerun scripts/preprocess.py --overwrite")
+    return stats
+
+
 class Cache:
     """A preprocessed corpus: manifest, statistics and memory-mapped per-dialog arrays."""
 
@@ -35,12 +96,16 @@ class Cache:
         mpath = self.root / MANIFEST
         if not mpath.is_file():
             raise CacheError(f"{mpath} not found: run scripts/preprocess.py (and its merge step when sharded) first")
-        self.manifest = read_json(mpath)
-        self.fps = float(self.manifest["fps"])
-        self.motion_dim = int(self.manifest["motion_dim"])
-        self.audio_dim = int(self.manifest["audio_features"]["dim"])
-        self.layout: Layout = layout_from_json(self.manifest.get("motion_layout"), self.motion_dim)
-        self._by_id = {d["id"]: d for d in self.manifest["dialogs"]}
+        self.manifest = _read_manifest(mpath)
+        try:
+            self.fps = float(self.manifest["fps"])
+            self.motion_dim = int(self.manifest["motion_dim"])
+            self.audio_dim = int(self.manifest["audio_features"]["dim"])
+            self.layout: Layout = layout_from_json(self.manifest.get("motion_layout"), self.motion_dim)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CacheError(f"{mpath} is not a cache manifest ({type(e).__name__}: {e}); rerun "
+                             "scripts/preprocess.py") from e
+        self._by_id = {d["id"]: d for d in _checked_dialogs(self.manifest, mpath)}
         self._stats = None
         self._lock = threading.Lock()
 
@@ -78,8 +143,7 @@ class Cache:
     @property
     def stats(self) -> dict[str, np.ndarray]:
         if self._stats is None:
-            with np.load(self.root / STATS, allow_pickle=False) as z:
-                self._stats = {k: z[k].astype(np.float32) for k in z.files}
+            self._stats = _read_stats(self.root / STATS, {"motion": self.motion_dim, "audio": self.audio_dim})
         return self._stats
 
     def normalize_motion(self, x):

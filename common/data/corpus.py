@@ -11,9 +11,6 @@ import json
 import logging
 import math
 import os
-import tokenize
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ import numpy as np
 
 from common.data.audio import AudioError, hop_length, read_wav
 from common.data.config import DataConfig
+from common.io import READ_ERRORS, UnsafeNameError, check_name, check_npy_header, check_npz_member
 from common.layout import NECK_DIMS, NUM_STATES, motion_from_flame
 
 log = logging.getLogger(__name__)
@@ -71,12 +69,27 @@ def index_path(cfg: DataConfig) -> Path:
 
 
 def check_id(value: Any, what: str, dialog: str | None = None, file: str | Path | None = None) -> str:
-    """Dialog and participant ids become folder and file names (cache, predictions): refuse unsafe ones."""
-    if (not isinstance(value, str) or not value or value.startswith(".") or any(c in value for c in "/\\\0")
-            or not value.isprintable()):
-        raise CorpusError(f"{what} {value!r} is not usable as a file name (empty, starting with '.', holding a path "
-                          "separator or a control character)", dialog=dialog, file=file)
-    return value
+    """Dialog and participant ids become folder and file names (cache, predictions): refuse unsafe ones
+    (:func:`common.io.check_name`: empty, a leading '.', a path separator, a control character, too long)."""
+    try:
+        return check_name(value, what)
+    except UnsafeNameError as e:
+        raise CorpusError(str(e), dialog=dialog, file=file) from None
+
+
+class DuplicateKeyError(ValueError):
+    pass
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json object hook: a key given twice would silently keep the last value (a dialog or a participant lost)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"key {key[:100]!r} appears twice in one object (the JSON reader would keep "
+                                    "only the last): make the ids unique")
+        out[key] = value
+    return out
 
 
 def load_index(cfg: DataConfig) -> dict[str, dict[str, dict[str, Any]]]:
@@ -84,9 +97,11 @@ def load_index(cfg: DataConfig) -> dict[str, dict[str, dict[str, Any]]]:
     if not path.is_file():
         raise CorpusError("index JSON not found (set data_root and index)", file=path)
     try:
-        index = json.loads(path.read_bytes())
+        index = json.loads(path.read_bytes(), object_pairs_hook=_refuse_duplicate_keys)
     except OSError as e:
         raise CorpusError(f"cannot read the index: {e}", file=path) from e
+    except DuplicateKeyError as e:
+        raise CorpusError(f"index holds a duplicate: {e}", file=path) from e
     except (ValueError, RecursionError) as e:   # JSONDecodeError, UnicodeDecodeError, too many digits, nesting
         raise CorpusError(f"index is not valid JSON: {type(e).__name__}: {str(e)[:200]}", file=path) from e
     if not isinstance(index, dict):
@@ -125,41 +140,62 @@ def _check_finite(arr: np.ndarray, dialog, pid, file, field):
         raise CorpusError(f"holds NaN/Inf (first at frame {frame})", dialog, pid, file=file, field=field)
 
 
-# What numpy / zipfile raise on a truncated, corrupt, foreign or hostile file (compression methods they do not
-# know, encrypted members, bad deflate streams, lying sizes, .npy headers numpy's own parser chokes on).
-_READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, MemoryError, zlib.error,
-                NotImplementedError, RuntimeError, tokenize.TokenError, SyntaxError, RecursionError)
+def _open_npz(path: Path, dialog: str, pid: str, field: str):
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise CorpusError(f"cannot read npz: {e}", dialog, pid, file=path, field=field) from e
+    if not magic.startswith(b"PK\x03\x04") and magic != b"\x93NUMPY":
+        raise CorpusError("is not an npz archive (no zip header)", dialog, pid, file=path, field=field)
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except READ_ERRORS as e:
+        raise CorpusError(f"cannot read npz (truncated or not an npz): {e}", dialog, pid, file=path,
+                          field=field) from e
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise CorpusError(f"is not an npz archive (holds a single {type(npz).__name__})", dialog, pid, file=path,
+                          field=field)
+    return npz
 
 
-def _check_npy_header(f, available: int) -> None:
-    """Refuse an .npy stream whose header claims more data than ``available`` bytes (or is unreadable) before
-    numpy allocates the claimed array (a lying header would otherwise ask for petabytes)."""
-    fmt = np.lib.format
-    version = fmt.read_magic(f)
-    if version == (1, 0):
-        shape, _, dtype = fmt.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, _, dtype = fmt.read_array_header_2_0(f)
-    else:                     # 3.0 is only written for non-latin-1 field names: never a plain numeric array
-        raise ValueError(f".npy format version {version} is not supported here (1.0 or 2.0 expected)")
-    if dtype.hasobject:
-        raise ValueError(f"holds Python objects ({dtype}), which only a pickle can rebuild: refused")
-    need = math.prod(shape) * dtype.itemsize
-    if need > available - f.tell():
-        raise ValueError(f"header claims an array of shape {shape} {dtype} ({need} bytes), but only "
-                         f"{max(0, available - f.tell())} bytes follow (truncated or corrupt)")
+def _npz_member(npz, key: str, path: Path, dialog: str, pid: str) -> np.ndarray:
+    """One real-valued array of an open npz, its header checked before numpy allocates it."""
+    if key not in npz.files:
+        raise CorpusError(f"npz has no key {key!r} (keys: {sorted(npz.files)})", dialog, pid, file=path, field=key)
+    try:
+        member = f"{key}.npy" if f"{key}.npy" in npz.zip.namelist() else key
+        check_npz_member(npz.zip, npz.zip.getinfo(member))
+        a = npz[key]
+    except READ_ERRORS as e:
+        raise CorpusError(f"cannot read array: {e}", dialog, pid, file=path, field=key) from e
+    if not isinstance(a, np.ndarray):
+        raise CorpusError("npz member is not an .npy array", dialog, pid, file=path, field=key)
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise CorpusError(f"dtype {a.dtype} is not a real number type", dialog, pid, file=path, field=key)
+    return a
+
+
+def read_identity(path: str | Path, what: str = "identity") -> np.ndarray:
+    """A participant's identity, ``shape_params[0, 0, :]`` of a FLAME npz (``(T, 1, K)``, ``(1, K)`` or ``(K,)``),
+    through the same guards as :func:`read_flame`: :class:`CorpusError` naming the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError("file is missing" if not path.exists() else "is not a regular file", participant=what,
+                          file=path, field="shape_params")
+    with _open_npz(path, None, what, "shape_params") as npz:
+        a = _npz_member(npz, "shape_params", path, None, what)
+    if a.ndim < 1 or a.size == 0 or a.shape[-1] < 1:
+        raise CorpusError(f"shape {a.shape}, expected (T, 1, K) with K >= 1", participant=what, file=path,
+                          field="shape_params")
+    shape = a.reshape(-1, a.shape[-1])[0].astype(np.float32)
+    _check_finite(shape[None], None, what, path, "shape_params")
+    return shape
 
 
 def read_flame(path: Path, cfg: DataConfig, dialog: str, pid: str) -> tuple[np.ndarray, np.ndarray]:
     """(motion (T, D), identity shape (shape_dims,)) from an EMICA FLAME npz."""
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except _READ_ERRORS as e:
-        raise CorpusError(f"cannot read npz (truncated or not an npz): {e}", dialog, pid, file=path,
-                          field="flame_coeff_save_path") from e
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise CorpusError(f"is not an npz archive (holds a single {type(npz).__name__})", dialog, pid, file=path,
-                          field="flame_coeff_save_path")
+    npz = _open_npz(path, dialog, pid, "flame_coeff_save_path")
     layout = cfg.layout
     need = {"expression_params": layout.expression_dims, "jaw_params": 1, "shape_params": cfg.shape_dims}
     if layout.pose is not None:
@@ -167,23 +203,11 @@ def read_flame(path: Path, cfg: DataConfig, dialog: str, pid: str) -> tuple[np.n
     arrays = {}
     with npz:
         for key, min_dims in need.items():
-            if key not in npz.files:
-                raise CorpusError(f"npz has no key {key!r} (keys: {sorted(npz.files)})", dialog, pid, file=path, field=key)
-            try:
-                member = f"{key}.npy" if f"{key}.npy" in npz.zip.namelist() else key
-                with npz.zip.open(member) as f:
-                    _check_npy_header(f, npz.zip.getinfo(member).file_size)
-                a = npz[key]
-            except _READ_ERRORS as e:
-                raise CorpusError(f"cannot read array: {e}", dialog, pid, file=path, field=key) from e
-            if not isinstance(a, np.ndarray):
-                raise CorpusError("npz member is not an .npy array", dialog, pid, file=path, field=key)
+            a = _npz_member(npz, key, path, dialog, pid)
             if a.ndim == 2:                       # tolerate (T, K) next to the documented (T, 1, K)
                 a = a[:, None, :]
             if a.ndim != 3 or a.shape[1] < 1 or a.shape[2] < min_dims or a.shape[0] < 1:
                 raise CorpusError(f"shape {a.shape}, expected (T, 1, >={min_dims})", dialog, pid, file=path, field=key)
-            if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-                raise CorpusError(f"dtype {a.dtype} is not a real number type", dialog, pid, file=path, field=key)
             arrays[key] = a
     names = [k for k in ("expression_params", "jaw_params", "pose_params") if k in need]
     parts = [arrays[n][:, 0, :need[n]] for n in names]              # the dims the layout uses
@@ -202,9 +226,9 @@ def read_flame(path: Path, cfg: DataConfig, dialog: str, pid: str) -> tuple[np.n
 def read_states(path: Path, dialog: str, pid: str) -> np.ndarray:
     try:
         with open(path, "rb") as f:
-            _check_npy_header(f, os.fstat(f.fileno()).st_size)
+            check_npy_header(f, os.fstat(f.fileno()).st_size)
         s = np.load(path, allow_pickle=False)
-    except _READ_ERRORS as e:
+    except READ_ERRORS as e:
         raise CorpusError(f"cannot read state array (not an .npy array, truncated or corrupt): {e}", dialog, pid,
                           file=path, field="state_path") from e
     if s.ndim == 2 and 1 in s.shape:

@@ -136,6 +136,12 @@ class TokenWindows(_CacheBacked):
             except (OSError, ValueError) as e:
                 raise CacheError(f"dialog {self.entries[i]['id']}: token file {path} is missing or damaged ({e}); "
                                  f"rerun `python -m stage1_vq.tokens` for this cache") from e
+            c, steps = self._codes[i], self.entries[i]["num_frames"] // self.d
+            if c.ndim != 3 or c.shape[0] != 2 or c.shape[1] < steps or not np.issubdtype(c.dtype, np.integer):
+                del self._codes[i]
+                raise CacheError(f"dialog {self.entries[i]['id']}: token file {path} holds {c.dtype} {c.shape}, "
+                                 f"expected integer codes of shape (2, {steps}, Q); rerun `python -m stage1_vq.tokens` "
+                                 "for this cache")
         return self._codes[i]
 
     def __getstate__(self):

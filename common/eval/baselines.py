@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.data.cache import Cache
-from common.eval.predictions import write_prediction
+from common.eval.predictions import prediction_path, write_prediction
 
 BASELINES = ("mean", "random_other", "mirror", "nn_audio")
 
@@ -58,7 +58,7 @@ def make_baselines(cache_root: str | Path, out: str | Path, split: str = "test",
             raise ValueError(f"unknown baseline {name!r}; known: {BASELINES}")
         dirs[name] = out / name
     def write(folder: Path, dialog: str, pid: str, motion: np.ndarray):
-        write_prediction(folder / dialog / f"{pid}.npz", motion, cache.layout)
+        write_prediction(prediction_path(folder, dialog, pid), motion, cache.layout)
 
     for d in tqdm(dialogs, desc="baselines", unit="dialog", disable=not progress):
         a = cache.load(d["id"])

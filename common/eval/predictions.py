@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from common.eval import external as L
-from common.io import atomic_path
+from common.io import READ_ERRORS, UnsafeNameError, atomic_path, check_name, read_npy_checked, read_npz_checked
 from common.layout import Layout, LayoutError, flame_arrays, layout_for_dim
 
 FRAME_TOLERANCE_S = 0.25    # a prediction's duration may differ from the ground truth's by this much
@@ -111,20 +111,51 @@ class PredictionWriter:
 
 
 # --- reading -----------------------------------------------------------------------------------------------
+def prediction_path(root: str | Path, dialog: str, participant: str, ext: str = ".npz") -> Path:
+    """``root/<dialog>/<participant><ext>``, both names checked (:func:`common.io.check_name`): a name such as
+    ``../../x`` from a command line or a manifest never writes outside ``root``."""
+    try:
+        check_name(dialog, "dialog name")
+        check_name(participant, f"dialog {dialog}: participant name")
+    except UnsafeNameError as e:
+        raise PredictionError(str(e)) from None
+    return Path(root) / dialog / f"{participant}{ext}"
+
+
+def check_participants(dialog: str, participants) -> list[str]:
+    """Two distinct, safe participant names (two predictions written under one name would lose one)."""
+    participants = list(participants)
+    if len(participants) != 2 or participants[0] == participants[1]:
+        raise PredictionError(f"dialog {dialog}: needs two different participant names, got {participants}")
+    for pid in participants:
+        prediction_path(".", dialog, pid)
+    return participants
+
+
 def open_prediction(path: str | Path) -> dict[str, np.ndarray]:
     """Every array of a prediction file (an ``.npz``'s keys, or ``{"motion": array}`` for an ``.npy``), read
-    without pickles; unreadable files raise :class:`PredictionError` naming the file."""
+    without pickles and with each header checked before numpy allocates (:func:`common.io.check_npy_header`).
+    Unreadable files (truncated, corrupt, bad compression, a lying header) and arrays that are not real numbers
+    of at least one dimension (0-d, bool, complex, strings, objects) raise :class:`PredictionError` naming the
+    file and the key."""
     path = Path(path)
     try:
-        if path.suffix == ".npy":
-            return {"motion": np.load(path, allow_pickle=False)}
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise PredictionError(f"{path}: unreadable prediction ({e})") from e
+        arrays = {"motion": read_npy_checked(path)} if path.suffix == ".npy" else read_npz_checked(path)
+    except READ_ERRORS as e:
+        raise PredictionError(f"{path}: unreadable prediction ({type(e).__name__}: {str(e)[:300]})") from e
+    for key, a in arrays.items():
+        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+            raise PredictionError(f"{path}: {key} has dtype {a.dtype}, expected real numbers")
+        if a.ndim == 0:
+            raise PredictionError(f"{path}: {key} is a 0-d array, expected (T, ...)")
+    return arrays
 
 
-def _flame_rows(a: np.ndarray) -> np.ndarray:
+def _flame_rows(path: Path, arrays: dict, key: str) -> np.ndarray:
+    """A FLAME key (T, 1, K) or (T, K) as (T, K) rows; refuses empty and frame-less arrays."""
+    a = arrays[key]
+    if a.ndim < 2 or len(a) == 0 or a[0].size == 0:
+        raise PredictionError(f"{path}: {key} has shape {a.shape}, expected (T, 1, K) with T, K >= 1")
     return a.reshape(len(a), -1)
 
 
@@ -134,7 +165,7 @@ def _motion_array(path: Path, arrays: dict, target: Layout) -> tuple[np.ndarray,
     if "motion" in arrays:
         return arrays["motion"], "array"
     if "expression_params" in arrays and "jaw_params" in arrays:
-        exp, jaw = _flame_rows(arrays["expression_params"]), _flame_rows(arrays["jaw_params"])
+        exp, jaw = _flame_rows(path, arrays, "expression_params"), _flame_rows(path, arrays, "jaw_params")
         if exp.shape[1] < target.expression_dims or jaw.shape[1] < 1:
             raise PredictionError(f"{path}: expression_params needs >= {target.expression_dims} dims, has "
                                   f"{exp.shape[1]}")
@@ -142,8 +173,13 @@ def _motion_array(path: Path, arrays: dict, target: Layout) -> tuple[np.ndarray,
         if target.pose is not None:
             if "pose_params" not in arrays:
                 raise PredictionError(f"{path}: {target.width}-dim evaluation needs pose_params")
-            pose = _flame_rows(arrays["pose_params"])
+            pose = _flame_rows(path, arrays, "pose_params")
+            if pose.shape[1] < 3:
+                raise PredictionError(f"{path}: pose_params needs >= 3 dims (the neck), has {pose.shape[1]}")
         parts = [exp[:, :target.expression_dims], jaw[:, :1]] + ([] if pose is None else [pose[:, :3]])
+        lengths = {len(x) for x in parts}
+        if len(lengths) > 1:
+            raise PredictionError(f"{path}: the FLAME keys disagree in length ({sorted(lengths)} frames)")
         return np.concatenate(parts, 1), "flame"
     if "exp" in arrays and "pose" in arrays:            # DualTalk's data files (dataset_train.py, metric.py)
         exp, pose = arrays["exp"], arrays["pose"]

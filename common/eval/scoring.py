@@ -52,6 +52,8 @@ def evaluate_method(cache: Cache, pred_dir: str | Path, split: str = "test", nam
     ``frame_tolerance_s``: see :func:`common.eval.predictions.read_prediction` (defaults: this system's layout at
     the cache's rate, lengths unchecked)."""
     pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise PredictionError(f"method {name or pred_dir.name}: prediction folder {pred_dir} does not exist")
     target = cache.layout
     read_as: dict[str, int] = {}
     name = name or pred_dir.name

@@ -6,6 +6,7 @@ no pickled code ever runs. Numpy arrays in ``meta`` are stored as tensors and co
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,54 @@ def load_artifact(path: str | Path, kind: str | None = None) -> dict[str, Any]:
     payload["config"] = _from_storable(payload["config"])
     payload["meta"] = _from_storable(payload["meta"])
     return payload
+
+
+def stored_int(d: dict, key: str) -> int:
+    """An integer an artifact stores under ``key`` (ValueError otherwise; bools are not integers)."""
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{key} {v!r} is not an integer")
+    return v
+
+
+def stored_rate(d: dict, key: str, maximum: float) -> float:
+    """A rate an artifact stores under ``key``: a finite number in (0, maximum] (ValueError otherwise)."""
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v <= maximum and math.isfinite(v)):
+        raise ValueError(f"{key} {v!r} is not a rate in (0, {maximum:g}]")
+    return float(v)
+
+
+def check_weights(path: str | Path, state_dict: Any) -> dict[str, torch.Tensor]:
+    """The artifact's ``state_dict``: a mapping of names to finite tensors, or :class:`CheckpointError`."""
+    if not isinstance(state_dict, dict) or not all(isinstance(k, str) and torch.is_tensor(v)
+                                                   for k, v in state_dict.items()):
+        raise CheckpointError(f"{path}: its state_dict is not a mapping of names to tensors")
+    for name, value in state_dict.items():
+        if (value.is_floating_point() or value.is_complex()) and not torch.isfinite(value).all():
+            raise CheckpointError(f"{path}: weight {name} holds NaN/Inf (a diverged or damaged model)")
+    return state_dict
+
+
+def check_fits(path: str | Path, build, state_dict: dict[str, torch.Tensor]) -> None:
+    """Build the module its stored config describes on the meta device (no memory is allocated) and compare its
+    parameter names and shapes with the file's tensors, so the real module built next holds exactly what the
+    file holds (a config claiming absurd sizes is refused here, not by an allocation of terabytes)."""
+    with torch.device("meta"):
+        module = build()
+    want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state_dict.items()}
+    if want == have:
+        return
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    shapes = [f"{k}: config says {want[k]}, file holds {have[k]}" for k in sorted(set(want) & set(have))
+              if want[k] != have[k]]
+    parts = ([f"missing {', '.join(missing[:5])}"] if missing else []) + \
+            ([f"unexpected {', '.join(extra[:5])}"] if extra else []) + shapes[:5]
+    raise CheckpointError(f"{path}: its stored config and its weights disagree, or it was written by another "
+                          f"version of the model code ({'; '.join(parts)}): retrain, or use the code it was "
+                          "trained with")
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

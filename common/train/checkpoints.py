@@ -106,6 +106,11 @@ class CheckpointManager:
         accelerator.wait_for_everyone()
         return path
 
+    def remove_all(self) -> None:
+        """Delete every checkpoint (a run that starts over in this out_dir: resume=false)."""
+        if self.root.is_dir():
+            shutil.rmtree(self.root)
+
     def _rotate(self, just_saved: Path | None = None):
         """Keep the newest ``keep_last`` checkpoints that verify; delete older ones and debris."""
         dirs = self._dirs()
@@ -128,12 +133,16 @@ class CheckpointManager:
         for p in self.root.glob(".tmp-step-*"):     # saves killed before their rename
             shutil.rmtree(p, ignore_errors=True)
 
-    def resume(self, accelerator) -> int:
-        """Load the newest good checkpoint into ``accelerator``; returns its step (0 when none)."""
+    def resume(self, accelerator, check=None) -> int:
+        """Load the newest good checkpoint into ``accelerator``; returns its step (0 when none).
+
+        ``check(path, manifest)`` runs first and may refuse it (raise): a checkpoint of another run."""
         found = self.latest_good()
         if found is None:
             return 0
         path, step = found
+        if check is not None:
+            check(path, json.loads((path / MANIFEST_NAME).read_text()))
         accelerator.load_state(str(path))
         log.info("resumed from %s (step %d)", path, step)
         return step

@@ -6,8 +6,10 @@ files say only what differs from these defaults (common/config.py loads them wit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-from common.config import ConfigError
+from common.config import ConfigError, check_range
+from common.io import UnsafeNameError, check_name
 
 
 @dataclass
@@ -21,15 +23,31 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     num_workers: int = 0
-    mixed_precision: str = "no"       # "no" | "bf16" | "fp16" (accelerate)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"   # accelerate
     log_every: int = 20
     val_every: int = 500
     save_every: int = 500
     keep_last: int = 3
     max_nonfinite: int = 5            # NaN/Inf losses in a row before training stops
-    tracker: str = "none"             # "none" | "wandb" | "tensorboard"
+    tracker: Literal["none", "wandb", "tensorboard"] = "none"
     project: str = "dyadic-face"
     progress: bool = True
+
+    def validate(self) -> "TrainConfig":
+        p = "train."
+        check_range(self, "batch_size", 1, prefix=p)
+        check_range(self, "lr", above=0, prefix=p)
+        check_range(self, "weight_decay", 0, prefix=p)
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"config key train.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        for key in ("warmup_steps", "grad_clip", "seed", "val_every", "save_every"):
+            check_range(self, key, 0, prefix=p)
+        check_range(self, "num_workers", 0, 256, prefix=p)
+        check_range(self, "max_steps", 1, prefix=p)
+        check_range(self, "seed", maximum=2 ** 32 - 1, prefix=p)
+        for key in ("log_every", "keep_last", "max_nonfinite"):
+            check_range(self, key, 1, prefix=p)
+        return self
 
 
 @dataclass
@@ -47,6 +65,13 @@ class RunConfig:
 
     def validate(self):
         """Checks shared by every stage (each stage's ``validate`` adds its own and calls this)."""
-        if self.train.batch_size < 1:
-            raise ConfigError("train.batch_size must be >= 1")
+        check_range(self, "window", 1)
+        check_range(self, "stride", 0)
+        check_range(self, "val_windows", 0)
+        check_range(self, "stop_after", 0)
+        try:
+            check_name(self.export_name, "export_name")
+        except UnsafeNameError as e:
+            raise ConfigError(f"config key {e} (it is written inside out_dir)") from None
+        self.train.validate()
         return self

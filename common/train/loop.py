@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from common.config import ConfigError, split_cli_overrides, to_dict
+from common.config import ConfigError, config_differences, parse_args_and_overrides, to_dict
 from common.io import atomic_path
 from common.train.accelerator import DistributedLaunchError
 from common.train.checkpoints import CheckpointManager
@@ -32,6 +32,41 @@ from common.train.config import RunConfig, TrainConfig
 from common.train.guard import NonFiniteGuard
 
 log = logging.getLogger(__name__)
+
+# Config keys that may change between the runs of one training in one out_dir (a resume): where it writes,
+# whether and when it stops, how it reports and checkpoints, how many loader workers feed it. No step's result
+# depends on them. Every other key (the model, the data, the optimizer, the schedule: train.max_steps shapes the
+# cosine decay, so a new max_steps is a new run) must match the checkpoint's.
+RESUMABLE_KEYS = ("out_dir", "resume", "stop_after", "train.log_every", "train.progress", "train.num_workers",
+                  "train.tracker", "train.project", "train.save_every", "train.keep_last", "train.max_nonfinite")
+PATH_KEYS = ("cache", "tokenizer")      # equal when they name the same file or folder
+
+
+class ResumeMismatchError(ConfigError):
+    """The newest checkpoint in out_dir was made by a run with another config."""
+
+
+def _same_path(key: str, a, b) -> bool:
+    return (key in PATH_KEYS and isinstance(a, str) and isinstance(b, str)
+            and Path(a).expanduser().resolve() == Path(b).expanduser().resolve())
+
+
+def check_same_run(cfg: RunConfig, checkpoint: Path, manifest: dict, data: dict | None = None) -> None:
+    """Refuse to resume from ``checkpoint`` when the config it records differs from ``cfg`` beyond
+    :data:`RESUMABLE_KEYS` (a size mismatch would be a traceback; equal sizes a silently mixed run), or when the
+    data it records (``fit``'s ``data``: the cache's data config, the tokenizer's checksum) differs from ``data``."""
+    stored = manifest.get("config")
+    if not isinstance(stored, dict):
+        log.warning("%s records no config (an older version): resuming without checking it", checkpoint)
+        return
+    diff = config_differences(to_dict(cfg), stored, ignore=RESUMABLE_KEYS, same=_same_path)
+    if data is not None and isinstance(manifest.get("data"), dict):
+        diff += [f"data.{d}" for d in config_differences(data, manifest["data"])]
+    if diff:
+        raise ResumeMismatchError(
+            f"out_dir {cfg.out_dir} holds checkpoints of a run with another config ({checkpoint} differs in "
+            f"{'; '.join(diff)}): resuming would mix two runs. Use another out_dir, or resume=false to start over "
+            "in this one (its checkpoints are deleted)")
 
 
 def lr_at(step: int, train: TrainConfig) -> float:
@@ -78,7 +113,7 @@ class MetricsLog:
     def __init__(self, path: str | Path, start: int, enabled: bool = True, accelerator=None):
         self.path, self.enabled, self.accelerator = Path(path), enabled, accelerator
         if enabled and self.path.is_file():
-            lines = self.path.read_text().splitlines()
+            lines = self.path.read_bytes().decode("utf-8", "replace").splitlines()   # bytes a crash left: dropped
             steps = [_logged_step(ln) for ln in lines]
             keep = [ln for ln, s in zip(lines, steps) if s <= start]
             if len(keep) != len(lines):
@@ -99,8 +134,8 @@ class MetricsLog:
 def _logged_step(line: str) -> float:
     try:
         return float(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return math.inf          # a line torn by a kill: dropped
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return math.inf          # a line torn by a kill (or garbage): dropped
 
 
 def flat_metrics(prefix: str, metrics: dict) -> dict:
@@ -125,7 +160,7 @@ def _batch_items(batch: dict) -> int:
 def fit(cfg: RunConfig, accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_set, *,
         loss_fn: Callable, validate: Callable | None = None, describe_val: Callable[[dict], str] | None = None,
         export: Callable | None = None, name: str = "train", about: str = "", windows_per_item: int = 1,
-        protect_buffers: bool = False) -> dict:
+        protect_buffers: bool = False, data: dict | None = None) -> dict:
     """Train ``model`` on ``train_set`` (or resume) according to ``cfg``; returns a summary.
 
     - ``loss_fn(model, batch) -> (loss, parts)``: the batch's loss and named parts to log (``train/<part>``).
@@ -136,6 +171,9 @@ def fit(cfg: RunConfig, accelerator, model: torch.nn.Module, optimizer: torch.op
     - ``protect_buffers``: a skipped (non-finite) step restores the buffers its forward changed (the EMA
       codebooks of a vector quantizer).
     - ``windows_per_item``: training windows per dataset item, for the windows/s figure.
+    - ``data``: what the run trains on beyond ``cfg`` (the cache's data config, the tokenizer's checksum), stored
+      in every checkpoint; resuming on other data is refused like resuming with another config
+      (:func:`check_same_run`).
 
     Summary: ``step``, ``history`` [(step, loss)], ``val`` (the last validation), ``artifact`` (exported path or
     None), ``elapsed_s``, ``windows_per_s``, ``world_size``, ``model`` (unwrapped), ``accelerator``.
@@ -151,7 +189,11 @@ def fit(cfg: RunConfig, accelerator, model: torch.nn.Module, optimizer: torch.op
     raw = accelerator.unwrap_model(model)
 
     ckpt = CheckpointManager(out_dir, tc.keep_last)
-    step = ckpt.resume(accelerator) if cfg.resume else 0
+    if cfg.resume:
+        step = ckpt.resume(accelerator, check=lambda path, manifest: check_same_run(cfg, path, manifest, data))
+    else:
+        _start_over(ckpt, accelerator)
+        step = 0
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
@@ -206,7 +248,7 @@ def fit(cfg: RunConfig, accelerator, model: torch.nn.Module, optimizer: torch.op
                 if bar is not None and describe_val is not None:
                     bar.write(f"step {step}: {describe_val(last_val)}")
             if (tc.save_every > 0 and step % tc.save_every == 0) or step == stop_at:
-                ckpt.save(accelerator, step, extra={"config": to_dict(cfg)})
+                ckpt.save(accelerator, step, extra={"config": to_dict(cfg), "data": data})
             if step >= stop_at:
                 break
         skip = 0
@@ -228,20 +270,28 @@ def fit(cfg: RunConfig, accelerator, model: torch.nn.Module, optimizer: torch.op
             "world_size": accelerator.num_processes, "model": raw, "accelerator": accelerator}
 
 
+def _start_over(ckpt: CheckpointManager, accelerator) -> None:
+    """resume=false: the checkpoints of an earlier run in this out_dir go (rotation would otherwise keep them, as
+    newer, and delete this run's)."""
+    if accelerator.is_main_process and ckpt.root.is_dir() and any(ckpt.root.iterdir()):
+        log.warning("resume=false: deleting the checkpoints of an earlier run in %s", ckpt.root)
+        ckpt.remove_all()
+    accelerator.wait_for_everyone()
+
+
 def train_command(argv, *, doc: str, load_config: Callable, train: Callable, name: str, artifact: str,
                   describe_val: Callable[[dict], str], extra_flags: dict[str, tuple[str, str]] | None = None) -> int:
     """The command line of a training script: ``--config YAML``, ``--cache``, ``--out`` and ``extra_flags``
     (``{"tokenizer": ("tokenizer", "help")}``: flag -> config key), and ``key=value`` overrides; prints one
     summary line on the main process. Exit codes: 2 bad input, 3 bad launch."""
     argv = sys.argv[1:] if argv is None else argv
-    argv, overrides = split_cli_overrides(argv)
     flags = {"cache": ("cache", "preprocessed cache (overrides the config's cache)"),
              "out": ("out_dir", "output folder (overrides out_dir)"), **(extra_flags or {})}
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML config (see configs/)")
     for flag, (_, help_text) in flags.items():
         ap.add_argument(f"--{flag}", help=help_text)
-    args = ap.parse_args(argv)
+    args, overrides = parse_args_and_overrides(ap, argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for flag, (key, _) in flags.items():
         value = getattr(args, flag.replace("-", "_"))
@@ -254,7 +304,7 @@ def train_command(argv, *, doc: str, load_config: Callable, train: Callable, nam
     except DistributedLaunchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (ConfigError, CacheError, CheckpointError, FileNotFoundError, FloatingPointError, ValueError) as e:
+    except (ConfigError, CacheError, CheckpointError, OSError, FloatingPointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if result["accelerator"].is_main_process:

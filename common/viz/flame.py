@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import io
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from common.io import READ_ERRORS, read_npz_checked
 
 FLAME_URL = "https://flame.is.tue.mpg.de"
 NUM_SHAPE_DIRS = 300          # FLAME packs 300 identity + 100 expression directions in shapedirs (V, 3, 400)
@@ -69,6 +70,9 @@ class ArrayStandIn:
                               "(a derived chumpy expression); export the model with plain arrays (.npz)")
 
 
+MAX_DENSE_ELEMENTS = 1 << 28          # a densified sparse matrix (its shape comes from the file): 2 GB of float64
+
+
 class SparseStandIn:
     """Stands in for a scipy sparse CSC/CSR matrix: keeps data/indices/indptr/shape, densifies with numpy."""
 
@@ -86,8 +90,9 @@ class SparseStandIn:
             data, indices, indptr = (np.asarray(s[k]) for k in ("data", "indices", "indptr"))
         except (KeyError, TypeError, ValueError) as e:
             raise FlameModelError(f"model key {key!r}: sparse matrix state is incomplete ({e})") from e
-        if len(shape) != 2:
-            raise FlameModelError(f"model key {key!r}: sparse matrix shape {shape} is not 2-D")
+        if len(shape) != 2 or min(shape) < 0 or shape[0] * shape[1] > MAX_DENSE_ELEMENTS:
+            raise FlameModelError(f"model key {key!r}: sparse matrix shape {shape} is not 2-D of at most "
+                                  f"{MAX_DENSE_ELEMENTS} elements (FLAME's J_regressor has 5 x 5023)")
         major = shape[1] if self._format == "csc" else shape[0]
         if len(indptr) != major + 1 or len(data) != len(indices) or (len(indptr) and indptr[-1] != len(data)):
             raise FlameModelError(f"model key {key!r}: inconsistent sparse {self._format} matrix")
@@ -339,8 +344,8 @@ def _as_float(x, key: str) -> np.ndarray:
     if isinstance(x, (ArrayStandIn, SparseStandIn)):
         x = x.to_array(key)
     a = np.asarray(x)
-    if a.dtype == object or not np.issubdtype(a.dtype, np.number):
-        raise FlameModelError(f"model key {key!r} is not a numeric array (dtype {a.dtype})")
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise FlameModelError(f"model key {key!r} is not an array of real numbers (dtype {a.dtype})")
     a = a.astype(np.float64)
     if not np.isfinite(a).all():
         raise FlameModelError(f"model key {key!r} holds NaN/Inf")
@@ -362,11 +367,10 @@ def load_flame_model(path: str | Path) -> FlameModel:
     raw = path.read_bytes()
     if raw[:4] == b"PK\x03\x04":                                   # npz (a zip archive)
         try:
-            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-            raise FlameModelError(f"{path}: cannot read the .npz model ({e}); object arrays are not accepted, "
-                                  "store plain numeric arrays") from e
+            data = read_npz_checked(path)           # every member's header checked before numpy allocates it
+        except READ_ERRORS as e:
+            raise FlameModelError(f"{path}: cannot read the .npz model ({type(e).__name__}: {str(e)[:300]}); "
+                                  "object arrays are not accepted, store plain numeric arrays") from e
     else:
         data = restricted_pickle_load(raw)
         if not isinstance(data, dict):

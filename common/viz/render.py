@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -191,8 +190,8 @@ def load_dialog(pred_dir: str | Path, cache=None, show_gt: bool = True, audio: S
     if participants is None:
         participants = list(entry["participants"]) if entry is not None else sorted(files)
     participants = list(participants)
-    if len(participants) != 2:
-        raise RenderError(f"{pred_dir}: need two participants, found {participants} "
+    if len(participants) != 2 or participants[0] == participants[1]:
+        raise RenderError(f"{pred_dir}: need two different participants, found {participants} "
                           f"(files: {sorted(p.name for p in files.values())})")
 
     arrays = None
@@ -666,9 +665,6 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], size: tuple[int,
                     n += 1
             finally:
                 writer.close()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)          # like a plain open(); mkstemp's temp files are private
     return n
 
 
