@@ -265,6 +265,8 @@ class WavFeatures:
 
 def _wav_info(path: Path, target_rate: int) -> tuple[Path, int, int]:
     """(path, sample rate, samples at ``target_rate``), with read_wav's checks of the header."""
+    if not path.is_file():
+        raise AudioError(f"{path}: audio file {path} {'is not a regular file' if path.exists() else 'does not exist'}")
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError on truncated or foreign files
