@@ -367,7 +367,8 @@ def bench_quality(wb: Workbench) -> dict:
     tok = gen.tok
     for d in dialogs:                                      # the tokenizer's own reconstruction: the ceiling
         motion = torch.from_numpy(np.array(cache.load(d["id"]).motion, np.float32))
-        rec = tok.decode(tok.encode(motion)).cpu().numpy()
+        reference = tok.person_reference(motion)
+        rec = tok.decode(tok.encode(motion, reference), reference).cpu().numpy()
         T = motion.shape[1]
         rec = np.concatenate([rec, np.repeat(rec[:, -1:], T - rec.shape[1], 1)], 1)     # a partial last token
         for p, pid in enumerate(d["participants"]):

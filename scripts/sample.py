@@ -50,6 +50,9 @@ def main(argv=None) -> int:
     ap.add_argument("--given-motion", help="listener mode with WAVs: FLAME npz of the given participant")
     ap.add_argument("--shape-a", help="WAV input: FLAME npz holding participant A's shape_params (identity)")
     ap.add_argument("--shape-b", help="WAV input: FLAME npz holding participant B's shape_params (identity)")
+    ap.add_argument("--enroll-a", help="WAV input: FLAME npz of a clip of participant A (their mean motion is the "
+                                       "reference a person-referenced tokenizer decodes A around)")
+    ap.add_argument("--enroll-b", help="WAV input: the same for participant B")
     ap.add_argument("--out", required=True)
     ap.add_argument("--temperature", type=float_arg(0, 100), default=1.0, help="0: greedy")
     ap.add_argument("--top-k", type=int_arg(0), default=0, help="0: off")
@@ -112,9 +115,10 @@ def main(argv=None) -> int:
             else:
                 given = None
             shapes = [read_shape(p) if p else None for p in (args.shape_a, args.shape_b)]
+            enrolled = [read_given_motion(gen.bundle, p).mean(0) if p else None for p in (args.enroll_a, args.enroll_b)]
             res = generate_dialog(gen, args.name, args.participants, feats, out, mode=args.mode, given=given,
-                                  gt_motion=gt, shape=shapes, sampling=sampling, num_samples=args.samples, plot=not args.no_plot,
-                                  progress=not args.quiet)
+                                  gt_motion=gt, shape=shapes, reference=enrolled, sampling=sampling,
+                                  num_samples=args.samples, plot=not args.no_plot, progress=not args.quiet)
             frames += feats.shape[1]
             written.append(res)
         else:

@@ -104,8 +104,9 @@ def evaluate_cache(tokenizer, cache, split: str = "test", progress: bool = False
         it = tqdm(it, desc=f"evaluate {split}", unit="dialog")
     for i in it:
         motion = torch.tensor(ds[i]["motion"])                     # (2, T, D) raw (copied from the mmap)
-        codes = tokenizer.encode(motion)
-        recon = tokenizer.decode(codes)
+        reference = tokenizer.person_reference(motion)             # each person's own mean (used if "person")
+        codes = tokenizer.encode(motion, reference)
+        recon = tokenizer.decode(codes, reference)
         gt = motion[:, :recon.shape[1]]
         acc.update(gt, recon, codes)
         frames += gt.shape[0] * gt.shape[1]

@@ -168,6 +168,13 @@ class MotionTokenizer(nn.Module):
 
     Normalisation statistics (``motion_mean``, ``motion_std``, from the cache's train split) are buffers.
     ``forward(x_norm)`` is the training pass on *normalised* motion: ``(recon_norm, codes, commit_losses (Q,))``.
+
+    Reference (``model.reference``): with ``"person"`` the codes describe motion around each person's own mean
+    expression, so that the static per-person offset (identity leaking into expression) costs no codes and an
+    unseen person is coded as well as a known one. ``encode`` / ``decode`` then take ``reference`` (B, D) (or
+    per frame, (B, T, D)): the person's mean motion, e.g. :meth:`person_reference` of an observed sequence or
+    an enrollment clip; ``None`` means the train mean (an unknown person). Only the expression dims use it;
+    jaw and neck stay around the train mean. With ``"global"`` (the default) ``reference`` is ignored.
     """
 
     def __init__(self, cfg: ModelConfig, motion_dim: int, fps: float, motion_mean=None, motion_std=None,
@@ -196,6 +203,12 @@ class MotionTokenizer(nn.Module):
         std = torch.ones(self.motion_dim) if motion_std is None else torch.as_tensor(motion_std, dtype=torch.float32)
         self.register_buffer("motion_mean", mean.clone().reshape(self.motion_dim))
         self.register_buffer("motion_std", std.clone().reshape(self.motion_dim))
+        self.reference = cfg.reference
+        mask = torch.zeros(self.motion_dim, dtype=torch.bool)
+        if cfg.reference == "person":
+            a, b = self.groups["exp"]
+            mask[a:b] = True
+        self.register_buffer("reference_mask", mask, persistent=False)   # dims coded around the person's mean
         self._receptive_fields()
 
     # --- geometry ----------------------------------------------------------------------------------------
@@ -218,11 +231,26 @@ class MotionTokenizer(nn.Module):
         return recon, codes, commit
 
     # --- public API ----------------------------------------------------------------------------------------
-    def normalize(self, x):
-        return (x - self.motion_mean) / self.motion_std
+    def center(self, reference=None) -> torch.Tensor:
+        """What motion is coded around: the train mean, with a person's ``reference`` on the referenced dims
+        ((D,) when ``reference`` is None, else broadcastable against (B, T, D))."""
+        if reference is None or not bool(self.reference_mask.any()):
+            return self.motion_mean
+        ref = torch.as_tensor(reference, dtype=torch.float32, device=self.motion_mean.device)
+        if ref.ndim == 2:                                               # (B, D): one reference per sequence
+            ref = ref.unsqueeze(1)
+        return torch.where(self.reference_mask, ref, self.motion_mean)
 
-    def denormalize(self, x):
-        return x * self.motion_std + self.motion_mean
+    def normalize(self, x, reference=None):
+        return (x - self.center(reference)) / self.motion_std
+
+    def denormalize(self, x, reference=None):
+        return x * self.motion_std + self.center(reference)
+
+    @staticmethod
+    def person_reference(motion_raw) -> torch.Tensor:
+        """(B, T, D) observed motion -> (B, D) its mean: the person's reference (an enrollment clip's too)."""
+        return torch.as_tensor(motion_raw, dtype=torch.float32).mean(1)
 
     def _check_motion(self, motion):
         if not torch.is_tensor(motion):
@@ -246,9 +274,12 @@ class MotionTokenizer(nn.Module):
         return codes.long()
 
     @torch.no_grad()
-    def encode(self, motion_raw: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) raw motion -> (B, T // downsample, Q) long codes."""
-        return self.encode_normalized(self.normalize(self._check_motion(motion_raw)))
+    def encode(self, motion_raw: torch.Tensor, reference=None) -> torch.Tensor:
+        """(B, T, D) raw motion -> (B, T // downsample, Q) long codes (``reference``: see the class docstring)."""
+        x = self._check_motion(motion_raw)
+        if reference is not None and torch.as_tensor(reference).ndim == 3:
+            reference = torch.as_tensor(reference)[:, :x.shape[1]]
+        return self.encode_normalized(self.normalize(x, reference))
 
     @torch.no_grad()
     def decode_normalized(self, codes: torch.Tensor) -> torch.Tensor:
@@ -261,9 +292,9 @@ class MotionTokenizer(nn.Module):
         return self.decoder(q.transpose(1, 2)).transpose(1, 2)
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, T', Q) codes -> (B, T' * downsample, D) raw motion."""
-        return self.denormalize(self.decode_normalized(codes))
+    def decode(self, codes: torch.Tensor, reference=None) -> torch.Tensor:
+        """(B, T', Q) codes -> (B, T' * downsample, D) raw motion (``reference``: see the class docstring)."""
+        return self.denormalize(self.decode_normalized(codes), reference)
 
     def stream_decoder(self) -> "StreamingDecoder":
         return StreamingDecoder(self)
@@ -273,7 +304,7 @@ class MotionTokenizer(nn.Module):
                 "num_quantizers": self.num_quantizers, "codebook_size": self.codebook_size,
                 "causal": self.causal, "lookahead_frames": self.lookahead_frames,
                 "decoder_context": self.decoder_context, "decoder_lookahead": self.decoder_lookahead,
-                "encoder_context": self.encoder_context, "groups": self.groups,
+                "encoder_context": self.encoder_context, "groups": self.groups, "reference": self.reference,
                 "model": asdict(self.cfg)}
 
 
@@ -294,14 +325,15 @@ class StreamingDecoder:
         self.buffer = None
 
     @torch.no_grad()
-    def push(self, codes: torch.Tensor) -> torch.Tensor:
+    def push(self, codes: torch.Tensor, reference=None) -> torch.Tensor:
+        """``reference``: the persons' references (B, D), or per new frame (B, n * downsample, D)."""
         codes = torch.as_tensor(codes, device=self.tok.motion_mean.device).long()
         n = codes.shape[1]
         if n == 0:
             return codes.new_zeros((codes.shape[0], 0, self.tok.motion_dim), dtype=torch.float32)
         buf = codes if self.buffer is None else torch.cat([self.buffer, codes], dim=1)
         buf = buf[:, -(self.tok.decoder_context - 1 + n):]
-        out = self.tok.decode(buf)[:, -n * self.tok.downsample:]
+        out = self.tok.denormalize(self.tok.decode_normalized(buf)[:, -n * self.tok.downsample:], reference)
         keep = self.tok.decoder_context - 1
         self.buffer = buf[:, max(0, buf.shape[1] - keep):]
         return out

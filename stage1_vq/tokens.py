@@ -63,13 +63,14 @@ def tokenize_cache(tokenizer: str | Path, cache_root: str | Path, name: str | No
         if path.is_file() and not overwrite:
             continue
         motion = torch.from_numpy(np.array(cache.load(d["id"]).motion, dtype=np.float32))   # (2, T, D)
-        codes = tok.encode(motion).cpu().numpy().astype(np.int32)                             # (2, T//d, Q)
+        codes = tok.encode(motion, tok.person_reference(motion)).cpu().numpy().astype(np.int32)   # (2, T//d, Q)
         save_npy(path, codes)
     write_json(info_path, {
         "tokenizer": str(Path(tokenizer).resolve()), "tokenizer_sha256": sha, "name": name,
         "downsample": tok.downsample, "num_quantizers": tok.num_quantizers, "codebook_size": tok.codebook_size,
         "fps": tok.fps, "token_rate": tok.fps / tok.downsample, "motion_dim": tok.motion_dim,
         "lookahead_frames": tok.lookahead_frames, "decoder_context": tok.decoder_context, "causal": tok.causal,
+        "reference": tok.reference + (" (each participant's mean over the dialog)" if tok.reference == "person" else ""),
         "dtype": "int32", "shape": "(2, num_frames // downsample, num_quantizers)",
         "dialogs": {d["id"]: d["num_frames"] // tok.downsample for d in dialogs},
     })

@@ -43,6 +43,13 @@ def build_tokenizer(cfg: Stage1Config, cache: Cache) -> MotionTokenizer:
                            motion_std=st["motion_std"], groups=cache.layout.to_json())
 
 
+def coded_motion(item_motion: torch.Tensor, item_reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Windows (B, 2, W, D) normalised -> (2B, W, D) what the tokenizer codes: motion around each participant's
+    reference on the ``mask`` dims (a "person" tokenizer; an all-False mask leaves the motion as it is)."""
+    centred = item_motion - (item_reference * mask.to(item_reference.dtype)).unsqueeze(2)
+    return centred.flatten(0, 1)
+
+
 @torch.no_grad()
 def validate(accelerator, model: MotionTokenizer, val_ds, indices, batch_size: int) -> dict:
     """Every rank evaluates its share of the windows, then the statistics are summed (a collective)."""
@@ -54,8 +61,10 @@ def validate(accelerator, model: MotionTokenizer, val_ds, indices, batch_size: i
     n_batches = math.ceil(len(indices) / (accelerator.num_processes * batch_size))
     for k in range(n_batches):
         part = mine[k * batch_size:(k + 1) * batch_size]
-        x = torch.stack([torch.from_numpy(val_ds[i]["motion"]) for i in (part or indices[:1])])
-        x = x.flatten(0, 1).to(accelerator.device)                  # (2b, W, D) normalised
+        items = [val_ds[i] for i in (part or indices[:1])]
+        x = coded_motion(torch.stack([torch.from_numpy(it["motion"]) for it in items]),
+                         torch.stack([torch.from_numpy(it["reference"]) for it in items]),
+                         model.reference_mask.cpu()).to(accelerator.device)   # (2b, W, D) normalised
         recon, codes, _ = model(x)
         if part:
             acc.update(x, recon.float(), codes)
@@ -77,6 +86,7 @@ def train(cfg: Stage1Config) -> dict:
     cache = Cache(cfg.cache)
     model = build_tokenizer(cfg, cache)
     groups = model.groups                                           # exp / jaw (/ pose) dims, weighted in the loss
+    mask = model.reference_mask.clone()                             # dims coded around each person's mean
     train_ds = MotionWindows(cache, "train", cfg.window, cfg.stride or cfg.window // 2)
     val_split = "val" if cache.dialogs("val") else "train"
     val_ds = MotionWindows(cache, val_split, cfg.window, cfg.window)
@@ -85,7 +95,7 @@ def train(cfg: Stage1Config) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
 
     def loss_fn(model, batch):
-        x = batch["motion"].flatten(0, 1)                           # (2B, W, D): both participants
+        x = coded_motion(batch["motion"], batch["reference"], mask.to(batch["motion"].device))   # (2B, W, D)
         recon, _, commit = model(x)
         return stage1_loss(recon, x, commit, cfg.loss, groups)
 

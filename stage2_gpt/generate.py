@@ -161,6 +161,7 @@ class Generator:
         self.cfg = self.model.cfg
         self.d, self.Q = self.cfg.downsample, self.cfg.num_quantizers
         a = bundle.audio
+        self.person_reference = getattr(tokenizer, "reference", "global") == "person"
         self.audio_mean = torch.as_tensor(np.asarray(a["audio_mean"], np.float32), device=self.device)
         self.audio_std = torch.as_tensor(np.asarray(a["audio_std"], np.float32), device=self.device)
         self.sample_rate, self.fps = int(a["sample_rate"]), float(a["fps"])
@@ -301,23 +302,40 @@ class Generator:
         return torch.stack(out, -1)
 
     # --- offline -----------------------------------------------------------------------------------------------
-    def _given_codes(self, given, given_motion, K: int) -> torch.Tensor | None:
-        """(K, 2, Q) codes with the observed participant's row (the tokenizer's encoding of its whole motion: exactly
-        ``tokenizer.encode(motion)``), -1 elsewhere; None without a given participant."""
+    def _given_motion(self, given_motion, K: int) -> torch.Tensor:
+        motion = torch.as_tensor(np.array(given_motion, np.float32), device=self.device)
+        if motion.ndim != 2 or motion.shape[1] != self.tok.motion_dim:
+            raise ValueError(f"given_motion must be (T, {self.tok.motion_dim}), got {tuple(motion.shape)}")
+        return pad_to(motion, K * self.d)
+
+    def _given_codes(self, given, given_motion, K: int) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[None, None]:
+        """((K, 2, Q) codes with the observed participant's row, -1 elsewhere; its per-frame reference (K * d, D)
+        or None for a global tokenizer). The row is exactly ``tokenizer.encode(motion, running_reference(motion))``
+        (streaming computes the same, frame by frame); (None, None) without a given participant."""
         if given is None:
-            return None
+            return None, None
         if given not in (0, 1):
             raise ValueError(f"given must be 0 or 1 (the participant whose motion is observed), got {given!r}")
         if given_motion is None:
             raise ValueError("listener mode needs the given participant's motion (given_motion)")
-        motion = torch.as_tensor(np.array(given_motion, np.float32), device=self.device)
-        if motion.ndim != 2 or motion.shape[1] != self.tok.motion_dim:
-            raise ValueError(f"given_motion must be (T, {self.tok.motion_dim}), got {tuple(motion.shape)}")
-        motion = pad_to(motion, K * self.d)
-        codes = self.tok.encode(motion[None])[0].to(self.device)             # (K, Q)
+        motion = self._given_motion(given_motion, K)
+        ref = running_reference(motion).to(self.device) if self.person_reference else None
+        codes = self.tok.encode(motion[None], None if ref is None else ref[None])[0].to(self.device)   # (K, Q)
         full = torch.full((K, 2, self.Q), -1, dtype=torch.long, device=self.device)
         full[:, given] = codes
-        return full
+        return full, ref
+
+    def reference_rows(self, reference) -> torch.Tensor | None:
+        """(2, D) what each participant's motion is decoded around: its ``reference`` (an enrollment clip's mean
+        motion) or, unknown (None / a None row), the train mean; None for a global tokenizer."""
+        if not self.person_reference:
+            return None
+        out = self.tok.motion_mean.detach().clone().to(self.device).expand(2, -1).clone()
+        if reference is not None:
+            for p in (0, 1):
+                if reference[p] is not None:
+                    out[p] = torch.as_tensor(np.asarray(reference[p], np.float32).reshape(-1), device=self.device)
+        return out
 
     def _check_audio(self, audio) -> int:
         """Frames of one dialog's audio features (2, T, F) (any array that slices: numpy, memmap, WavFeatures)."""
@@ -333,7 +351,7 @@ class Generator:
     @torch.no_grad()
     def iter_generate(self, audios: list, *, given: int | None = None, given_motions: list | None = None,
                       sampling: Sampling | None = None, num_samples: int = 1, identities: list | None = None,
-                      chunk_steps: int = CHUNK_STEPS, progress: bool = False):
+                      references: list | None = None, chunk_steps: int = CHUNK_STEPS, progress: bool = False):
         """Offline generation of a batch of dialogs (one KV cache) in bounded memory: yields
         :class:`GenerationChunk` s of every dialog, ``chunk_steps`` token steps at a time, in time order per dialog.
 
@@ -342,7 +360,8 @@ class Generator:
         when it ends). Each dialog is generated exactly as alone (codes; motion to float rounding): the same
         seed (``sampling.seed``), its own generator, its rows computed on their own (decode_step.py, "Row
         groups"). Motion is decoded chunk by chunk with the causal tokenizer's window (``decoder_context``), as
-        streaming does. ``given`` / ``given_motions`` / ``identities``: see :meth:`generate`, one per dialog.
+        streaming does. ``given`` / ``given_motions`` / ``identities`` / ``references``: see :meth:`generate`,
+        one per dialog.
         """
         sampling = sampling or Sampling()
         D, N, d = len(audios), int(num_samples), self.d
@@ -353,7 +372,9 @@ class Generator:
         order = sorted(range(D), key=lambda i: -steps[i])       # longest first: dialogs that end are the last rows
         given_motions = [None] * D if given_motions is None else list(given_motions)
         identities = [None] * D if identities is None else list(identities)
-        givens = [self._given_codes(given, given_motions[i], steps[i]) for i in order]
+        references = [None] * D if references is None else list(references)
+        givens, given_refs = zip(*[self._given_codes(given, given_motions[i], steps[i]) for i in order])
+        rows = [self.reference_rows(references[i]) for i in order]
         st = self.new_batch_state([sampling.seed] * D, N, [identities[i] for i in order], given)
         decoders = [WindowDecoder(self.tok) for _ in order]
         bar = None
@@ -370,7 +391,8 @@ class Generator:
             for j in range(live):
                 i, T = order[j], lengths[order[j]]
                 cj = codes[:, j * N:(j + 1) * N].permute(1, 2, 0, 3)                     # (N, 2, n, Q)
-                motion = decoders[j].push(cj.reshape(2 * N, k1 - k0, self.Q)).reshape(N, 2, (k1 - k0) * d, -1)
+                ref = self._chunk_reference(rows[j], given, given_refs[j], k0 * d, (k1 - k0) * d, N)
+                motion = decoders[j].push(cj.reshape(2 * N, k1 - k0, self.Q), ref).reshape(N, 2, (k1 - k0) * d, -1)
                 m = min((k1 - k0) * d, T - k0 * d)
                 yield GenerationChunk(i, k0 * d, motion[:, :, :m].cpu().numpy().astype(np.float32), cj.cpu().numpy(),
                                       states[:, j].permute(1, 0, 2).reshape(2, -1)[:, :m].cpu().numpy(), k1 == steps[i])
@@ -379,6 +401,15 @@ class Generator:
             k0 = k1
         if bar is not None:
             bar.close()
+
+    def _chunk_reference(self, rows, given, given_ref, f0: int, n: int, N: int) -> torch.Tensor | None:
+        """(2 N, n, D) what frames [f0, f0 + n) of every sample's two rows are decoded around (None: global)."""
+        if rows is None:
+            return None
+        ref = rows[:, None].expand(2, n, -1).clone()
+        if given is not None:
+            ref[given] = given_ref[f0:f0 + n]
+        return ref.repeat(N, 1, 1)
 
     def _steps(self, st: StepState, audio, givens, k0: int, k1: int, sampling: Sampling):
         """Token steps [k0, k1) of the state's D dialogs from their audio (D, 2, (k1 - k0) * d, F): codes
@@ -409,12 +440,13 @@ class Generator:
 
     def generate_many(self, audios: list, *, given: int | None = None, given_motions: list | None = None,
                       sampling: Sampling | None = None, num_samples: int = 1, identities: list | None = None,
-                      progress: bool = False) -> list[Generation]:
+                      references: list | None = None, progress: bool = False) -> list[Generation]:
         """:meth:`generate` of several dialogs in one batch (one KV cache; each result exactly what
         :meth:`generate` gives for that dialog alone: codes; motion to float rounding)."""
         parts: list[list[GenerationChunk]] = [[] for _ in audios]
         for ch in self.iter_generate(audios, given=given, given_motions=given_motions, sampling=sampling,
-                                     num_samples=num_samples, identities=identities, progress=progress):
+                                     num_samples=num_samples, identities=identities, references=references,
+                                     progress=progress):
             parts[ch.dialog].append(ch)
         return [self._collect(p, given, num_samples) for p in parts]
 
@@ -428,7 +460,7 @@ class Generator:
 
     @torch.no_grad()
     def generate(self, audio_feats, *, given: int | None = None, given_motion=None,
-                 sampling: Sampling | None = None, num_samples: int = 1, identity=None,
+                 sampling: Sampling | None = None, num_samples: int = 1, identity=None, reference=None,
                  progress: bool = False) -> Generation:
         """Whole-sequence generation from both participants' audio features (2, T, F) (un-normalised, as cached).
 
@@ -439,15 +471,21 @@ class Generator:
         used by models trained with ``use_identity``. ``num_samples`` > 1 draws that many samples in one batch
         and returns their average motion (an estimate of the conditional mean: lower MSE, less lively motion);
         the samples are in ``Generation.samples``.
+
+        With a tokenizer that codes motion around each person's own mean (``model.reference=person``): a generated
+        participant is decoded around ``reference[p]`` (2, D) (e.g. the mean motion of an enrollment clip of that
+        person) or, unknown (None), the train mean; a given participant is encoded and decoded around the running
+        mean of their observed motion (:func:`running_reference`: causal, as streaming does).
         """
         return self.generate_many([audio_feats], given=given, given_motions=[given_motion], sampling=sampling,
-                                  num_samples=num_samples, identities=[identity], progress=progress)[0]
+                                  num_samples=num_samples, identities=[identity], references=[reference],
+                                  progress=progress)[0]
 
     # --- streaming ---------------------------------------------------------------------------------------------
-    def stream(self, sampling: Sampling | None = None, given: int | None = None, identity=None):
+    def stream(self, sampling: Sampling | None = None, given: int | None = None, identity=None, reference=None):
         """A :class:`stage2_gpt.streaming.StreamSession` (frame in, frame out; the same step function)."""
         from .streaming import StreamSession
-        return StreamSession(self, sampling or Sampling(), given, identity)
+        return StreamSession(self, sampling or Sampling(), given, identity, reference)
 
 
 class WindowDecoder:
@@ -459,14 +497,24 @@ class WindowDecoder:
         self.tok, self.tail = tok, None
         self.keep = int(tok.decoder_context) - 1
 
-    def push(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, n, Q) -> motion (B, n * downsample, D) raw."""
+    def push(self, codes: torch.Tensor, reference=None) -> torch.Tensor:
+        """codes (B, n, Q) -> motion (B, n * downsample, D) raw (around ``reference`` (B, n * downsample, D) of
+        a "person" tokenizer; None: the train mean)."""
         if self.tail is not None and getattr(self.tok, "decoder_lookahead", 0):
             raise ValueError("a non-causal tokenizer reads ahead: decode the whole dialog in one push")
         buf = codes if self.tail is None else torch.cat([self.tail, codes], 1)
-        out = self.tok.decode(buf)[:, -codes.shape[1] * self.tok.downsample:]
+        n = codes.shape[1] * self.tok.downsample
+        out = self.tok.denormalize(self.tok.decode_normalized(buf)[:, buf.shape[1] * self.tok.downsample - n:],
+                                   reference)
         self.tail = buf[:, max(0, buf.shape[1] - self.keep):]
         return out
+
+
+def running_reference(motion) -> torch.Tensor:
+    """(T, D) observed motion -> (T, D) float32: at each frame the mean of the frames so far, the causal estimate
+    of an observed person's reference (float64 running sums: streaming computes the same numbers)."""
+    x = np.asarray(torch.as_tensor(motion).detach().cpu(), np.float64)
+    return torch.from_numpy((np.cumsum(x, 0) / np.arange(1, len(x) + 1)[:, None]).astype(np.float32))
 
 
 def pad_to(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -508,13 +556,16 @@ class DialogOutput:
 class DialogInput:
     """One dialog to generate (:func:`generate_dialogs`): its audio features (2, T, F) (any array that slices:
     numpy, memmap, :meth:`Generator.wav_features`), and when known each participant's motion (2, T, D) (the
-    given partner in listener mode; the plot's ground truth), true states (2, T) and identity (FLAME shape)."""
+    given partner in listener mode; the plot's ground truth), true states (2, T), identity (FLAME shape) and
+    reference (each participant's mean motion from an enrollment clip, None rows unknown; see
+    :meth:`Generator.generate`)."""
     dialog: str
     participants: list[str]
     audio: object
     gt_motion: object = None
     true_states: object = None
     shape: object = None
+    reference: object = None
 
 
 PLOT_SECONDS = 60.0
@@ -537,7 +588,7 @@ def resolve_given(given, participants: list[str]) -> int | None:
 
 def generate_dialog(gen: Generator, dialog: str, participants: list[str], audio_feats, out_dir,
                     *, mode: str = "dyad", given=None, gt_motion: np.ndarray | None = None,
-                    true_states: np.ndarray | None = None, shape=None,
+                    true_states: np.ndarray | None = None, shape=None, reference=None,
                     sampling: Sampling | None = None, num_samples: int = 1, plot: bool = True,
                     progress: bool = False) -> DialogOutput:
     """Generate one dialog and write ``out_dir/<dialog>/<participant>.npz`` for every generated participant.
@@ -549,7 +600,7 @@ def generate_dialog(gen: Generator, dialog: str, participants: list[str], audio_
     are read chunk by chunk and frames are written to the files as they are decoded (``audio_feats`` may be
     :meth:`Generator.wav_features`); listener mode encodes the given motion whole.
     """
-    item = DialogInput(dialog, list(participants), audio_feats, gt_motion, true_states, shape)
+    item = DialogInput(dialog, list(participants), audio_feats, gt_motion, true_states, shape, reference)
     return generate_dialogs(gen, [item], out_dir, mode=mode, given=given, sampling=sampling,
                             num_samples=num_samples, plot=plot, progress=progress)[0]
 
@@ -605,7 +656,7 @@ def _generate_batch(gen, items, todo, g, out_dir, sampling, num_samples, outs, h
         chunks = gen.iter_generate([items[i].audio for i, _ in todo], given=g, sampling=sampling,
                                    given_motions=None if g is None else [items[i].gt_motion[g] for i, _ in todo],
                                    num_samples=num_samples, identities=[items[i].shape for i, _ in todo],
-                                   progress=progress)
+                                   references=[items[i].reference for i, _ in todo], progress=progress)
         for ch in chunks:
             motion = ch.motion.mean(0) if num_samples > 1 else ch.motion[0]          # (2, m, D)
             for p in todo[ch.dialog][1]:

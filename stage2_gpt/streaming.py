@@ -57,7 +57,7 @@ class StreamSession:
     ``flush()`` generates the last partial step (audio repeated like the offline path) and returns its frames.
     """
 
-    def __init__(self, gen: Generator, sampling: Sampling, given: int | None = None, identity=None):
+    def __init__(self, gen: Generator, sampling: Sampling, given: int | None = None, identity=None, reference=None):
         tok = gen.tok
         if getattr(tok, "lookahead_frames", 0):
             raise ValueError("streaming needs a causal tokenizer (lookahead_frames == 0)")
@@ -71,6 +71,11 @@ class StreamSession:
         self.audio_buf = torch.zeros((2, 0, gen.cfg.audio_dim), device=gen.device)
         self.motion_buf = torch.zeros((0, self.D), device=gen.device)       # the given partner's recent frames
         self.motion_start = 0                                                # absolute frame of motion_buf[0]
+        # a "person" tokenizer: generated rows decoded around their reference, the given partner around the running
+        # mean of their observed frames (float64 sums: the numbers of generate.running_reference)
+        self.rows = gen.reference_rows(reference)
+        self.ref_sum, self.ref_count = np.zeros(self.D), 0
+        self.ref_buf = torch.zeros((0, self.D), device=gen.device)          # running reference of motion_buf
         self.codes_hist = torch.zeros((2, 0, gen.Q), dtype=torch.long, device=gen.device)
         self.frames_out = 0
         self.features = None
@@ -95,7 +100,7 @@ class StreamSession:
             gm = torch.as_tensor(np.array(given_motion, np.float32), device=gen.device).reshape(-1, self.D)
             if gm.shape[0] != a.shape[1]:
                 raise ValueError(f"push {a.shape[1]} audio frames with as many motion frames, got {gm.shape[0]}")
-            self.motion_buf = torch.cat([self.motion_buf, gm], 0)
+            self._observe(gm)
         outs = []
         while self.audio_buf.shape[1] >= d:
             outs.append(self._one_step(self.audio_buf[:, :d]))
@@ -112,10 +117,20 @@ class StreamSession:
             return np.zeros((2, 0, self.D), np.float32)
         audio = pad_to(self.audio_buf.transpose(0, 1), self.d).transpose(0, 1)
         if self.given is not None:
-            pad = self.d - n
-            self.motion_buf = torch.cat([self.motion_buf, self.motion_buf[-1:].expand(pad, self.D)], 0)
+            self._observe(self.motion_buf[-1:].expand(self.d - n, self.D))
         self.audio_buf = self.audio_buf[:, :0]
         return self._one_step(audio)[:, :n]
+
+    def _observe(self, frames: torch.Tensor) -> None:
+        """Append the given partner's frames (and, for a "person" tokenizer, their running reference)."""
+        self.motion_buf = torch.cat([self.motion_buf, frames], 0)
+        if self.rows is not None:
+            refs = []
+            for x in frames.detach().cpu().numpy().astype(np.float64):
+                self.ref_sum = self.ref_sum + x
+                self.ref_count += 1
+                refs.append(self.ref_sum / self.ref_count)
+            self.ref_buf = torch.cat([self.ref_buf, torch.from_numpy(np.asarray(refs, np.float32)).to(frames.device)], 0)
 
     def _given_code(self) -> torch.Tensor:
         """Code of the newest complete token of the observed participant (causal encoder: its last frames)."""
@@ -123,10 +138,14 @@ class StreamSession:
         end = (self.state.steps + 1) * d                                     # frames [0, end) are observed
         start = 0 if ctx is None else max(0, ((end - ctx) // d) * d)        # token-aligned, >= ctx frames
         window = self.motion_buf[start - self.motion_start:end - self.motion_start]
-        code = self.gen.tok.encode(window[None])[0, -1].to(self.gen.device)  # (Q,)
+        ref = None if self.rows is None else self.ref_buf[start - self.motion_start:end - self.motion_start][None]
+        code = self.gen.tok.encode(window[None], ref)[0, -1].to(self.gen.device)   # (Q,)
+        if self.rows is not None:                                            # the given row's frames decode around it
+            self.given_ref = self.ref_buf[end - d - self.motion_start:end - self.motion_start]
         if ctx is not None:                                                  # keep what the next step needs
             nxt = max(0, ((end + d - ctx) // d) * d)
             self.motion_buf = self.motion_buf[nxt - self.motion_start:]
+            self.ref_buf = self.ref_buf[nxt - self.motion_start:]
             self.motion_start = nxt
         given = torch.full((2, self.gen.Q), -1, dtype=torch.long, device=self.gen.device)
         given[self.given] = code
@@ -138,6 +157,12 @@ class StreamSession:
         codes = codes[0]
         self.last_states = None if probs is None else probs[0].nan_to_num(-1).argmax(-1).cpu().numpy()
         self.codes_hist = torch.cat([self.codes_hist, codes[:, None]], 1)[:, -self.dec_ctx:]
-        frames = self.gen.tok.decode(self.codes_hist)[:, -self.d:]          # causal decoder: newest token's frames
+        tok = self.gen.tok
+        ref = None
+        if self.rows is not None:
+            ref = self.rows[:, None].expand(2, self.d, -1).clone()
+            if self.given is not None:
+                ref[self.given] = self.given_ref
+        frames = tok.denormalize(tok.decode_normalized(self.codes_hist)[:, -self.d:], ref)   # newest token's frames
         self.frames_out += self.d
         return frames.cpu().numpy().astype(np.float32)

@@ -112,6 +112,38 @@ def test_loss_decreases_and_roundtrip(trained, cache_dir):
     assert any("val/nmse_jaw" in l for l in lines) and any("train/windows_per_s" in l for l in lines)
 
 
+def test_person_reference_codes_motion_around_each_persons_mean(trained, cache_dir, tmp_path):
+    """``model.reference=person``: the expression dims are coded around the person's own mean, so a static
+    offset costs nothing: a train dialog shifted by a large per-person offset reconstructs as well as unshifted
+    when its reference is given (the global tokenizer cannot follow), decoding without a reference gives the
+    train mean's centre, and the jaw is never referenced."""
+    from stage1_vq.train import train
+    res = train(_cfg(cache_dir, tmp_path / "p", "model.reference=person", "train.max_steps=150",
+                     "train.save_every=150"))
+    tok = load_tokenizer(res["artifact"])
+    assert tok.reference == "person" and tok.describe()["reference"] == "person"
+    assert tok.reference_mask[:50].all() and not tok.reference_mask[50:].any()
+    cache = Cache(cache_dir)
+    m = torch.from_numpy(np.array(cache.load(cache.dialogs("train")[0]["id"]).motion))
+    offset = torch.zeros(51)
+    offset[:50] = 3.0 * torch.from_numpy(cache.stats["motion_std"][:50])   # far outside any train person
+    shifted = m + offset
+
+    def nmse(rec, gt):
+        gt = gt[:, :rec.shape[1]]
+        return float((((rec - gt) ** 2).mean((0, 1)) / m.var((0, 1)).clamp_min(1e-8))[:50].mean())
+
+    ref = tok.person_reference(m)
+    base = nmse(tok.decode(tok.encode(m, ref), ref), m)
+    moved = nmse(tok.decode(tok.encode(shifted, ref + offset), ref + offset), shifted)
+    assert base < 0.5 and moved == pytest.approx(base, rel=1e-4, abs=1e-6)
+    codes = tok.encode(m, ref)
+    assert torch.allclose(tok.decode(codes) - tok.decode(codes, ref), (tok.motion_mean - torch.where(
+        tok.reference_mask, ref[:, None], tok.motion_mean)).expand(2, *tok.decode(codes).shape[1:]), atol=1e-5)
+    g = load_tokenizer(trained["tokenizer"])                           # a global tokenizer ignores references
+    assert g.reference == "global" and torch.equal(g.encode(m, ref + offset), g.encode(m))
+
+
 def test_exported_tokenizer_loads_alone(trained, cache_dir, tmp_path):
     alone = tmp_path / "alone"
     alone.mkdir()

@@ -301,6 +301,67 @@ def test_listener_mode_reproduces_given_tokens(gen, dialog):
     assert not np.array_equal(dyad.codes[0], ref)                      # in dyad mode participant 0 is sampled
 
 
+@pytest.fixture(scope="module")
+def person_gen(gpt_run, tokenized, tmp_path_factory):
+    """The same GPT with a tokenizer that codes expression around each person's mean (model.reference=person;
+    same geometry, so the GPT runs with it: these tests check the reference bookkeeping, not quality)."""
+    from stage1_vq import load_stage1_config, load_tokenizer
+    from stage1_vq.train import train as train_stage1
+    from stage2_gpt.artifact import load_gpt
+    from stage2_gpt.generate import Generator
+    out = tmp_path_factory.mktemp("person_tok")
+    cfg = load_stage1_config(ROOT / "configs" / "stage1_vq_tiny.yaml",
+                             [f"cache={tokenized['cache']}", f"out_dir={out}", "model.reference=person",
+                              "train.max_steps=20", "train.val_every=0", "train.save_every=20", "train.progress=false"])
+    tok = load_tokenizer(train_stage1(cfg)["artifact"])
+    return Generator(load_gpt(gpt_run["gpt"]), tok)
+
+
+@pytest.mark.parametrize("given", [None, 1])
+def test_person_reference_streaming_equals_offline(person_gen, dialog, given):
+    from stage2_gpt.generate import Sampling
+    T = 121
+    audio, motion = dialog["audio"][:, :T], dialog["motion"][:, :T]
+    enrolled = [motion[0, :40].mean(0), None]                           # A enrolled, B unknown
+    s = Sampling(seed=5)
+    off = person_gen.generate(audio, given=given, given_motion=None if given is None else motion[given], sampling=s,
+                              reference=enrolled)
+    sess = person_gen.stream(s, given=given, reference=enrolled)
+    outs, i = [], 0
+    for n in (3, 1, 4, 2, 7) * 40:
+        if i >= T:
+            break
+        outs.append(sess.push(audio[:, i:i + n], None if given is None else motion[given, i:i + n]))
+        i += n
+    outs.append(sess.flush())
+    np.testing.assert_allclose(np.concatenate(outs, 1), off.motion, atol=1e-5)
+
+
+def test_person_reference_decodes_each_participant_around_its_own(person_gen, dialog):
+    """Generated participants: the same codes whatever the reference, the motion moved by exactly the reference
+    on the expression dims (jaw untouched), the train mean when unknown. A given participant: coded and decoded
+    around the running mean of their observed frames."""
+    from stage2_gpt.generate import Sampling, running_reference
+    tok, T = person_gen.tok, 90
+    audio, motion = dialog["audio"][:, :T], dialog["motion"][:, :T]
+    ref = np.stack([motion[0].mean(0) + 0.5, motion[1].mean(0) - 0.3]).astype(np.float32)
+    a = person_gen.generate(audio, sampling=Sampling(seed=2))
+    b = person_gen.generate(audio, sampling=Sampling(seed=2), reference=ref)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    shift = (ref - tok.motion_mean.numpy())[:, None, :]
+    np.testing.assert_allclose(b.motion[..., :50] - a.motion[..., :50], np.broadcast_to(shift[..., :50], a.motion[..., :50].shape),
+                               atol=1e-5)
+    np.testing.assert_array_equal(b.motion[..., 50:], a.motion[..., 50:])
+    res = person_gen.generate(audio, given=0, given_motion=motion[0], sampling=Sampling(seed=2))
+    run = running_reference(motion[0])
+    assert torch.allclose(run[-1], torch.from_numpy(motion[0].mean(0)), atol=1e-5)
+    codes = tok.encode(torch.from_numpy(motion[0])[None], run[None])[0].numpy()
+    np.testing.assert_array_equal(res.codes[0], codes)
+    np.testing.assert_allclose(res.motion[0], tok.decode(torch.from_numpy(codes)[None], run[None])[0].numpy(),
+                               atol=1e-5)
+    assert not np.array_equal(codes, tok.encode(torch.from_numpy(motion[0])[None])[0].numpy())
+
+
 def test_determinism_and_sampling_controls(gen, dialog):
     from stage2_gpt.generate import Sampling, sample_logits
     audio = dialog["audio"][:, :90]

@@ -34,7 +34,9 @@ class MotionWindows(_CacheBacked):
     """Fixed-length windows over every dialog of a split, both participants, normalised.
 
     Windows start every ``stride`` frames (default: half a window); shuffle with the DataLoader.
-    Item: ``motion`` (2, W, D), ``audio`` (2, W, F) float32, ``states`` (2, W) int64, ``dialog`` int, ``start`` int.
+    Item: ``motion`` (2, W, D), ``audio`` (2, W, F) float32, ``states`` (2, W) int64, ``reference`` (2, D) float32
+    (each participant's mean motion over the whole dialog, normalised like ``motion``), ``dialog`` int,
+    ``start`` int.
     """
 
     def __init__(self, cache, split: str = "train", window: int = 64, stride: int | None = None, normalize: bool = True):
@@ -44,9 +46,16 @@ class MotionWindows(_CacheBacked):
                       for s in range(0, d["num_frames"] - self.window + 1, self.stride)]
         if not self.index:
             raise ValueError(f"no dialog of split {split!r} is as long as the window ({window} frames)")
+        self._references = {}
 
     def __len__(self):
         return len(self.index)
+
+    def reference(self, i: int) -> np.ndarray:
+        """(2, D) each participant's mean motion over dialog ``i`` (raw)."""
+        if i not in self._references:
+            self._references[i] = np.asarray(self.arrays(i).motion, np.float64).mean(1).astype(np.float32)
+        return self._references[i]
 
     def __getitem__(self, k):
         i, s = self.index[k]
@@ -54,10 +63,13 @@ class MotionWindows(_CacheBacked):
         sl = slice(s, s + self.window)
         motion = np.asarray(a.motion[:, sl], np.float32)
         audio = np.asarray(a.audio[:, sl], np.float32)
+        reference = self.reference(i)
         if self.normalize:
             motion = self.cache.normalize_motion(motion).astype(np.float32)
             audio = self.cache.normalize_audio(audio).astype(np.float32)
-        return {"motion": motion, "audio": audio, "states": np.asarray(a.states[:, sl], np.int64), "dialog": i, "start": s}
+            reference = self.cache.normalize_motion(reference).astype(np.float32)
+        return {"motion": motion, "audio": audio, "states": np.asarray(a.states[:, sl], np.int64),
+                "reference": reference, "dialog": i, "start": s}
 
 
 class DialogSequences(_CacheBacked):
