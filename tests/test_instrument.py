@@ -262,8 +262,9 @@ def test_stage1_reconstruction_figures_equal_numpy(tokenized):
     with torch.no_grad():
         for d in cache.dialogs("train"):
             motion = np.array(cache.load(d["id"]).motion, np.float32)
-            codes = tok.encode(torch.from_numpy(motion))
-            rec = tok.decode(codes).numpy()
+            ref = torch.from_numpy(motion).mean(1)          # each participant's own mean: the person reference
+            codes = tok.encode(torch.from_numpy(motion), ref)
+            rec = tok.decode(codes, ref).numpy()
             G.append(motion[:, :rec.shape[1]].reshape(-1, motion.shape[-1]))
             P.append(rec.reshape(-1, rec.shape[-1]))
             C.append(codes.numpy().reshape(-1, codes.shape[-1]))

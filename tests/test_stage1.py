@@ -100,7 +100,8 @@ def test_loss_decreases_and_roundtrip(trained, cache_dir):
     cache = Cache(cache_dir)
     tok = load_tokenizer(trained["tokenizer"])
     m = torch.from_numpy(np.array(cache.load(cache.dialogs("train")[0]["id"]).motion))
-    rec = tok.decode(tok.encode(m))
+    ref = tok.person_reference(m)                               # each person's own mean (the default)
+    rec = tok.decode(tok.encode(m, ref), ref)
     assert rec.shape == (2, m.shape[1] - m.shape[1] % tok.downsample, 51)
     gt = m[:, :rec.shape[1]]
     nmse = ((rec - gt) ** 2).mean((0, 1)) / gt.var((0, 1)).clamp_min(1e-8)
@@ -113,14 +114,12 @@ def test_loss_decreases_and_roundtrip(trained, cache_dir):
 
 
 def test_person_reference_codes_motion_around_each_persons_mean(trained, cache_dir, tmp_path):
-    """``model.reference=person``: the expression dims are coded around the person's own mean, so a static
-    offset costs nothing: a train dialog shifted by a large per-person offset reconstructs as well as unshifted
-    when its reference is given (the global tokenizer cannot follow), decoding without a reference gives the
-    train mean's centre, and the jaw is never referenced."""
+    """``model.reference=person`` (the default): the expression dims are coded around the person's own mean, so
+    a static offset costs nothing: a train dialog shifted by a large per-person offset reconstructs as well as
+    unshifted when its reference is given (a ``model.reference=global`` tokenizer cannot follow: it ignores
+    references), decoding without a reference gives the train mean's centre, and the jaw is never referenced."""
     from stage1_vq.train import train
-    res = train(_cfg(cache_dir, tmp_path / "p", "model.reference=person", "train.max_steps=150",
-                     "train.save_every=150"))
-    tok = load_tokenizer(res["artifact"])
+    tok = load_tokenizer(trained["tokenizer"])
     assert tok.reference == "person" and tok.describe()["reference"] == "person"
     assert tok.reference_mask[:50].all() and not tok.reference_mask[50:].any()
     cache = Cache(cache_dir)
@@ -140,7 +139,9 @@ def test_person_reference_codes_motion_around_each_persons_mean(trained, cache_d
     codes = tok.encode(m, ref)
     assert torch.allclose(tok.decode(codes) - tok.decode(codes, ref), (tok.motion_mean - torch.where(
         tok.reference_mask, ref[:, None], tok.motion_mean)).expand(2, *tok.decode(codes).shape[1:]), atol=1e-5)
-    g = load_tokenizer(trained["tokenizer"])                           # a global tokenizer ignores references
+    res = train(_cfg(cache_dir, tmp_path / "g", "model.reference=global", "train.max_steps=150",
+                     "train.save_every=150"))
+    g = load_tokenizer(res["artifact"])                                # a global tokenizer ignores references
     assert g.reference == "global" and torch.equal(g.encode(m, ref + offset), g.encode(m))
 
 
@@ -429,7 +430,8 @@ def test_tokenize_and_evaluate_cli(trained, cache_dir, tmp_path):
         codes = np.load(cache / "tokens" / "t1" / f"{d['id']}.npy")
         assert codes.dtype == np.int32 and codes.shape == (2, d["num_frames"] // 2, 4)
     d = c.dialogs("test")[0]
-    ref = tok.encode(torch.from_numpy(np.array(c.load(d["id"]).motion))).numpy()
+    m = torch.from_numpy(np.array(c.load(d["id"]).motion))
+    ref = tok.encode(m, tok.person_reference(m)).numpy()            # tokens are coded around each person's mean
     np.testing.assert_array_equal(np.load(cache / "tokens" / "t1" / f"{d['id']}.npy"), ref)
     assert not list((cache / "tokens" / "t1").glob(".*tmp*"))
 

@@ -293,9 +293,11 @@ def test_listener_mode_reproduces_given_tokens(gen, dialog):
     T = 150
     motion = dialog["motion"][:, :T]
     res = gen.generate(dialog["audio"][:, :T], given=0, given_motion=motion[0], sampling=Sampling(seed=1))
-    ref = gen.tok.encode(torch.from_numpy(motion[0][None]))[0].numpy()
+    from stage2_gpt.generate import running_reference
+    around = running_reference(motion[0])[None]                        # the given person's causal reference
+    ref = gen.tok.encode(torch.from_numpy(motion[0][None]), around)[0].numpy()
     np.testing.assert_array_equal(res.codes[0], ref)
-    np.testing.assert_allclose(res.motion[0], gen.tok.decode(torch.from_numpy(ref)[None])[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(res.motion[0], gen.tok.decode(torch.from_numpy(ref)[None], around)[0].numpy(), atol=1e-5)
     assert res.generated == [1]
     dyad = gen.generate(dialog["audio"][:, :T], sampling=Sampling(seed=1))
     assert not np.array_equal(dyad.codes[0], ref)                      # in dyad mode participant 0 is sampled
