@@ -1,4 +1,5 @@
-"""Post-hoc sampling variants of bench B's GPTs (hard corpus, 3 seeds): scored like the bench, one table."""
+"""A record, not a tool: the post-hoc sampling variants of quality-bench run 2 (hard corpus, 3 seeds), scored like
+the bench into one table (docs/quality/2026-12-03_sampling-variants_hard.md). Paths are those of the run."""
 import subprocess, sys, json
 from pathlib import Path
 sys.path.insert(0, "/work/wt-bench2"); sys.path.insert(0, "/work/wt-bench2/scripts")
