@@ -21,7 +21,7 @@ from common.config import ConfigError, from_dict, to_dict
 from common.data.cache import Cache
 from common.data.config import MAX_FPS
 from common.layout import Layout, LayoutError, layout_from_json
-from common.train.artifact import (CheckpointError, check_fits, check_weights, load_artifact, save_artifact,
+from common.train.artifact import (CheckpointError, build_checked, load_artifact, save_artifact,
                                    stored_int, stored_rate)
 
 ARTIFACT_KIND = "baseline_regressor"
@@ -87,10 +87,7 @@ def load_regressor(path: str | Path, device: str | torch.device = "cpu") -> Regr
     payload = load_artifact(path, kind=ARTIFACT_KIND)
     meta = payload["meta"]
     cfg = _checked_description(path, meta)
-    state = check_weights(path, payload["state_dict"])
-    check_fits(path, lambda: DualTalkRegressor(cfg), state)
-    model = DualTalkRegressor(cfg)
-    model.load_state_dict(state, strict=True)
+    model = build_checked(path, payload["state_dict"], lambda: DualTalkRegressor(cfg))
     return RegressorBundle(model.to(device).eval(), payload["config"], meta, str(path))
 
 

@@ -53,19 +53,13 @@ def load_tokenizer(path, device="cpu") -> MotionTokenizer:
     Codebooks are never synchronised across processes after loading (``sync_codebook=False``), so it is safe to
     call on every rank of a distributed stage-2 job, or on one rank only.
     """
-    from common.train.artifact import check_fits, check_weights, load_artifact
+    from common.train.artifact import build_checked, load_artifact
 
     payload = load_artifact(path, kind=ARTIFACT_KIND)
     model_cfg, meta = _checked_description(path, payload)
-    state = check_weights(path, payload["state_dict"])
-
-    def build():
-        return MotionTokenizer(model_cfg, motion_dim=int(meta["motion_dim"]), fps=float(meta["fps"]),
-                               groups=meta.get("groups"), sync_codebook=False)
-
-    check_fits(path, build, state)
-    tok = build()
-    tok.load_state_dict(state, strict=True)
+    tok = build_checked(path, payload["state_dict"], lambda: MotionTokenizer(
+        model_cfg, motion_dim=int(meta["motion_dim"]), fps=float(meta["fps"]), groups=meta.get("groups"),
+        sync_codebook=False))
     tok.artifact_meta = {k: v for k, v in meta.items() if k not in ("motion_mean", "motion_std")}
     tok.artifact_path = str(path)
     return tok.to(device).eval()

@@ -20,7 +20,7 @@ from common.config import ConfigError, from_dict, to_dict
 from common.data.cache import Cache
 from common.data.config import MAX_FPS, AudioConfig, DataConfig
 from common.layout import Layout, LayoutError, layout_from_json
-from common.train.artifact import (CheckpointError, check_fits, check_weights, file_sha256, load_artifact,
+from common.train.artifact import (CheckpointError, build_checked, file_sha256, load_artifact,
                                    save_artifact, stored_int, stored_rate)
 
 from .config import check_model_bounds
@@ -78,10 +78,7 @@ def load_gpt(path: str | Path, device: str | torch.device = "cpu") -> GPTBundle:
     payload = load_artifact(path, kind=ARTIFACT_KIND)
     meta = payload["meta"]
     cfg = check_description(path, meta)
-    state = check_weights(path, payload["state_dict"])
-    check_fits(path, lambda: DyadGPT(cfg), state)
-    model = DyadGPT(cfg)
-    model.load_state_dict(state, strict=True)
+    model = build_checked(path, payload["state_dict"], lambda: DyadGPT(cfg))
     return GPTBundle(model.to(device).eval(), payload["config"], meta["tokenizer"], meta["audio"], meta, str(path))
 
 

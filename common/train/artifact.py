@@ -127,6 +127,17 @@ def check_fits(path: str | Path, build, state_dict: dict[str, torch.Tensor]) -> 
                           "trained with")
 
 
+def build_checked(path: str | Path, state_dict: Any, build):
+    """The module ``build()`` makes, holding the artifact's weights: the weights checked (:func:`check_weights`),
+    the module matched against them on the meta device first (:func:`check_fits`), then built and loaded strictly.
+    Every loader of an artifact goes through this, so none allocates what its file does not hold."""
+    state = check_weights(path, state_dict)
+    check_fits(path, build, state)
+    module = build()
+    module.load_state_dict(state, strict=True)
+    return module
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
