@@ -57,6 +57,7 @@ PRESETS = {
         "threads": 0, "out": "runs/quality-full"},
 }
 MODEL_MODES = ("model_dyad", "model_listener")
+BOUND = "truth_recentered"   # the truth with each sequence's mean expression replaced by the train mean: a bound
 SIMPLE = ("mean", "random_other", "mirror", "nn_audio")
 TABLE_KEYS = ["fid_exp", "p_fid_exp", "mse_exp", "sid_exp", "rpcc_exp", "fid_jaw", "p_fid_jaw", "mse_jaw", "sid_jaw",
               "rpcc_jaw", "p_fid_exp@listen", "mse_exp@listen", "mse_jaw@speak", "jaw_speech_r"]
@@ -209,6 +210,30 @@ def plan(runner: Runner, p: dict, corpus: str, cache: Path, seed: int, work: Pat
     return methods
 
 
+def write_recentered_truth(cache: Path, out: Path) -> Path:
+    """The bound row ``truth_recentered``: each test sequence's true motion with its mean expression replaced by
+    the train mean. It is what a method scores that gets everything right except the one thing no method can know
+    without an enrollment clip, an unseen person's own mean expression (their offset): the lowest FD / MSE and the
+    highest SID reachable from audio (and the partner) alone. Not a method: no verdict is drawn against it."""
+    import numpy as np
+
+    from common.data.cache import Cache
+    from common.eval.predictions import prediction_path, write_prediction
+    if (out / ".done").exists():
+        return out
+    c = Cache(cache)
+    a, b = c.layout.exp
+    mean = np.asarray(c.stats["motion_mean"], np.float64)
+    for d in c.dialogs("test"):
+        motion = np.asarray(c.load(d["id"]).motion, np.float64)
+        for i, pid in enumerate(d["participants"]):
+            m = motion[i].copy()
+            m[:, a:b] += mean[a:b] - m[:, a:b].mean(0)
+            write_prediction(prediction_path(out, d["id"], pid), m.astype(np.float32), c.layout)
+    (out / ".done").touch()
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------
 # scoring and the report
 # ----------------------------------------------------------------------------------------------------------
@@ -254,9 +279,13 @@ def corpus_report(corpus: str, results: dict[str, list], recon: list[dict], n_bo
     lines = []
     for model in MODEL_MODES:
         for other in methods:
-            if other not in MODEL_MODES:
+            if other not in MODEL_MODES and other != BOUND:
                 lines.append(C.verdict(model, other, results, n_boot=n_boot))
     md += lines + [""]
+    if BOUND in methods:
+        md += [f"`{BOUND}` is a bound, not a method: the truth with each sequence's mean expression replaced by the "
+               "train mean (what a method scores that gets everything right but an unseen person's own mean "
+               "expression, which no method knows without an enrollment clip).", ""]
     if recon:
         keys = ["nmse_exp", "nmse_jaw", "corr_jaw"]
         mean = {k: sum(r[k] for r in recon) / len(recon) for k in keys}
@@ -329,6 +358,9 @@ def main(argv=None) -> int:
                                                            " (no baselines/ package: regressors not run)"), ""]
     report = {"preset": args.preset, "seeds": seeds, "corpora": {}, "job_seconds": runner.times}
     for corpus in corpora:
+        bound = write_recentered_truth(caches[corpus], out / corpus / BOUND)
+        for seed in seeds:
+            methods[corpus][seed][BOUND] = bound
         results = score(caches[corpus], methods[corpus])
         recon = [json.loads((out / corpus / f"seed{s}" / "recon.json").read_text()) for s in seeds]
         lines, data = corpus_report(corpus, results, recon, args.n_boot)

@@ -58,6 +58,12 @@ def main(argv=None) -> int:
     ap.add_argument("--top-k", type=int_arg(0), default=0, help="0: off")
     ap.add_argument("--top-p", type=float_arg(maximum=1, above=0), default=1.0, help="1: off")
     ap.add_argument("--seed", type=int_arg(0, 2 ** 63 - 1), default=0)
+    ap.add_argument("--fine-temperature", type=float_arg(0, 100), default=None,
+                    help="temperature of the RVQ levels after the first (default: --temperature)")
+    ap.add_argument("--mean-anchor-s", type=float_arg(0, 1e6), default=None,
+                    help="hold each generated person's long-term mean expression at their reference, with a prior of "
+                         "this many seconds (default 5; docs/STAGE2.md, 'Mean anchor'; person-reference tokenizers)")
+    ap.add_argument("--no-mean-anchor", action="store_true", help="turn the mean anchor off")
     ap.add_argument("--samples", type=int_arg(1, 4096), default=1,
                     help="average this many samples (batched): the conditional-mean estimate, lower MSE, calmer motion")
     ap.add_argument("--batch", type=int_arg(1, 4096), default=1,
@@ -78,7 +84,7 @@ def main(argv=None) -> int:
     from common.data.cache import Cache, CacheError
     from common.eval.predictions import check_participants
     from common.train.artifact import CheckpointError
-    from stage2_gpt.generate import (DialogInput, Generator, Sampling, generate_dialog, generate_dialogs,
+    from stage2_gpt.generate import (MEAN_ANCHOR_S, DialogInput, Generator, Sampling, generate_dialog, generate_dialogs,
                                      read_given_motion, read_shape, resolve_given)
 
     wav_mode = bool(args.audio_a or args.audio_b)
@@ -90,7 +96,8 @@ def main(argv=None) -> int:
         ap.error("--cache needs --dialog ID or --split NAME")
     if args.mode != "listener" and (args.given or args.given_motion):
         ap.error("--given and --given-motion are for --mode listener")
-    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
+    anchor = None if args.no_mean_anchor else (MEAN_ANCHOR_S if args.mean_anchor_s is None else args.mean_anchor_s)
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor)
     out = Path(args.out)
     try:
         if wav_mode:

@@ -32,7 +32,7 @@ normalised here with the training statistics stored in the GPT file.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ from .decode_step import KVCache, group_linear
 
 log = logging.getLogger(__name__)
 CHUNK_STEPS = 256       # token steps (17 s at 15 steps/s) generated, then decoded, at a time offline
+MEAN_ANCHOR_S = 5.0     # default prior of the mean anchor, seconds (docs/STAGE2.md, "Mean anchor")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -58,6 +59,14 @@ class Sampling:
     top_k: int = 0              # 0: off
     top_p: float = 1.0          # 1: off (nucleus sampling otherwise)
     seed: int = 0
+    fine_temperature: float | None = None   # temperature of the RVQ levels after the first (None: ``temperature``)
+    mean_anchor_s: float | None = MEAN_ANCHOR_S   # :class:`MeanAnchor`'s prior in seconds; None: no anchor
+
+    def level(self, q: int) -> "Sampling":
+        """The sampling of RVQ level ``q``."""
+        if q == 0 or self.fine_temperature is None:
+            return self
+        return replace(self, temperature=self.fine_temperature)
 
 
 def sample_logits(logits: torch.Tensor, s: Sampling, generator) -> torch.Tensor:
@@ -115,6 +124,7 @@ class StepState:
     steps: int = 0
     identity: torch.Tensor | None = None    # (D, 2, I) identities (zeros: unknown), for models with use_identity
     active: list = field(default_factory=lambda: [0, 1])   # the generated participants (perspectives computed)
+    jaw: torch.Tensor | None = None         # (D * N, 2, d, J) the jaw head's raw jaw of the last step (NaN: observed)
 
     @property
     def dialogs(self) -> int:
@@ -252,7 +262,7 @@ class Generator:
         given (2, Q) / (D, 2, Q) long: the codes of the observed participant this step (its row; the other row is
         ignored), required when the state has one. Returns (codes (D * N, 2, Q), state probabilities
         (D * N, 2, d, C), NaN for an observed participant, or None); updates ``st`` (the codes are the next
-        step's input; the KV cache stays within the attention window).
+        step's input; the KV cache stays within the attention window; ``st.jaw``: a jaw head's jaw of the step).
         """
         m, Q, P = self.model, self.Q, self.cfg.inputs
         D, N, act = st.dialogs, st.samples, st.active
@@ -275,6 +285,10 @@ class Generator:
             codes = given.expand(D, N, 2, Q).reshape(D * N, 2, Q).clone()
             codes[:, act] = sampled
         st.prev, st.steps = codes, st.steps + 1
+        jaw = m.jaw_values(h, groups=groups)                                             # (D*N*A, d, J) or None
+        if jaw is not None:
+            st.jaw = torch.full((D * N, 2, *jaw.shape[1:]), float("nan"), device=jaw.device)
+            st.jaw[:, act] = jaw.reshape(D * N, A, *jaw.shape[1:])
         probs = m.state_probs(h, groups=groups)
         if probs is None:
             return codes, None
@@ -290,12 +304,14 @@ class Generator:
         head = self.model.head
         if self.cfg.rvq_head == "parallel":
             mlp = head.proj
-            logits = group_linear(mlp[2], mlp[1](group_linear(mlp[0], h, groups)), groups)
-            return sample_logits(logits.unflatten(-1, (head.Q, head.V)), sampling, generators)
+            logits = group_linear(mlp[2], mlp[1](group_linear(mlp[0], h, groups)), groups).unflatten(-1, (head.Q, head.V))
+            if sampling.fine_temperature is None:
+                return sample_logits(logits, sampling, generators)
+            return torch.stack([sample_logits(logits[:, q], sampling.level(q), generators) for q in range(self.Q)], -1)
         z = head.base(h, groups)                                             # (B, H)
         out = []
         for q in range(self.Q):
-            c = sample_logits(head.level_logits(z, q, groups), sampling, generators)      # (B,)
+            c = sample_logits(head.level_logits(z, q, groups), sampling.level(q), generators)      # (B,)
             out.append(c)
             if q + 1 < self.Q:
                 z = z + head.embed_level(c, q)
@@ -337,6 +353,24 @@ class Generator:
                     out[p] = torch.as_tensor(np.asarray(reference[p], np.float32).reshape(-1), device=self.device)
         return out
 
+    def with_jaw(self, motion: torch.Tensor, jaw: torch.Tensor, given: int | None) -> torch.Tensor:
+        """motion (N, 2, m, D) decoded frames with the generated participants' jaw dims replaced by the jaw head's
+        (N, 2, m, J) (a given participant keeps its reconstruction)."""
+        j0, j1 = self.tok.groups["jaw"]
+        out = motion.clone()
+        for p in (0, 1):
+            if p != given:
+                out[:, p, :, j0:j1] = jaw[:, p, :motion.shape[2]].to(out.dtype)
+        return out
+
+    def mean_anchor(self, rows, given: int | None, sampling: Sampling) -> "MeanAnchor | None":
+        """The :class:`MeanAnchor` of one dialog's generated participants (around ``rows``, :meth:`reference_rows`),
+        or None: a "global" tokenizer (nothing is coded around a person's mean) or ``sampling.mean_anchor_s`` None."""
+        if rows is None or sampling.mean_anchor_s is None:
+            return None
+        return MeanAnchor(rows.detach().cpu().numpy(), self.tok.reference_mask.cpu().numpy(),
+                          [p for p in (0, 1) if p != given], sampling.mean_anchor_s * self.tok.fps)
+
     def _check_audio(self, audio) -> int:
         """Frames of one dialog's audio features (2, T, F) (any array that slices: numpy, memmap, WavFeatures)."""
         shape = tuple(audio.shape)
@@ -377,6 +411,7 @@ class Generator:
         rows = [self.reference_rows(references[i]) for i in order]
         st = self.new_batch_state([sampling.seed] * D, N, [identities[i] for i in order], given)
         decoders = [WindowDecoder(self.tok) for _ in order]
+        anchors = [self.mean_anchor(rows[j], given, sampling) for j in range(D)]
         bar = None
         if progress:
             from tqdm import tqdm
@@ -385,7 +420,7 @@ class Generator:
         while live:
             k1 = min(k0 + chunk_steps, min(steps[order[j]] for j in range(live)))
             audio = torch.stack([self._audio_chunk(audios[order[j]], k0, k1) for j in range(live)])   # (live, 2, n*d, F)
-            codes, states = self._steps(st, audio, None if given is None else givens[:live], k0, k1, sampling)
+            codes, states, jaw = self._steps(st, audio, None if given is None else givens[:live], k0, k1, sampling)
             if bar is not None:
                 bar.update(k1 - k0)
             for j in range(live):
@@ -393,8 +428,13 @@ class Generator:
                 cj = codes[:, j * N:(j + 1) * N].permute(1, 2, 0, 3)                     # (N, 2, n, Q)
                 ref = self._chunk_reference(rows[j], given, given_refs[j], k0 * d, (k1 - k0) * d, N)
                 motion = decoders[j].push(cj.reshape(2 * N, k1 - k0, self.Q), ref).reshape(N, 2, (k1 - k0) * d, -1)
+                if jaw is not None:
+                    motion = self.with_jaw(motion, jaw[j * N:(j + 1) * N], given)
                 m = min((k1 - k0) * d, T - k0 * d)
-                yield GenerationChunk(i, k0 * d, motion[:, :, :m].cpu().numpy().astype(np.float32), cj.cpu().numpy(),
+                motion = motion[:, :, :m].cpu().numpy().astype(np.float32)
+                if anchors[j] is not None:
+                    motion = anchors[j](motion)
+                yield GenerationChunk(i, k0 * d, motion, cj.cpu().numpy(),
                                       states[:, j].permute(1, 0, 2).reshape(2, -1)[:, :m].cpu().numpy(), k1 == steps[i])
             live = sum(steps[order[j]] > k1 for j in range(live))
             st.keep(live)
@@ -413,11 +453,12 @@ class Generator:
 
     def _steps(self, st: StepState, audio, givens, k0: int, k1: int, sampling: Sampling):
         """Token steps [k0, k1) of the state's D dialogs from their audio (D, 2, (k1 - k0) * d, F): codes
-        (n, D * N, 2, Q) and predicted states (n, D, 2, d) (each sample's probabilities averaged; -1: not
-        predicted). ``givens``: each dialog's (K, 2, Q) observed codes, or None."""
+        (n, D * N, 2, Q), predicted states (n, D, 2, d) (each sample's probabilities averaged; -1: not
+        predicted) and a jaw head's raw jaw (D * N, 2, n * d, J) or None. ``givens``: each dialog's (K, 2, Q)
+        observed codes, or None."""
         n, d, N = k1 - k0, self.d, st.samples
         codes = torch.empty((n, st.prev.shape[0], 2, self.Q), dtype=torch.long, device=self.device)
-        probs = None
+        probs = jaw = None
         for k in range(k0, k1):
             g = None if givens is None else torch.stack([gv[k] for gv in givens])
             c, pr = self.step(st, audio[:, :, (k - k0) * d:(k - k0 + 1) * d], g, sampling)
@@ -425,12 +466,17 @@ class Generator:
             if pr is not None:
                 probs = pr.new_empty((n, *pr.shape)) if probs is None else probs
                 probs[k - k0] = pr
+            if st.jaw is not None:
+                jaw = st.jaw.new_empty((n, *st.jaw.shape)) if jaw is None else jaw
+                jaw[k - k0] = st.jaw
         states = torch.full((n, st.dialogs, 2, d), -1, dtype=torch.long, device=self.device)
         if probs is not None:
             pr = probs.reshape(n, st.dialogs, N, 2, d, -1)
             for p in st.active:
                 states[:, :, p] = pr[:, :, :, p].mean(2).argmax(-1)
-        return codes, states
+        if jaw is not None:                                     # (n, D*N, 2, d, J) -> (D*N, 2, n*d, J)
+            jaw = jaw.permute(1, 2, 0, 3, 4).flatten(2, 3)
+        return codes, states, jaw
 
     def _audio_chunk(self, audio, k0: int, k1: int) -> torch.Tensor:
         """Normalised features of token steps [k0, k1) of one dialog (2, (k1 - k0) * d, F), the last frame
@@ -486,6 +532,47 @@ class Generator:
         """A :class:`stage2_gpt.streaming.StreamSession` (frame in, frame out; the same step function)."""
         from .streaming import StreamSession
         return StreamSession(self, sampling or Sampling(), given, identity, reference)
+
+
+class MeanAnchor:
+    """Holds each generated participant's long-term mean expression at its reference, causally.
+
+    A "person" tokenizer codes expression as the deviation from the person's own mean, so in training the decoded
+    deviations of a whole sequence average to zero. Sampled sequences need not: measured on the quality bench
+    (docs/STAGE2.md, "Mean anchor"), the GPT's sequences wander off the reference by a per-dialog shift that
+    repeated samples share (it is the model's, not the sampling's), which costs FD and MSE. The anchor removes
+    the running mean of the deviations so far, shrunk toward zero by a prior of ``prior_frames`` frames:
+
+        out_t = x_t - S_t / (t + 1 + prior_frames),    S_t = sum_{s <= t} (x_s - reference)
+
+    on the referenced (expression) dims of the generated participants only (jaw and a given partner untouched).
+    Causal and stateful (float64 running sums), so frames pushed in any chunks give the numbers of one call over
+    the whole sequence: streaming == offline. Short-term motion is untouched (the shift changes by at most
+    ``|x_t - mean| / (t + prior)`` per frame)."""
+
+    def __init__(self, center: np.ndarray, mask: np.ndarray, participants: list[int], prior_frames: float):
+        if prior_frames < 0:
+            raise ValueError(f"the mean anchor's prior must be >= 0 frames, got {prior_frames}")
+        self.parts, self.mask = list(participants), np.asarray(mask, bool)
+        self.center = np.asarray(center, np.float64)[:, self.mask]          # (2, Dm)
+        self.prior = float(prior_frames)
+        self.sum, self.count = None, 0
+
+    def __call__(self, motion: np.ndarray) -> np.ndarray:
+        """motion (N, 2, m, D) raw frames (N samples) -> the same, anchored (a new array)."""
+        if not self.parts or not self.mask.any() or motion.shape[2] == 0:
+            return motion
+        x = motion[:, self.parts][..., self.mask].astype(np.float64) - self.center[self.parts][None, :, None]
+        if self.sum is None:
+            self.sum = np.zeros((x.shape[0], x.shape[1], 1, x.shape[3]))
+        cs = np.cumsum(np.concatenate([self.sum, x], 2), 2)[:, :, 1:]          # sequential sums, as frame by frame
+        t = self.count + np.arange(1, x.shape[2] + 1, dtype=np.float64)
+        shift = cs / (t + self.prior)[:, None]
+        self.sum, self.count = cs[:, :, -1:], self.count + x.shape[2]
+        out = motion.copy()
+        for i, p in enumerate(self.parts):
+            out[:, p][..., self.mask] -= shift[:, i].astype(out.dtype)
+        return out
 
 
 class WindowDecoder:

@@ -20,7 +20,10 @@ The output at ``k`` predicts self's codes of step ``k``, every RVQ level, throug
 - ``"parallel"``: all levels independently from the transformer state.
 
 An auxiliary head predicts self's per-frame conversational state (idle/listen/speak/crosstalk) of step ``k``
-(``state_loss``; no state is needed at generation time, predicted states come for free).
+(``state_loss``; no state is needed at generation time, predicted states come for free). With ``jaw_head`` another
+regresses self's jaw of step ``k``'s frames (MSE): the jaw is the one dim that own speech nearly determines, and
+sampled codes add noise there that a regression does not (measured in docs/STAGE2.md, "Jaw head"); generation
+outputs it in place of the decoded jaw, the codes still carry the jaw into the next steps.
 
 Both perspectives of a dialog run as one batch, so the two roles are symmetric by construction and a dyad is
 generated jointly: at every step each side sees both audios and both token histories (its partner's codes of
@@ -83,6 +86,10 @@ class GPTConfig:
     rvq_head: str = "depth"           # "depth" | "parallel"
     head_hidden: int = 256
     state_loss: float = 0.1           # weight of the auxiliary per-frame state prediction (0: off)
+    jaw_head: bool = False            # also regress self's jaw of the step's frames from the transformer state (MSE);
+                                      # generation outputs it in place of the jaw decoded from the sampled codes
+    jaw_loss: float = 1.0             # weight of the jaw regression (normalised units)
+    jaw_dims: int = 0                 # filled from the cache's motion layout when jaw_head
 
     @property
     def inputs(self) -> int:
@@ -91,7 +98,7 @@ class GPTConfig:
 
     def validate(self) -> "GPTConfig":
         needed = ("num_quantizers", "codebook_size", "downsample", "audio_dim")
-        for k in needed + (("identity_dim",) if self.use_identity else ()):
+        for k in needed + (("identity_dim",) if self.use_identity else ()) + (("jaw_dims",) if self.jaw_head else ()):
             if getattr(self, k) < 1:
                 raise ValueError(f"GPTConfig.{k} must be set (>= 1), got {getattr(self, k)}")
         if self.partner_audio not in ("full", "energy"):
@@ -188,6 +195,12 @@ class DyadGPT(nn.Module):
                                ff_dropout=cfg.dropout)
         self.head = DepthHead(cfg) if cfg.rvq_head == "depth" else ParallelHead(cfg)
         self.state_head = nn.Linear(cfg.dim, d * cfg.num_states) if cfg.state_loss > 0 else None
+        self.jaw_out = None
+        if cfg.jaw_head:                        # self's jaw of the step's d frames, normalised (jaw_mean, jaw_std)
+            self.jaw_out = nn.Sequential(nn.Linear(cfg.dim, cfg.head_hidden), nn.GELU(),
+                                         nn.Linear(cfg.head_hidden, d * cfg.jaw_dims))
+            self.register_buffer("jaw_mean", torch.zeros(cfg.jaw_dims))
+            self.register_buffer("jaw_std", torch.ones(cfg.jaw_dims))
         self._rotary = None                     # rotary tables of the generation step (step_hidden)
         self.apply(self._init)
         if self.partner_gate is not None:
@@ -241,14 +254,16 @@ class DyadGPT(nn.Module):
         return (i[:, None] - i[None, :]) < w                          # causality is the decoder's own
 
     # --- training / teacher-forced forward ----------------------------------------------------------------
-    def forward(self, codes, audio, states=None, prev=None, identity=None, reduction: str = "mean"):
+    def forward(self, codes, audio, states=None, prev=None, identity=None, jaw=None, reduction: str = "mean"):
         """Teacher-forced pass over a window, both participants (each from its own perspective).
 
         codes (B, 2, K, Q) long; audio (B, 2, K*d, F) normalised features; states (B, 2, K*d) long or None;
         prev (B, 2, Q) codes of the step before the window (-1: the window starts the dialog) or None (-1);
-        identity (B, 2, I) each participant's identity (``use_identity``; zeros or None: unknown).
-        Returns ({"logits": (B, 2, K, Q, V), "state_logits": (B, 2, K*d, C) or None}, losses) with losses
-        ``loss`` (total), ``token`` (cross-entropy; per element (B, 2, K, Q) with reduction="none"), ``state``.
+        identity (B, 2, I) each participant's identity (``use_identity``; zeros or None: unknown); jaw (B, 2, K*d, J)
+        each participant's jaw, normalised (``jaw_head``; None: no jaw loss).
+        Returns ({"logits": (B, 2, K, Q, V), "state_logits": (B, 2, K*d, C) or None, "jaw": (B, 2, K*d, J) or None},
+        losses) with losses ``loss`` (total), ``token`` (cross-entropy; per element (B, 2, K, Q) with
+        reduction="none"), ``state``, ``jaw`` (mean squared error, normalised units).
         """
         cfg = self.cfg
         B, _, K, Q = codes.shape
@@ -282,6 +297,9 @@ class DyadGPT(nn.Module):
         state_logits = None
         if self.state_head is not None:
             state_logits = self.state_head(h).reshape(B, 2, K * d, cfg.num_states)
+        jaw_pred = None
+        if self.jaw_out is not None:
+            jaw_pred = self.jaw_out(h).reshape(B, 2, K * d, cfg.jaw_dims)
         token = F.cross_entropy(logits.flatten(0, -2).float(), codes.flatten(), reduction="none").view(codes.shape)
         losses = {"token": token.mean() if reduction == "mean" else token}
         total = losses["token"] if reduction == "mean" else token.mean()
@@ -289,8 +307,11 @@ class DyadGPT(nn.Module):
             st = F.cross_entropy(state_logits.flatten(0, -2).float(), states.flatten(), reduction="none")
             losses["state"] = st.mean()
             total = total + cfg.state_loss * losses["state"]
+        if jaw_pred is not None and jaw is not None:
+            losses["jaw"] = F.mse_loss(jaw_pred.float(), jaw.float())
+            total = total + cfg.jaw_loss * losses["jaw"]
         losses["loss"] = total
-        return {"logits": logits, "state_logits": state_logits}, losses
+        return {"logits": logits, "state_logits": state_logits, "jaw": jaw_pred}, losses
 
     # --- generation (one step; stage2_gpt/generate.py drives it) --------------------------------------------
     def new_cache(self) -> KVCache:
@@ -313,6 +334,14 @@ class DyadGPT(nn.Module):
     def train(self, mode: bool = True):
         self._rotary = None                     # rebuilt (and the decoder re-checked) at the next step
         return super().train(mode)
+
+    @torch.no_grad()
+    def jaw_values(self, h, groups: int = 1):
+        """h (B, dim) -> (B, d, J) the regressed jaw of the step's frames, raw (denormalised), or None."""
+        if self.jaw_out is None:
+            return None
+        y = group_linear(self.jaw_out[2], self.jaw_out[1](group_linear(self.jaw_out[0], h, groups)), groups)
+        return y.unflatten(-1, (self.cfg.downsample, self.cfg.jaw_dims)) * self.jaw_std + self.jaw_mean
 
     @torch.no_grad()
     def state_probs(self, h, groups: int = 1):

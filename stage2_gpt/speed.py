@@ -416,7 +416,7 @@ def untrained_model(config_path: str, tokenizer_path: str, cache: Cache):
     tok = tokenizer_description(tokenizer_path)
     ident = int(cache.load(cache.dialogs()[0]["id"]).shape.shape[-1])
     torch.manual_seed(0)
-    return cfg, build_model(cfg, tok, cache.audio_dim, ident).eval(), tok, audio_description(cache)
+    return cfg, build_model(cfg, tok, cache.audio_dim, ident, cache).eval(), tok, audio_description(cache)
 
 
 def export_untrained(config_path: str, tokenizer_path: str, cache: Cache, path) -> str:

@@ -76,6 +76,7 @@ class StreamSession:
         self.rows = gen.reference_rows(reference)
         self.ref_sum, self.ref_count = np.zeros(self.D), 0
         self.ref_buf = torch.zeros((0, self.D), device=gen.device)          # running reference of motion_buf
+        self.anchor = gen.mean_anchor(self.rows, given, sampling)           # generate.MeanAnchor, as offline
         self.codes_hist = torch.zeros((2, 0, gen.Q), dtype=torch.long, device=gen.device)
         self.frames_out = 0
         self.features = None
@@ -164,5 +165,8 @@ class StreamSession:
             if self.given is not None:
                 ref[self.given] = self.given_ref
         frames = tok.denormalize(tok.decode_normalized(self.codes_hist)[:, -self.d:], ref)   # newest token's frames
+        if self.state.jaw is not None:                                       # a jaw head: its jaw, as offline
+            frames = self.gen.with_jaw(frames[None], self.state.jaw[:1], self.given)[0]
         self.frames_out += self.d
-        return frames.cpu().numpy().astype(np.float32)
+        frames = frames.cpu().numpy().astype(np.float32)
+        return frames if self.anchor is None else self.anchor(frames[None])[0]

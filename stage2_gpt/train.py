@@ -34,22 +34,32 @@ from stage2_gpt.artifact import audio_description, export_gpt, tokenizer_descrip
 from stage2_gpt.config import Stage2Config, load_stage2_config
 from stage2_gpt.model import DyadGPT
 
-MODEL_INPUTS = ("codes", "audio", "states", "prev", "shape")
+MODEL_INPUTS = ("codes", "audio", "states", "prev", "shape", "jaw")
 
 
-def build_model(cfg: Stage2Config, tok: dict, audio_dim: int, identity_dim: int) -> DyadGPT:
-    """The GPT, its sizes that come from the data filled in (tokenizer geometry, audio and identity dims)."""
+def build_model(cfg: Stage2Config, tok: dict, audio_dim: int, identity_dim: int, cache: Cache | None = None) -> DyadGPT:
+    """The GPT, its sizes that come from the data filled in (tokenizer geometry, audio and identity dims; with
+    ``jaw_head`` the jaw dims and their normalisation, from ``cache``)."""
     m = cfg.model
     fill = [("num_quantizers", tok["num_quantizers"]), ("codebook_size", tok["codebook_size"]),
             ("downsample", tok["downsample"]), ("audio_dim", audio_dim)]
     if m.use_identity:
         fill.append(("identity_dim", identity_dim))
+    if m.jaw_head:
+        if cache is None:
+            raise ConfigError("model.jaw_head needs the cache (its motion layout and statistics)")
+        j0, j1 = cache.layout.jaw
+        fill.append(("jaw_dims", j1 - j0))
     for key, value in fill:
         have = getattr(m, key)
         if have and have != value:
             raise ConfigError(f"model.{key}={have} disagrees with the tokenizer/cache ({value}): leave it 0")
         setattr(m, key, int(value))
-    return DyadGPT(m)
+    model = DyadGPT(m)
+    if m.jaw_head:
+        model.jaw_mean.copy_(torch.as_tensor(cache.stats["motion_mean"][j0:j1], dtype=torch.float32))
+        model.jaw_std.copy_(torch.as_tensor(cache.stats["motion_std"][j0:j1], dtype=torch.float32))
+    return model
 
 
 @torch.no_grad()
@@ -59,14 +69,14 @@ def validate(accelerator, model, val_ds, indices, batch_size: int) -> dict:
     model.eval()
     Q = val_ds.codes(0).shape[-1]
     # per level: CE sum, correct, count; then state correct, state count
-    acc = torch.zeros(3 * Q + 2, dtype=torch.float64, device=accelerator.device)
+    acc = torch.zeros(3 * Q + 4, dtype=torch.float64, device=accelerator.device)   # + jaw squared error, count
     world = accelerator.num_processes
     usable = indices[:max(world, len(indices) - len(indices) % world)]   # same number of batches on every rank
     mine = usable[accelerator.process_index::world]
     for k in range(0, len(mine), batch_size):
         items = [val_ds[i] for i in mine[k:k + batch_size]]
         b = {key: torch.stack([torch.as_tensor(it[key]) for it in items]).to(accelerator.device) for key in MODEL_INPUTS}
-        out, losses = model(b["codes"], b["audio"], b["states"], b["prev"], b["shape"], reduction="none")
+        out, losses = model(*(b[k] for k in MODEL_INPUTS), reduction="none")
         ce = losses["token"].double()                                   # (B, 2, K, Q)
         hit = (out["logits"].argmax(-1) == b["codes"]).double()
         acc[0:Q] += ce.sum((0, 1, 2))
@@ -75,6 +85,9 @@ def validate(accelerator, model, val_ds, indices, batch_size: int) -> dict:
         if out["state_logits"] is not None:
             acc[3 * Q] += (out["state_logits"].argmax(-1) == b["states"]).double().sum()
             acc[3 * Q + 1] += b["states"].numel()
+        if out["jaw"] is not None:
+            acc[3 * Q + 2] += ((out["jaw"].double() - b["jaw"].double()) ** 2).sum()
+            acc[3 * Q + 3] += b["jaw"].numel()
     if accelerator.num_processes > 1:
         acc = accelerator.reduce(acc, "sum")
     acc = acc.cpu()
@@ -85,12 +98,15 @@ def validate(accelerator, model, val_ds, indices, batch_size: int) -> dict:
            **{f"acc_q{i}": v for i, v in enumerate(ac)}}
     if acc[3 * Q + 1] > 0:
         out["state_acc"] = float(acc[3 * Q] / acc[3 * Q + 1])
+    if acc[3 * Q + 3] > 0:
+        out["jaw_mse"] = float(acc[3 * Q + 2] / acc[3 * Q + 3])
     return out
 
 
 def describe_val(v: dict) -> str:
     return (f"val loss {v['loss']:.4f}, acc " + "/".join(f"{v[k]:.3f}" for k in sorted(v) if k.startswith("acc_q"))
-            + (f", state {v['state_acc']:.3f}" if "state_acc" in v else ""))
+            + (f", state {v['state_acc']:.3f}" if "state_acc" in v else "")
+            + (f", jaw mse {v['jaw_mse']:.4f}" if "jaw_mse" in v else ""))
 
 
 def train(cfg: Stage2Config) -> dict:
@@ -103,7 +119,7 @@ def train(cfg: Stage2Config) -> dict:
         raise ConfigError(f"tokens {tokens_name} were made with downsample {tokens_info['downsample']}, "
                           f"the tokenizer has {tok['downsample']}")
     identity_dim = int(cache.load(cache.dialogs()[0]["id"]).shape.shape[-1])
-    model = build_model(cfg, tok, cache.audio_dim, identity_dim)
+    model = build_model(cfg, tok, cache.audio_dim, identity_dim, cache)
     d = tok["downsample"]
     train_ds = TokenWindows(cache, tokens_name, d, "train", cfg.window, cfg.stride or cfg.window // 2)
     val_split = "val" if cache.dialogs("val") else "train"

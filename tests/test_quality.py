@@ -89,15 +89,22 @@ def test_quality_bench_end_to_end_tiny(tmp_path):
     md = (out / "QUALITY.md").read_text()
     report = json.loads((out / "quality.json").read_text())
     methods = set(report["corpora"]["hard"]["summary"])
-    expected = {"model_dyad", "model_listener", "speaker_only", "mean", "random_other", "mirror", "nn_audio"}
+    expected = {"model_dyad", "model_listener", "speaker_only", "mean", "random_other", "mirror", "nn_audio",
+                "truth_recentered"}
     if (ROOT / "baselines" / "train.py").is_file():
         expected |= {"dualtalk_class", "dualtalk_class_causal"}
     assert methods == expected
     for m in expected:
         assert f"| {m} |" in md
     verdicts = report["corpora"]["hard"]["verdicts"]
-    assert len(verdicts) == 2 * (len(expected) - 2)                 # both model modes vs every other method
-    assert all(v.startswith("- model_") for v in verdicts)
+    assert len(verdicts) == 2 * (len(expected) - 3)     # both model modes vs every other method, not the bound
+    assert all(v.startswith("- model_") and "truth_recentered" not in v for v in verdicts)
+    # the bound: the truth's own motion around the train mean; its FD of exp is the mean baseline's less the truth's
+    # spread, its jaw is the truth's
+    summ = report["corpora"]["hard"]["summary"]
+    assert summ["truth_recentered"]["fid_exp"][0] < summ["mean"]["fid_exp"][0]
+    assert summ["truth_recentered"]["mse_jaw"][0] == 0 and summ["truth_recentered"]["mse_exp"][0] > 0
+    assert "is a bound, not a method" in md
     s = report["corpora"]["hard"]["summary"]["model_dyad"]
     assert {"fid_exp", "p_fid_exp", "mse_exp", "jaw_speech_r", "jaw_speech_r_gt", "vel_pred_exp", "vel_gt_exp",
             "sid_gt_exp"} <= set(s)

@@ -364,6 +364,99 @@ def test_person_reference_decodes_each_participant_around_its_own(person_gen, di
     assert not np.array_equal(codes, tok.encode(torch.from_numpy(motion[0])[None])[0].numpy())
 
 
+def test_mean_anchor(person_gen, gen, dialog):
+    """generate.MeanAnchor: a generated participant's expression becomes x_t - S_t / (t + 1 + prior) of the
+    unanchored frames (S_t: the sum of their deviations from the reference), codes, jaw and a given participant
+    untouched; frames pushed in chunks give the numbers of one call; a constant offset is mostly removed."""
+    from stage2_gpt.generate import MeanAnchor, Sampling
+    tok, T = person_gen.tok, 150
+    audio, motion = dialog["audio"][:, :T], dialog["motion"][:, :T]
+    free = person_gen.generate(audio, sampling=Sampling(seed=3, mean_anchor_s=None))
+    held = person_gen.generate(audio, sampling=Sampling(seed=3, mean_anchor_s=2.0))
+    np.testing.assert_array_equal(free.codes, held.codes)
+    dev = free.motion[..., :50].astype(np.float64) - tok.motion_mean.numpy()[:50]
+    t = np.arange(1, T + 1)[:, None]
+    expect = free.motion[..., :50] - np.cumsum(dev, 1) / (t + 2.0 * tok.fps)
+    np.testing.assert_allclose(held.motion[..., :50], expect, atol=1e-5)
+    assert np.abs(held.motion[..., :50] - free.motion[..., :50]).max() > 1e-3
+    np.testing.assert_array_equal(held.motion[..., 50:], free.motion[..., 50:])
+    lf = person_gen.generate(audio, given=1, given_motion=motion[1], sampling=Sampling(seed=3, mean_anchor_s=None))
+    lh = person_gen.generate(audio, given=1, given_motion=motion[1], sampling=Sampling(seed=3))
+    np.testing.assert_array_equal(lh.motion[1], lf.motion[1])
+    assert np.abs(lh.motion[0] - lf.motion[0]).max() > 1e-3
+    if getattr(gen.tok, "reference", "global") == "global":             # nothing coded around a person: no anchor
+        assert gen.mean_anchor(gen.reference_rows(None), None, Sampling()) is None
+    mask = np.zeros(51, bool)
+    mask[:50] = True
+    x = (np.random.default_rng(0).standard_normal((1, 2, 3000, 51)) * 0.1 + 0.4).astype(np.float32)
+    whole = MeanAnchor(np.zeros((2, 51)), mask, [0, 1], 150.0)(x)
+    a = MeanAnchor(np.zeros((2, 51)), mask, [0, 1], 150.0)
+    parts = [a(x[:, :, i:j]) for i, j in ((0, 1), (1, 7), (7, 1000), (1000, 3000))]
+    np.testing.assert_allclose(np.concatenate(parts, 2), whole, atol=1e-6)
+    # the offset 0.4: what is left at frame t is 0.4 * (1 + prior) / (t + 1 + prior) (15 % on average, 6 % at the end)
+    assert abs(whole[..., :50].mean()) < 0.2 * 0.4
+    assert abs(whole[..., 2000:, :50].mean()) < 0.08 * 0.4
+    np.testing.assert_array_equal(whole[..., 50], x[..., 50])
+    np.testing.assert_array_equal(MeanAnchor(np.zeros((2, 51)), mask, [1], 150.0)(x)[:, 0], x[:, 0])
+    with pytest.raises(ValueError, match="prior"):
+        MeanAnchor(np.zeros((2, 51)), mask, [0], -1.0)
+
+
+def test_fine_temperature(gen, dialog):
+    """Sampling.fine_temperature sets the temperature of the RVQ levels after the first: greedy fine levels give
+    the codes of a fully greedy run on those levels' given the same coarse level; None changes nothing."""
+    from stage2_gpt.generate import Sampling
+    audio = dialog["audio"][:, :60]
+    base = gen.generate(audio, sampling=Sampling(seed=4))
+    same = gen.generate(audio, sampling=Sampling(seed=4, fine_temperature=1.0))
+    np.testing.assert_array_equal(base.codes, same.codes)
+    greedy = gen.generate(audio, sampling=Sampling(temperature=0, seed=4))
+    fine0 = gen.generate(audio, sampling=Sampling(temperature=0, fine_temperature=0.0, seed=4))
+    np.testing.assert_array_equal(greedy.codes, fine0.codes)
+    hot = gen.generate(audio, sampling=Sampling(temperature=0, fine_temperature=1.0, seed=4))
+    np.testing.assert_array_equal(hot.codes[0, :1, 0], greedy.codes[0, :1, 0])   # first step: same coarse argmax
+    assert not np.array_equal(hot.codes[..., 1:], greedy.codes[..., 1:])
+
+
+@pytest.fixture(scope="module")
+def jaw_run(tokenized, tmp_path_factory):
+    from stage2_gpt.generate import Generator
+    from stage2_gpt.train import train
+    out = tmp_path_factory.mktemp("stage2_jaw")
+    res = train(_cfg(tokenized, out, "model.jaw_head=true", "train.max_steps=60", "train.val_every=60",
+                     "train.save_every=60"))
+    return res, Generator.load(res["artifact"], tokenized["tokenizer"])
+
+
+def test_jaw_head(jaw_run, dialog):
+    """model.jaw_head: trained with an MSE on the normalised jaw (validated); generation outputs the head's jaw for
+    generated participants (exactly the teacher-forced forward's over the generated codes), a given participant keeps
+    its reconstruction, streaming == offline."""
+    from stage2_gpt.generate import Sampling
+    res, gen = jaw_run
+    assert 0 < res["val"]["jaw_mse"] < 2.0
+    T = 61
+    audio, motion = dialog["audio"][:, :T], dialog["motion"][:, :T]
+    s = Sampling(seed=1)
+    off = gen.generate(audio, sampling=s, identity=dialog["shape"])
+    m, K = gen.model, off.codes.shape[1]
+    a = gen.normalize_audio(np.concatenate([audio, audio[:, -1:]], 1))[None]          # the last step padded
+    ident = torch.as_tensor(dialog["shape"], dtype=torch.float32)[None, :, :m.cfg.identity_dim]
+    with torch.no_grad():
+        o, _ = m(torch.from_numpy(off.codes)[None], a, identity=ident)
+    jaw = (o["jaw"][0] * m.jaw_std + m.jaw_mean).numpy()[:, :T]
+    np.testing.assert_allclose(off.motion[..., 50:51], jaw, atol=1e-4)
+    decoded = gen.tok.decode(torch.from_numpy(off.codes))[:, :T, 50:51].numpy()
+    assert np.abs(decoded - off.motion[..., 50:51]).max() > 1e-3                     # not the decoded jaw
+    lis = gen.generate(audio, given=1, given_motion=motion[1], sampling=s)
+    np.testing.assert_allclose(lis.motion[1, :, 50], gen.tok.decode(torch.from_numpy(lis.codes[1])[None])[0, :T, 50].numpy(),
+                               atol=1e-5)
+    sess = gen.stream(s, identity=dialog["shape"])
+    outs = [sess.push(audio[:, i:i + 5]) for i in range(0, T, 5)] + [sess.flush()]
+    np.testing.assert_allclose(np.concatenate(outs, 1), off.motion, atol=1e-5)
+    assert K == (T + 1) // 2
+
+
 def test_determinism_and_sampling_controls(gen, dialog):
     from stage2_gpt.generate import Sampling, sample_logits
     audio = dialog["audio"][:, :90]
@@ -427,7 +520,8 @@ def test_offline_decodes_in_chunks(gen, dialog):
     np.testing.assert_array_equal(codes, whole.codes)
     np.testing.assert_allclose(motion, whole.motion, atol=1e-5)
     ref = gen.tok.decode(torch.from_numpy(codes)).numpy()[:, :501]
-    np.testing.assert_allclose(motion, ref, atol=1e-5)
+    anchor = gen.mean_anchor(gen.reference_rows(None), None, s)         # the mean anchor over the whole decode
+    np.testing.assert_allclose(motion, ref if anchor is None else anchor(ref[None])[0], atol=1e-5)
 
 
 def test_long_generation_bounded_cache(gen, dialog):

@@ -104,8 +104,8 @@ class TokenWindows(_CacheBacked):
 
     Item: ``codes`` (2, W, Q) int64; ``prev`` (2, Q) int64, the codes of the step before the window (-1 when
     the window starts the dialog); ``audio`` (2, W * downsample, F) float32 normalised features at the motion
-    rate; ``states`` (2, W * downsample) int64; ``shape`` (2, S) float32 identities; ``dialog`` int; ``start``
-    (token step).
+    rate; ``states`` (2, W * downsample) int64; ``shape`` (2, S) float32 identities; ``jaw`` (2, W * downsample, J)
+    float32 the jaw dims of the motion, normalised; ``dialog`` int; ``start`` (token step).
     """
 
     def __init__(self, cache, tokens: str, downsample: int, split: str = "train", window: int = 64,
@@ -159,5 +159,7 @@ class TokenWindows(_CacheBacked):
         prev = np.asarray(c[:, s - 1], np.int64) if s > 0 else np.full((2, codes.shape[-1]), -1, np.int64)
         fr = slice(s * d, (s + self.window) * d)
         audio = self.cache.normalize_audio(np.asarray(a.audio[:, fr], np.float32)).astype(np.float32)
+        j0, j1 = self.cache.layout.jaw
+        jaw = self.cache.normalize_motion(np.asarray(a.motion[:, fr], np.float32))[..., j0:j1].astype(np.float32)
         return {"codes": codes, "prev": prev, "audio": audio, "states": np.asarray(a.states[:, fr], np.int64),
-                "shape": np.asarray(a.shape, np.float32), "dialog": i, "start": s}
+                "shape": np.asarray(a.shape, np.float32), "jaw": jaw, "dialog": i, "start": s}
