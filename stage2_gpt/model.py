@@ -22,8 +22,9 @@ The output at ``k`` predicts self's codes of step ``k``, every RVQ level, throug
 An auxiliary head predicts self's per-frame conversational state (idle/listen/speak/crosstalk) of step ``k``
 (``state_loss``; no state is needed at generation time, predicted states come for free). With ``jaw_head`` another
 regresses self's jaw of step ``k``'s frames (MSE): the jaw is the one dim that own speech nearly determines, and
-sampled codes add noise there that a regression does not (measured in docs/STAGE2.md, "Jaw head"); generation
-outputs it in place of the decoded jaw, the codes still carry the jaw into the next steps.
+sampled codes add noise there that a regression does not; generation outputs it in place of the decoded jaw, the
+codes still carry the jaw into the next steps. Off by default: it wins MSE and lip sync of the jaw and loses its FD
+(docs/STAGE2.md, "Quality levers").
 
 Both perspectives of a dialog run as one batch, so the two roles are symmetric by construction and a dyad is
 generated jointly: at every step each side sees both audios and both token histories (its partner's codes of

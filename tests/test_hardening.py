@@ -1291,6 +1291,8 @@ def test_a_flag_value_holding_equals_is_not_an_override(tmp_path, capsys):
     ("--temperature", "nan", "--temperature: expected a finite number"), ("--top-p", "0", "--top-p: must be > 0"),
     ("--top-p", "1.5", "--top-p: must be <= 1"), ("--seed", "-1", "--seed: must be >= 0"),
     ("--threads", "0", "--threads: must be >= 1"), ("--samples", "two", "--samples: expected an integer"),
+    ("--fine-temperature", "nan", "--fine-temperature: expected a finite number"),
+    ("--mean-anchor-s", "-1", "--mean-anchor-s: must be >= 0"),
 ])
 def test_sample_flags_out_of_range_are_refused(tiny_models, tmp_path, capsys, flag, value, message):
     from scripts.sample import main
