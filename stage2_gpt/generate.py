@@ -124,7 +124,6 @@ class StepState:
     steps: int = 0
     identity: torch.Tensor | None = None    # (D, 2, I) identities (zeros: unknown), for models with use_identity
     active: list = field(default_factory=lambda: [0, 1])   # the generated participants (perspectives computed)
-    jaw: torch.Tensor | None = None         # (D * N, 2, d, J) the jaw head's raw jaw of the last step (NaN: observed)
 
     @property
     def dialogs(self) -> int:
@@ -261,8 +260,9 @@ class Generator:
         audio_step (2, d, F) normalised features of this step's frames, or (D, 2, d, F) for a batch of D dialogs;
         given (2, Q) / (D, 2, Q) long: the codes of the observed participant this step (its row; the other row is
         ignored), required when the state has one. Returns (codes (D * N, 2, Q), state probabilities
-        (D * N, 2, d, C), NaN for an observed participant, or None); updates ``st`` (the codes are the next
-        step's input; the KV cache stays within the attention window; ``st.jaw``: a jaw head's jaw of the step).
+        (D * N, 2, d, C), NaN for an observed participant, or None; a jaw head's raw jaw (D * N, 2, d, J), NaN for
+        an observed participant, or None); updates ``st`` (the codes are the next step's input; the KV cache stays
+        within the attention window).
         """
         m, Q, P = self.model, self.Q, self.cfg.inputs
         D, N, act = st.dialogs, st.samples, st.active
@@ -285,18 +285,14 @@ class Generator:
             codes = given.expand(D, N, 2, Q).reshape(D * N, 2, Q).clone()
             codes[:, act] = sampled
         st.prev, st.steps = codes, st.steps + 1
-        jaw = m.jaw_values(h, groups=groups)                                             # (D*N*A, d, J) or None
-        if jaw is not None:
-            st.jaw = torch.full((D * N, 2, *jaw.shape[1:]), float("nan"), device=jaw.device)
-            st.jaw[:, act] = jaw.reshape(D * N, A, *jaw.shape[1:])
-        probs = m.state_probs(h, groups=groups)
-        if probs is None:
-            return codes, None
-        if A == 2:
-            return codes, probs.reshape(D * N, 2, *probs.shape[1:])
-        out = torch.full((D * N, 2, *probs.shape[1:]), float("nan"), device=probs.device)
-        out[:, act] = probs.reshape(D * N, A, *probs.shape[1:])
-        return codes, out
+
+        def both(x):                          # (D*N*A, ...) per perspective -> (D*N, 2, ...), NaN for the observed
+            if x is None or A == 2:
+                return None if x is None else x.reshape(D * N, 2, *x.shape[1:])
+            out = torch.full((D * N, 2, *x.shape[1:]), float("nan"), device=x.device)
+            out[:, act] = x.reshape(D * N, A, *x.shape[1:])
+            return out
+        return codes, both(m.state_probs(h, groups=groups)), both(m.jaw_values(h, groups=groups))
 
     def _sample_heads(self, h, sampling, generators, groups: int = 1):
         """h (B, dim) -> codes (B, Q): every RVQ level of self (coarse to fine with the depth head); the B rows are
@@ -461,14 +457,14 @@ class Generator:
         probs = jaw = None
         for k in range(k0, k1):
             g = None if givens is None else torch.stack([gv[k] for gv in givens])
-            c, pr = self.step(st, audio[:, :, (k - k0) * d:(k - k0 + 1) * d], g, sampling)
+            c, pr, jw = self.step(st, audio[:, :, (k - k0) * d:(k - k0 + 1) * d], g, sampling)
             codes[k - k0] = c
             if pr is not None:
                 probs = pr.new_empty((n, *pr.shape)) if probs is None else probs
                 probs[k - k0] = pr
-            if st.jaw is not None:
-                jaw = st.jaw.new_empty((n, *st.jaw.shape)) if jaw is None else jaw
-                jaw[k - k0] = st.jaw
+            if jw is not None:
+                jaw = jw.new_empty((n, *jw.shape)) if jaw is None else jaw
+                jaw[k - k0] = jw
         states = torch.full((n, st.dialogs, 2, d), -1, dtype=torch.long, device=self.device)
         if probs is not None:
             pr = probs.reshape(n, st.dialogs, N, 2, d, -1)
@@ -555,20 +551,14 @@ class MeanAnchor:
             raise ValueError(f"the mean anchor's prior must be >= 0 frames, got {prior_frames}")
         self.parts, self.mask = list(participants), np.asarray(mask, bool)
         self.center = np.asarray(center, np.float64)[:, self.mask]          # (2, Dm)
-        self.prior = float(prior_frames)
-        self.sum, self.count = None, 0
+        self.mean = RunningMean(prior_frames)
 
     def __call__(self, motion: np.ndarray) -> np.ndarray:
         """motion (N, 2, m, D) raw frames (N samples) -> the same, anchored (a new array)."""
         if not self.parts or not self.mask.any() or motion.shape[2] == 0:
             return motion
         x = motion[:, self.parts][..., self.mask].astype(np.float64) - self.center[self.parts][None, :, None]
-        if self.sum is None:
-            self.sum = np.zeros((x.shape[0], x.shape[1], 1, x.shape[3]))
-        cs = np.cumsum(np.concatenate([self.sum, x], 2), 2)[:, :, 1:]          # sequential sums, as frame by frame
-        t = self.count + np.arange(1, x.shape[2] + 1, dtype=np.float64)
-        shift = cs / (t + self.prior)[:, None]
-        self.sum, self.count = cs[:, :, -1:], self.count + x.shape[2]
+        shift = self.mean.push(x)
         out = motion.copy()
         for i, p in enumerate(self.parts):
             out[:, p][..., self.mask] -= shift[:, i].astype(out.dtype)
@@ -597,11 +587,29 @@ class WindowDecoder:
         return out
 
 
+class RunningMean:
+    """The causal mean of frames pushed in chunks: ``push(x (..., m, D))`` returns, for each new frame,
+    ``S_t / (t + prior)`` (``S_t`` the float64 sum of the frames so far, ``t`` their count), so chunks of any size
+    give the numbers of one call over the whole sequence. ``prior`` (frames of zeros) shrinks early means to 0."""
+
+    def __init__(self, prior: float = 0.0):
+        self.prior, self.sum, self.count = float(prior), None, 0
+
+    def push(self, x) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if self.sum is None:
+            self.sum = np.zeros(x.shape[:-2] + (1, x.shape[-1]))
+        cs = np.cumsum(np.concatenate([self.sum, x], -2), -2)[..., 1:, :]      # sequential sums, as frame by frame
+        t = self.count + np.arange(1, x.shape[-2] + 1, dtype=np.float64)
+        self.sum, self.count = cs[..., -1:, :], self.count + x.shape[-2]
+        return cs / (t + self.prior)[:, None]
+
+
 def running_reference(motion) -> torch.Tensor:
     """(T, D) observed motion -> (T, D) float32: at each frame the mean of the frames so far, the causal estimate
-    of an observed person's reference (float64 running sums: streaming computes the same numbers)."""
+    of an observed person's reference (:class:`RunningMean`: streaming computes the same numbers)."""
     x = np.asarray(torch.as_tensor(motion).detach().cpu(), np.float64)
-    return torch.from_numpy((np.cumsum(x, 0) / np.arange(1, len(x) + 1)[:, None]).astype(np.float32))
+    return torch.from_numpy(RunningMean().push(x).astype(np.float32))
 
 
 def pad_to(x: torch.Tensor, n: int) -> torch.Tensor:

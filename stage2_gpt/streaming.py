@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .generate import Generator, Sampling, pad_to
+from .generate import Generator, RunningMean, Sampling, pad_to
 
 
 class StreamingFeatures:
@@ -72,9 +72,9 @@ class StreamSession:
         self.motion_buf = torch.zeros((0, self.D), device=gen.device)       # the given partner's recent frames
         self.motion_start = 0                                                # absolute frame of motion_buf[0]
         # a "person" tokenizer: generated rows decoded around their reference, the given partner around the running
-        # mean of their observed frames (float64 sums: the numbers of generate.running_reference)
+        # mean of their observed frames (generate.RunningMean: the numbers of generate.running_reference)
         self.rows = gen.reference_rows(reference)
-        self.ref_sum, self.ref_count = np.zeros(self.D), 0
+        self.ref_mean = RunningMean()                                        # as generate.running_reference
         self.ref_buf = torch.zeros((0, self.D), device=gen.device)          # running reference of motion_buf
         self.anchor = gen.mean_anchor(self.rows, given, sampling)           # generate.MeanAnchor, as offline
         self.codes_hist = torch.zeros((2, 0, gen.Q), dtype=torch.long, device=gen.device)
@@ -126,12 +126,8 @@ class StreamSession:
         """Append the given partner's frames (and, for a "person" tokenizer, their running reference)."""
         self.motion_buf = torch.cat([self.motion_buf, frames], 0)
         if self.rows is not None:
-            refs = []
-            for x in frames.detach().cpu().numpy().astype(np.float64):
-                self.ref_sum = self.ref_sum + x
-                self.ref_count += 1
-                refs.append(self.ref_sum / self.ref_count)
-            self.ref_buf = torch.cat([self.ref_buf, torch.from_numpy(np.asarray(refs, np.float32)).to(frames.device)], 0)
+            refs = self.ref_mean.push(frames.detach().cpu().numpy()).astype(np.float32)
+            self.ref_buf = torch.cat([self.ref_buf, torch.from_numpy(refs).to(frames.device)], 0)
 
     def _given_code(self) -> torch.Tensor:
         """Code of the newest complete token of the observed participant (causal encoder: its last frames)."""
@@ -154,7 +150,7 @@ class StreamSession:
 
     def _one_step(self, audio_step: torch.Tensor) -> np.ndarray:
         given = self._given_code() if self.given is not None else None
-        codes, probs = self.gen.step(self.state, audio_step, given, self.sampling)
+        codes, probs, jaw = self.gen.step(self.state, audio_step, given, self.sampling)
         codes = codes[0]
         self.last_states = None if probs is None else probs[0].nan_to_num(-1).argmax(-1).cpu().numpy()
         self.codes_hist = torch.cat([self.codes_hist, codes[:, None]], 1)[:, -self.dec_ctx:]
@@ -165,8 +161,8 @@ class StreamSession:
             if self.given is not None:
                 ref[self.given] = self.given_ref
         frames = tok.denormalize(tok.decode_normalized(self.codes_hist)[:, -self.d:], ref)   # newest token's frames
-        if self.state.jaw is not None:                                       # a jaw head: its jaw, as offline
-            frames = self.gen.with_jaw(frames[None], self.state.jaw[:1], self.given)[0]
+        if jaw is not None:                                                  # a jaw head: its jaw, as offline
+            frames = self.gen.with_jaw(frames[None], jaw[:1], self.given)[0]
         self.frames_out += self.d
         frames = frames.cpu().numpy().astype(np.float32)
         return frames if self.anchor is None else self.anchor(frames[None])[0]

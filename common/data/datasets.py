@@ -160,6 +160,8 @@ class TokenWindows(_CacheBacked):
         fr = slice(s * d, (s + self.window) * d)
         audio = self.cache.normalize_audio(np.asarray(a.audio[:, fr], np.float32)).astype(np.float32)
         j0, j1 = self.cache.layout.jaw
-        jaw = self.cache.normalize_motion(np.asarray(a.motion[:, fr], np.float32))[..., j0:j1].astype(np.float32)
+        st = self.cache.stats
+        jaw = ((np.asarray(a.motion[:, fr, j0:j1], np.float32) - st["motion_mean"][j0:j1])
+               / st["motion_std"][j0:j1]).astype(np.float32)
         return {"codes": codes, "prev": prev, "audio": audio, "states": np.asarray(a.states[:, fr], np.int64),
                 "shape": np.asarray(a.shape, np.float32), "jaw": jaw, "dialog": i, "start": s}
