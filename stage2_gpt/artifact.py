@@ -89,7 +89,10 @@ def check_description(path, meta) -> GPTConfig:
     try:
         if not isinstance(meta, dict):
             raise ValueError("meta is not a mapping")
-        cfg = check_model_bounds(from_dict(GPTConfig, meta.get("gpt_config"), where="model."))
+        gc = meta.get("gpt_config")
+        if isinstance(gc, dict) and "audio_context" not in gc:
+            gc = {**gc, "audio_context": 1}          # written before the key existed: each frame read alone
+        cfg = check_model_bounds(from_dict(GPTConfig, gc, where="model."))
         cfg.validate()
         tok, audio = meta["tokenizer"], meta["audio"]
         for key in ("num_quantizers", "codebook_size", "downsample"):

@@ -124,6 +124,7 @@ class StepState:
     steps: int = 0
     identity: torch.Tensor | None = None    # (D, 2, I) identities (zeros: unknown), for models with use_identity
     active: list = field(default_factory=lambda: [0, 1])   # the generated participants (perspectives computed)
+    audio_before: torch.Tensor | None = None   # (D, 2, audio_context - 1, F) the audio frames before this step
 
     @property
     def dialogs(self) -> int:
@@ -157,6 +158,7 @@ class StepState:
         N = self.samples
         self.prev, self.generators = self.prev[:n * N], self.generators[:n]
         self.identity = None if self.identity is None else self.identity[:n]
+        self.audio_before = None if self.audio_before is None else self.audio_before[:n]
         self.cache.select(slice(0, n * N * len(self.active)))
 
 
@@ -238,7 +240,9 @@ class Generator:
                          generators=[torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds],
                          cache=self.model.new_cache(),
                          identity=None if ident[0] is None else torch.stack(ident),
-                         active=[p for p in (0, 1) if p != given])
+                         active=[p for p in (0, 1) if p != given],
+                         audio_before=torch.zeros((D, 2, self.cfg.audio_context - 1, self.cfg.audio_dim),
+                                                  device=self.device) if self.cfg.audio_context > 1 else None)
 
     def _identity(self, identity) -> torch.Tensor | None:
         """(2, >= I) identities (FLAME shape of each participant; a None row or None: unknown) -> (2, I)."""
@@ -269,6 +273,9 @@ class Generator:
         A = len(act)
         if audio_step.ndim == 3:
             audio_step = audio_step.unsqueeze(0)
+        if st.audio_before is not None:          # the step's frames with the audio_context - 1 before them
+            audio_step = torch.cat([st.audio_before, audio_step.to(st.audio_before.dtype)], dim=-2)
+            st.audio_before = audio_step[..., -st.audio_before.shape[-2]:, :]
         persp = st.perspectives(P)                                                       # (A, P): self, partner
         prev = st.prev[:, persp]                                                         # (D*N, A, P, Q)
         audio = audio_step[:, persp].unsqueeze(1).expand(D, N, A, P, *audio_step.shape[-2:])         # (D, N, A, P, d, F)

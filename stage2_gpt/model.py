@@ -70,6 +70,9 @@ class GPTConfig:
     attn_window: int = 64             # token steps a position attends to (itself included); KV cache size
     # inputs
     audio_hidden: int = 128           # per-frame audio projection before concatenating a step's frames
+    audio_context: int = 9            # frames of own audio each frame's projection reads, itself included: a causal
+                                      # convolution of that kernel over the features (9 = 0.3 s at 30 fps; 1: the
+                                      # frame alone, as GPT files written before this key)
     partner_audio_hidden: int = 0     # a narrower projection of the partner's audio (a bottleneck: their voice
                                       # activity and prosody, not their voice's identity); 0: audio_hidden, shared
     partner_audio: str = "full"       # "full": the partner's audio features; "energy": only their per-frame
@@ -108,6 +111,8 @@ class GPTConfig:
             raise ValueError(f"model.rvq_head must be 'depth' or 'parallel', got {self.rvq_head!r}")
         if self.attn_window < 1:
             raise ValueError("model.attn_window must be >= 1")
+        if self.audio_context < 1:
+            raise ValueError(f"model.audio_context must be >= 1 (frames), got {self.audio_context}")
         return self
 
 
@@ -176,7 +181,7 @@ class DyadGPT(nn.Module):
             seen[1, cfg.partner_levels:] = 0                           # the partner's finer levels are not seen
         self.register_buffer("levels_seen", seen, persistent=False)
         # self: exactly the speaker-only input (own codes, own audio, own identity)
-        self.audio_frame = nn.Sequential(nn.Linear(cfg.audio_dim, cfg.audio_hidden), nn.GELU())
+        self.audio_frame = nn.Sequential(nn.Linear(cfg.audio_context * cfg.audio_dim, cfg.audio_hidden), nn.GELU())
         self.audio_step = nn.Linear(d * cfg.audio_hidden, cfg.dim)
         self.identity = nn.Linear(cfg.identity_dim, cfg.dim) if cfg.use_identity else None
         self.in_norm = nn.LayerNorm(cfg.dim)
@@ -220,23 +225,33 @@ class DyadGPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # --- inputs ------------------------------------------------------------------------------------------
+    @property
+    def audio_frames(self) -> int:
+        """Audio frames one step reads: its ``downsample`` frames and the ``audio_context - 1`` before them."""
+        return self.cfg.audio_context - 1 + self.cfg.downsample
+
     def embed(self, prev_codes, audio, identity=None, groups: int = 1):
         """prev_codes (B, K, P, Q) long (input 0 = self, 1 = partner; -1 = BOS: no previous step / hidden);
-        audio (B, K, P, d, F); identity (B, I) of self, or None (unknown) -> (B, K, dim). ``groups``: the B rows
-        are that many dialogs, each computed as if alone (stage2_gpt/decode_step.py, "Row groups")."""
+        audio (B, K, P, audio_frames, F): each step's frames, the ``audio_context - 1`` frames before them first;
+        identity (B, I) of self, or None (unknown) -> (B, K, dim). ``groups``: the B rows are that many dialogs,
+        each computed as if alone (stage2_gpt/decode_step.py, "Row groups")."""
         lin = lambda layer, x: group_linear(layer, x, groups)           # noqa: E731
+        d, c = self.cfg.downsample, self.cfg.audio_context
+        own = audio[:, :, 0]                                           # (B, K, c - 1 + d, F)
+        if c > 1:                                                      # frame j reads frames j - c + 1 .. j
+            own = own.unfold(-2, c, 1).transpose(-1, -2).flatten(-2)   # (B, K, d, c * F)
         bos = prev_codes[..., 0] < 0                                   # (B, K, P)
         idx = prev_codes.clamp(min=0) + self.code_offsets
         e = (self.code_emb(idx) * self.levels_seen.to(self.code_emb.weight.dtype)).sum(-2)   # (B, K, P, dim)
         e = torch.where(bos[..., None], self.code_emb(self.bos_index).expand_as(e), e)
-        x = e[:, :, 0] + lin(self.audio_step, self.audio_frame[1](lin(self.audio_frame[0], audio[:, :, 0])).flatten(2))
+        x = e[:, :, 0] + lin(self.audio_step, self.audio_frame[1](lin(self.audio_frame[0], own)).flatten(2))
         if self.identity is not None:
             if identity is None:
                 identity = x.new_zeros(x.shape[0], self.cfg.identity_dim)
             x = x + lin(self.identity, identity.to(x.dtype)).unsqueeze(1)
         x = self.in_norm(x)
         if self.partner_gate is not None:
-            pa = audio[:, :, 1]
+            pa = audio[:, :, 1, -d:]
             if self.cfg.partner_audio == "energy":
                 pa = pa.mean(-1, keepdim=True)                         # (B, K, d, 1) loudness per frame
             xp = e[:, :, 1] + lin(self.partner_audio_step, self.partner_audio_frame[1](lin(self.partner_audio_frame[0], pa)).flatten(2))
@@ -255,13 +270,15 @@ class DyadGPT(nn.Module):
         return (i[:, None] - i[None, :]) < w                          # causality is the decoder's own
 
     # --- training / teacher-forced forward ----------------------------------------------------------------
-    def forward(self, codes, audio, states=None, prev=None, identity=None, jaw=None, reduction: str = "mean"):
+    def forward(self, codes, audio, states=None, prev=None, identity=None, jaw=None, audio_prev=None,
+                reduction: str = "mean"):
         """Teacher-forced pass over a window, both participants (each from its own perspective).
 
         codes (B, 2, K, Q) long; audio (B, 2, K*d, F) normalised features; states (B, 2, K*d) long or None;
         prev (B, 2, Q) codes of the step before the window (-1: the window starts the dialog) or None (-1);
         identity (B, 2, I) each participant's identity (``use_identity``; zeros or None: unknown); jaw (B, 2, K*d, J)
-        each participant's jaw, normalised (``jaw_head``; None: no jaw loss).
+        each participant's jaw, normalised (``jaw_head``; None: no jaw loss); audio_prev (B, 2, >= audio_context - 1, F)
+        the frames before the window (zeros where the dialog has none, as at generation; None: zeros).
         Returns ({"logits": (B, 2, K, Q, V), "state_logits": (B, 2, K*d, C) or None, "jaw": (B, 2, K*d, J) or None},
         losses) with losses ``loss`` (total), ``token`` (cross-entropy; per element (B, 2, K, Q) with
         reduction="none"), ``state``, ``jaw`` (mean squared error, normalised units).
@@ -273,7 +290,14 @@ class DyadGPT(nn.Module):
             prev = codes.new_full((B, 2, Q), -1)
         c = self.perspectives(codes).permute(0, 2, 1, 3)               # (2B, K, P, Q)
         pv = self.perspectives(prev)                                   # (2B, P, Q)
-        a = self.perspectives(audio.unflatten(2, (K, d))).permute(0, 2, 1, 3, 4)   # (2B, K, P, d, F)
+        C = cfg.audio_context - 1
+        if C:                                                          # each step's frames with the C before them
+            before = audio.new_zeros(*audio.shape[:2], C, audio.shape[-1]) if audio_prev is None else audio_prev[:, :, -C:]
+            full = torch.cat([before.to(audio.dtype), audio], dim=2)  # (B, 2, C + K*d, F)
+            audio = full.unfold(2, C + d, d).transpose(-1, -2)        # (B, 2, K, C + d, F)
+        else:
+            audio = audio.unflatten(2, (K, d))
+        a = self.perspectives(audio).permute(0, 2, 1, 3, 4)            # (2B, K, P, C + d, F)
         prev_codes = torch.cat([pv.unsqueeze(1), c[:, :-1]], dim=1)   # codes of step k-1 at position k
         if self.training and cfg.token_noise > 0:
             noise = torch.rand(prev_codes.shape, device=codes.device) < cfg.token_noise
@@ -322,7 +346,8 @@ class DyadGPT(nn.Module):
 
     @torch.no_grad()
     def step_hidden(self, prev_codes, audio_step, cache: KVCache, identity=None, groups: int = 1):
-        """One position of B perspectives: prev_codes (B, P, Q) long (-1: BOS), audio_step (B, P, d, F),
+        """One position of B perspectives: prev_codes (B, P, Q) long (-1: BOS), audio_step (B, P, audio_frames, F)
+        (the step's frames, the ``audio_context - 1`` before them first),
         identity (B, I) or None -> hidden (B, dim); ``cache`` (:meth:`new_cache`) is updated in place.
         The decoder runs through :func:`stage2_gpt.decode_step.decoder_step` (bit-identical to x-transformers'
         cached forward, without its per-layer Python); ``groups``: the B rows are that many dialogs."""

@@ -34,7 +34,7 @@ from stage2_gpt.artifact import audio_description, export_gpt, tokenizer_descrip
 from stage2_gpt.config import Stage2Config, load_stage2_config
 from stage2_gpt.model import DyadGPT
 
-MODEL_INPUTS = ("codes", "audio", "states", "prev", "shape", "jaw")
+MODEL_INPUTS = ("codes", "audio", "states", "prev", "shape", "jaw", "audio_prev")
 
 
 def build_model(cfg: Stage2Config, tok: dict, audio_dim: int, identity_dim: int, cache: Cache | None = None) -> DyadGPT:
@@ -121,9 +121,10 @@ def train(cfg: Stage2Config) -> dict:
     identity_dim = int(cache.load(cache.dialogs()[0]["id"]).shape.shape[-1])
     model = build_model(cfg, tok, cache.audio_dim, identity_dim, cache)
     d = tok["downsample"]
-    train_ds = TokenWindows(cache, tokens_name, d, "train", cfg.window, cfg.stride or cfg.window // 2)
+    C = cfg.model.audio_context - 1
+    train_ds = TokenWindows(cache, tokens_name, d, "train", cfg.window, cfg.stride or cfg.window // 2, audio_before=C)
     val_split = "val" if cache.dialogs("val") else "train"
-    val_ds = TokenWindows(cache, tokens_name, d, val_split, cfg.window, cfg.window)
+    val_ds = TokenWindows(cache, tokens_name, d, val_split, cfg.window, cfg.window, audio_before=C)
     val_idx = spread_indices(len(val_ds), cfg.val_windows)
     tc = cfg.train
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]

@@ -127,6 +127,14 @@ def test_token_windows(tokenized):
     codes = np.load(tokenized["cache"] / "tokens" / _tokens_name(tokenized) / f"{ds.entries[c['dialog']]['id']}.npy")
     np.testing.assert_array_equal(c["prev"], codes[:, c["start"] - 1])
     np.testing.assert_array_equal(c["codes"], codes[:, c["start"]:c["start"] + 32])
+    assert a["audio_prev"].shape == (2, 0, 80)
+    ctx = TokenWindows(tokenized["cache"], _tokens_name(tokenized), 2, "train", 32, 16, audio_before=5)
+    assert (ctx[0]["audio_prev"] == 0).all() and ctx[0]["audio_prev"].shape == (2, 5, 80)   # the dialog starts
+    later = ctx[1]                                   # the 5 normalised frames before its first frame
+    whole = ctx.cache.normalize_audio(np.asarray(ctx.arrays(later["dialog"]).audio, np.float32))
+    f0 = later["start"] * 2
+    np.testing.assert_allclose(later["audio_prev"], whole[:, f0 - 5:f0], rtol=1e-6)
+    np.testing.assert_array_equal(later["audio"], c["audio"])
 
 
 def _tokens_name(tokenized) -> str:
@@ -152,9 +160,9 @@ def _batch(K=13, seed=0):
             torch.randint(0, 4, (2, 2, K * 2), generator=g))
 
 
-@pytest.mark.parametrize("head", ["depth", "parallel"])
-def test_causality_teacher_forced(head):
-    m = _tiny_model(rvq_head=head)
+@pytest.mark.parametrize("head,context", [("depth", 1), ("parallel", 1), ("depth", 5)])
+def test_causality_teacher_forced(head, context):
+    m = _tiny_model(rvq_head=head, audio_context=context)
     codes, audio, states = _batch()
     out, _ = m(codes, audio, states)
     k = 6                                                      # change everything after token step k
@@ -166,20 +174,23 @@ def test_causality_teacher_forced(head):
     assert not torch.allclose(out["logits"][:, :, k + 1:], out2["logits"][:, :, k + 1:], atol=1e-3)
 
 
-@pytest.mark.parametrize("head,speaker_only,identity", [("depth", False, False), ("parallel", False, True),
-                                                       ("depth", True, True)])
-def test_windowed_cache_equals_band_masked_forward(head, speaker_only, identity):
+@pytest.mark.parametrize("head,speaker_only,identity,context", [("depth", False, False, 1), ("parallel", False, True, 1),
+                                                               ("depth", True, True, 1), ("depth", False, True, 4)])
+def test_windowed_cache_equals_band_masked_forward(head, speaker_only, identity, context):
     """Step-by-step with the KV cache trimmed to the window == one forward with the window's band mask,
-    well past the window (rotary positions survive trimming)."""
-    m = _tiny_model(rvq_head=head, speaker_only=speaker_only, use_identity=identity, identity_dim=5)
+    well past the window (rotary positions survive trimming); with ``audio_context`` each step reads the frames
+    before it too (the window's first step: the ``audio_prev`` frames given to the forward)."""
+    m = _tiny_model(rvq_head=head, speaker_only=speaker_only, use_identity=identity, identity_dim=5,
+                    audio_context=context)
     codes, audio, _ = _batch(K=17)
+    before = torch.randn(2, 2, context - 1, 8)
     ident = torch.randn(2, 2, 5) if identity else None
-    out, _ = m(codes, audio, identity=ident)
-    cs, au = m.perspectives(codes), m.perspectives(audio)              # (2B, P, ...): self, partner
+    out, _ = m(codes, audio, identity=ident, audio_prev=before)
+    cs, au = m.perspectives(codes), m.perspectives(torch.cat([before, audio], 2))   # (2B, P, ...): self, partner
     id_s = None if ident is None else ident.flatten(0, 1)
     prev, cache, hs = torch.full((cs.shape[0], cs.shape[1], 3), -1), m.new_cache(), []
     for k in range(codes.shape[2]):
-        h = m.step_hidden(prev, au[:, :, 2 * k:2 * k + 2], cache, id_s)
+        h = m.step_hidden(prev, au[:, :, 2 * k:2 * k + context + 1], cache, id_s)
         assert cache.length <= m.cfg.attn_window - 1
         assert all(t.shape[-2] <= m.cfg.attn_window - 1 for t in cache.keys + cache.values)
         hs.append(h)
@@ -188,8 +199,11 @@ def test_windowed_cache_equals_band_masked_forward(head, speaker_only, identity)
     lg = m.head(torch.stack(hs, 1), target).reshape(out["logits"].shape)
     assert torch.allclose(lg, out["logits"], atol=1e-5)
     if identity:                                                        # the identity is an input
-        other, _ = m(codes, audio, identity=ident + 1)
+        other, _ = m(codes, audio, identity=ident + 1, audio_prev=before)
         assert not torch.allclose(other["logits"], out["logits"], atol=1e-4)
+    if context > 1:                                                     # the frames before the window are read
+        other, _ = m(codes, audio, identity=ident, audio_prev=before + 1)
+        assert not torch.allclose(other["logits"][:, :, 0], out["logits"][:, :, 0], atol=1e-4)
 
 
 def test_speaker_only_ignores_partner():
@@ -227,7 +241,7 @@ def test_decode_step_is_bit_identical_to_x_transformers(dims):
     g = torch.Generator().manual_seed(1)
     ref, cache = None, m.new_cache()
     for k in range(3 * m.cfg.attn_window):
-        prev, audio = torch.randint(-1, 16, (4, 2, 3), generator=g), torch.randn(4, 2, 2, 8, generator=g)
+        prev, audio = torch.randint(-1, 16, (4, 2, 3), generator=g), torch.randn(4, 2, m.audio_frames, 8, generator=g)
         ident = torch.randn(4, 5, generator=g)
         h_ref, ref = _xtransformers_step(m, prev, audio, ref, ident)
         assert torch.equal(m.step_hidden(prev, audio, cache, ident), h_ref), k
@@ -242,7 +256,7 @@ def test_row_groups_compute_each_dialog_as_alone():
     D = 5
     caches, batch = [m.new_cache() for _ in range(D)], m.new_cache()
     for k in range(12):
-        prev, audio = torch.randint(-1, 16, (2 * D, 2, 3), generator=g), torch.randn(2 * D, 2, 2, 8, generator=g)
+        prev, audio = torch.randint(-1, 16, (2 * D, 2, 3), generator=g), torch.randn(2 * D, 2, m.audio_frames, 8, generator=g)
         h = m.step_hidden(prev, audio, batch, groups=D)
         alone = torch.cat([m.step_hidden(prev[2 * i:2 * i + 2], audio[2 * i:2 * i + 2], caches[i]) for i in range(D)])
         assert torch.equal(h, alone), k

@@ -105,12 +105,15 @@ class TokenWindows(_CacheBacked):
     Item: ``codes`` (2, W, Q) int64; ``prev`` (2, Q) int64, the codes of the step before the window (-1 when
     the window starts the dialog); ``audio`` (2, W * downsample, F) float32 normalised features at the motion
     rate; ``states`` (2, W * downsample) int64; ``shape`` (2, S) float32 identities; ``jaw`` (2, W * downsample, J)
-    float32 the jaw dims of the motion, normalised; ``dialog`` int; ``start`` (token step).
+    float32 the jaw dims of the motion, normalised; ``audio_prev`` (2, audio_before, F) float32 the normalised audio
+    frames just before the window (zeros where the dialog has none: what generation starts from); ``dialog`` int;
+    ``start`` (token step).
     """
 
     def __init__(self, cache, tokens: str, downsample: int, split: str = "train", window: int = 64,
-                 stride: int | None = None):
+                 stride: int | None = None, audio_before: int = 0):
         super().__init__(cache, split)
+        self.audio_before = int(audio_before)
         self.tokens_dir = self.cache.root / "tokens" / tokens
         if not self.tokens_dir.is_dir():
             raise FileNotFoundError(f"{self.tokens_dir} does not exist: run "
@@ -159,9 +162,14 @@ class TokenWindows(_CacheBacked):
         prev = np.asarray(c[:, s - 1], np.int64) if s > 0 else np.full((2, codes.shape[-1]), -1, np.int64)
         fr = slice(s * d, (s + self.window) * d)
         audio = self.cache.normalize_audio(np.asarray(a.audio[:, fr], np.float32)).astype(np.float32)
+        C = self.audio_before
+        before = np.zeros((2, C, audio.shape[-1]), np.float32)
+        if C and s > 0:
+            f0 = max(0, s * d - C)
+            before[:, C - (s * d - f0):] = self.cache.normalize_audio(np.asarray(a.audio[:, f0:s * d], np.float32))
         j0, j1 = self.cache.layout.jaw
         st = self.cache.stats
         jaw = ((np.asarray(a.motion[:, fr, j0:j1], np.float32) - st["motion_mean"][j0:j1])
                / st["motion_std"][j0:j1]).astype(np.float32)
         return {"codes": codes, "prev": prev, "audio": audio, "states": np.asarray(a.states[:, fr], np.int64),
-                "shape": np.asarray(a.shape, np.float32), "jaw": jaw, "dialog": i, "start": s}
+                "shape": np.asarray(a.shape, np.float32), "jaw": jaw, "audio_prev": before, "dialog": i, "start": s}
