@@ -23,7 +23,8 @@ An auxiliary head predicts self's per-frame conversational state (idle/listen/sp
 (``state_loss``; no state is needed at generation time, predicted states come for free). With ``jaw_head`` another
 regresses self's jaw of step ``k``'s frames (MSE): the jaw is the one dim that own speech nearly determines, and
 sampled codes add noise there that a regression does not; generation outputs it in place of the decoded jaw, the
-codes still carry the jaw into the next steps. Off by default: it wins MSE and lip sync of the jaw and loses its FD
+codes still carry the jaw into the next steps. On in the shipped configs (the dataclass default stays off, so older
+GPT files load unchanged): with audio context and without the identity input it ties the regressors on the jaw
 (docs/STAGE2.md, "Quality levers").
 
 Both perspectives of a dialog run as one batch, so the two roles are symmetric by construction and a dyad is

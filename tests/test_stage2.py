@@ -58,7 +58,9 @@ def _cfg(tokenized, out_dir, *overrides):
 def gpt_run(tokenized, tmp_path_factory):
     from stage2_gpt.train import train
     out = tmp_path_factory.mktemp("stage2_run")
-    res = train(_cfg(tokenized, out, "train.max_steps=120", "train.val_every=120", "train.save_every=120"))
+    # the identity input and the jaw decoded from the codes (the tiny config's jaw head, no identity: jaw_run below)
+    res = train(_cfg(tokenized, out, "train.max_steps=120", "train.val_every=120", "train.save_every=120",
+                     "model.use_identity=true", "model.jaw_head=false"))
     return {"out": out, "result": res, "gpt": Path(res["artifact"])}
 
 
