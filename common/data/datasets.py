@@ -161,12 +161,11 @@ class TokenWindows(_CacheBacked):
         codes = np.asarray(c[:, s:s + self.window], np.int64)
         prev = np.asarray(c[:, s - 1], np.int64) if s > 0 else np.full((2, codes.shape[-1]), -1, np.int64)
         fr = slice(s * d, (s + self.window) * d)
-        audio = self.cache.normalize_audio(np.asarray(a.audio[:, fr], np.float32)).astype(np.float32)
-        C = self.audio_before
-        before = np.zeros((2, C, audio.shape[-1]), np.float32)
-        if C and s > 0:
-            f0 = max(0, s * d - C)
-            before[:, C - (s * d - f0):] = self.cache.normalize_audio(np.asarray(a.audio[:, f0:s * d], np.float32))
+        C, f0 = self.audio_before, max(0, s * d - self.audio_before)   # one read: the frames before and the window
+        both = self.cache.normalize_audio(np.asarray(a.audio[:, f0:fr.stop], np.float32)).astype(np.float32)
+        audio, have = both[:, s * d - f0:], both[:, :s * d - f0]
+        before = np.zeros((2, C, both.shape[-1]), np.float32)
+        before[:, C - have.shape[1]:] = have
         j0, j1 = self.cache.layout.jaw
         st = self.cache.stats
         jaw = ((np.asarray(a.motion[:, fr, j0:j1], np.float32) - st["motion_mean"][j0:j1])
