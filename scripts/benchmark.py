@@ -284,7 +284,7 @@ def bench_offline(wb: Workbench) -> dict:
 @section("streaming")
 def bench_streaming(wb: Workbench) -> dict:
     from stage2_gpt import speed as B
-    return B.streaming_section(wb.generator(), wb.audio(), seconds=wb.args.gen_seconds)
+    return B.streaming_section(wb.generator(), wb.audio(), seconds=wb.args.gen_seconds, num_samples=wb.args.samples)
 
 
 @section("batch")
@@ -444,7 +444,7 @@ def main(argv=None):
     ap.add_argument("--top-k", type=int, default=0, help="quality: top-k (0: off)")
     ap.add_argument("--top-p", type=float, default=1.0, help="quality: nucleus (1: off)")
     ap.add_argument("--seed", type=int, default=0, help="quality: sampling seed")
-    ap.add_argument("--samples", type=int, default=1, help="quality: average this many samples per sequence")
+    ap.add_argument("--samples", type=int, default=1, help="quality and streaming: average this many samples per sequence")
     ap.add_argument("--train-child", help=argparse.SUPPRESS)
     ap.add_argument("--sample-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

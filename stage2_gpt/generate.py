@@ -531,10 +531,12 @@ class Generator:
                                   progress=progress)[0]
 
     # --- streaming ---------------------------------------------------------------------------------------------
-    def stream(self, sampling: Sampling | None = None, given: int | None = None, identity=None, reference=None):
-        """A :class:`stage2_gpt.streaming.StreamSession` (frame in, frame out; the same step function)."""
+    def stream(self, sampling: Sampling | None = None, given: int | None = None, identity=None, reference=None,
+               num_samples: int = 1):
+        """A :class:`stage2_gpt.streaming.StreamSession` (frame in, frame out; the same step function);
+        ``num_samples`` > 1: the mean of that many samples, as :meth:`generate`."""
         from .streaming import StreamSession
-        return StreamSession(self, sampling or Sampling(), given, identity, reference)
+        return StreamSession(self, sampling or Sampling(), given, identity, reference, num_samples)
 
 
 class MeanAnchor:

@@ -111,8 +111,9 @@ def bench_no_cache(gen: Generator, audio: np.ndarray, sampling=Sampling(), batch
 
 
 def bench_streaming(gen: Generator, audio: np.ndarray | None, sampling=Sampling(), given_motion=None,
-                    wav: np.ndarray | None = None, probe_every: int = 0, skip: int = 5) -> dict:
-    """Push one token step (``downsample`` frames) at a time, as a live system would, and time every push.
+                    wav: np.ndarray | None = None, probe_every: int = 0, skip: int = 5, num_samples: int = 1) -> dict:
+    """Push one token step (``downsample`` frames) at a time, as a live system would, and time every push
+    (``num_samples``: the session averages that many samples, :meth:`Generator.stream`).
 
     ``audio`` (2, T, F) features, or ``wav`` (2, S) raw samples at the GPT's sample rate (then every push also
     computes the causal log-mel frames: the whole path from microphone samples to motion frames).
@@ -120,7 +121,7 @@ def bench_streaming(gen: Generator, audio: np.ndarray | None, sampling=Sampling(
     are left out of the statistics (when more than twice as many were timed)."""
     from common.data.audio import hop_length
     d = gen.d
-    sess = gen.stream(sampling, given=None if given_motion is None else 1)
+    sess = gen.stream(sampling, given=None if given_motion is None else 1, num_samples=num_samples)
     hop = hop_length(gen.sample_rate, gen.fps)
     T = (wav.shape[1] // hop) if wav is not None else audio.shape[1]
     T -= T % d
@@ -139,7 +140,7 @@ def bench_streaming(gen: Generator, audio: np.ndarray | None, sampling=Sampling(
                            "kv_cache_bytes": kv_cache_bytes(sess.state)})
     times = np.asarray(times[skip:] if len(times) > 2 * skip else times)    # the first steps warm up
     ms = 1e3 * times
-    return {"input": "raw audio" if wav is not None else "features", "frames": T, "steps": len(ms),
+    return {"input": "raw audio" if wav is not None else "features", "samples": num_samples, "frames": T, "steps": len(ms),
             "seconds": float(times.sum()), "frames_per_s": d * len(times) / times.sum(),
             "x_realtime": d * len(times) / times.sum() / gen.fps, "ms_per_step_mean": float(ms.mean()),
             "ms_per_step_median": float(np.median(ms)), "ms_per_step_p95": float(np.percentile(ms, 95)),
@@ -201,19 +202,22 @@ def offline_section(gen: Generator, audio: np.ndarray, sampling=Sampling(), seco
     return out
 
 
-def streaming_section(gen: Generator, audio: np.ndarray, sampling=Sampling(), seconds: float = 60.0) -> dict:
+def streaming_section(gen: Generator, audio: np.ndarray, sampling=Sampling(), seconds: float = 60.0,
+                      num_samples: int = 1) -> dict:
     """Per-step latency pushing features, and pushing raw audio (the end-to-end path, when the features are
     causal), after a cold-start session; the latency budget uses the p99 of the end-to-end path."""
     n = int(seconds * gen.fps)
     # the first session of a process meets every KV-cache length 1..attn_window-1 for the first time (one-off
     # kernel set-up per shape): measured apart, as the cold start, so the steady-state figures are not mixed with it
-    cold = bench_streaming(gen, tile_audio(audio, (gen.cfg.attn_window + 16) * gen.d), sampling, skip=0)
+    cold = bench_streaming(gen, tile_audio(audio, (gen.cfg.attn_window + 16) * gen.d), sampling, skip=0,
+                           num_samples=num_samples)
     out = {"seconds_of_audio": seconds,
            "cold_start": {k: cold[k] for k in ("steps", "ms_per_step_median", "ms_per_step_p99", "ms_per_step_max")},
-           "features": {k: v for k, v in bench_streaming(gen, tile_audio(audio, n), sampling).items() if k != "probes"}}
+           "features": {k: v for k, v in bench_streaming(gen, tile_audio(audio, n), sampling,
+                                                                   num_samples=num_samples).items() if k != "probes"}}
     e2e = out["features"]
     if gen.bundle.audio.get("features", {}).get("causal", False):
-        raw = bench_streaming(gen, None, sampling, wav=noise_wav(gen, n))
+        raw = bench_streaming(gen, None, sampling, wav=noise_wav(gen, n), num_samples=num_samples)
         out["raw_audio"] = e2e = {k: v for k, v in raw.items() if k != "probes"}
     out["latency"] = latency(gen, e2e["ms_per_step_p99"])
     out["latency"]["compute_of"] = f"{e2e['input']} push, p99"

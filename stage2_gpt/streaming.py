@@ -55,17 +55,21 @@ class StreamSession:
     ``push(audio_feats (2, n, F), given_motion (n, D) | None) -> motion (2, m, D)``: buffers frames until a token
     step (``downsample`` frames) is complete, then generates it; ``m`` is a multiple of ``downsample``.
     ``flush()`` generates the last partial step (audio repeated like the offline path) and returns its frames.
+    ``num_samples`` > 1 draws that many samples in one batch and returns their mean, as offline generation does.
     """
 
-    def __init__(self, gen: Generator, sampling: Sampling, given: int | None = None, identity=None, reference=None):
+    def __init__(self, gen: Generator, sampling: Sampling, given: int | None = None, identity=None, reference=None,
+                 num_samples: int = 1):
         tok = gen.tok
         if getattr(tok, "lookahead_frames", 0):
             raise ValueError("streaming needs a causal tokenizer (lookahead_frames == 0)")
         if given not in (None, 0, 1):
             raise ValueError(f"given must be None, 0 or 1, got {given!r}")
-        self.gen, self.sampling, self.given = gen, sampling, given
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.gen, self.sampling, self.given, self.N = gen, sampling, given, int(num_samples)
         self.d, self.D = gen.d, tok.motion_dim
-        self.state = gen.new_state(sampling.seed, 1, identity, given)
+        self.state = gen.new_state(sampling.seed, self.N, identity, given)
         self.dec_ctx = int(tok.decoder_context)
         self.enc_ctx = int(getattr(tok, "encoder_context", 0)) or None
         self.audio_buf = torch.zeros((2, 0, gen.cfg.audio_dim), device=gen.device)
@@ -77,7 +81,7 @@ class StreamSession:
         self.ref_mean = RunningMean()                                        # as generate.running_reference
         self.ref_buf = torch.zeros((0, self.D), device=gen.device)          # running reference of motion_buf
         self.anchor = gen.mean_anchor(self.rows, given, sampling)           # generate.MeanAnchor, as offline
-        self.codes_hist = torch.zeros((2, 0, gen.Q), dtype=torch.long, device=gen.device)
+        self.codes_hist = torch.zeros((2 * self.N, 0, gen.Q), dtype=torch.long, device=gen.device)   # sample-major rows
         self.frames_out = 0
         self.features = None
         self.last_states = None
@@ -150,19 +154,23 @@ class StreamSession:
 
     def _one_step(self, audio_step: torch.Tensor) -> np.ndarray:
         given = self._given_code() if self.given is not None else None
-        codes, probs, jaw = self.gen.step(self.state, audio_step, given, self.sampling)
-        codes = codes[0]
-        self.last_states = None if probs is None else probs[0].nan_to_num(-1).argmax(-1).cpu().numpy()
-        self.codes_hist = torch.cat([self.codes_hist, codes[:, None]], 1)[:, -self.dec_ctx:]
+        codes, probs, jaw = self.gen.step(self.state, audio_step, given, self.sampling)      # codes (N, 2, Q)
+        N = self.N
+        self.last_states = None if probs is None else probs.mean(0).nan_to_num(-1).argmax(-1).cpu().numpy()
+        self.codes_hist = torch.cat([self.codes_hist, codes.reshape(2 * N, 1, -1)], 1)[:, -self.dec_ctx:]
         tok = self.gen.tok
         ref = None
         if self.rows is not None:
             ref = self.rows[:, None].expand(2, self.d, -1).clone()
             if self.given is not None:
                 ref[self.given] = self.given_ref
+            ref = ref.repeat(N, 1, 1)
         frames = tok.denormalize(tok.decode_normalized(self.codes_hist)[:, -self.d:], ref)   # newest token's frames
+        frames = frames.reshape(N, 2, self.d, -1)
         if jaw is not None:                                                  # a jaw head: its jaw, as offline
-            frames = self.gen.with_jaw(frames[None], jaw[:1], self.given)[0]
+            frames = self.gen.with_jaw(frames, jaw, self.given)
         self.frames_out += self.d
         frames = frames.cpu().numpy().astype(np.float32)
-        return frames if self.anchor is None else self.anchor(frames[None])[0]
+        if self.anchor is not None:                                          # each sample anchored, as offline
+            frames = self.anchor(frames)
+        return frames.mean(0) if N > 1 else frames[0]

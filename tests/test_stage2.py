@@ -281,16 +281,19 @@ def test_generation_causal(gen, dialog):
     assert not np.array_equal(a.codes[:, k + 2:], b.codes[:, k + 2:])
 
 
-@pytest.mark.parametrize("given,identity", [(None, True), (1, False)])
-def test_streaming_equals_offline(gen, dialog, given, identity):
+@pytest.mark.parametrize("given,identity,samples", [(None, True, 1), (1, False, 1), (1, False, 3)])
+def test_streaming_equals_offline(gen, dialog, given, identity, samples):
     from stage2_gpt.generate import Sampling
     T = 151                                                             # odd: a partial last token step
     audio, motion = dialog["audio"][:, :T], dialog["motion"][:, :T]
     ident = dialog["shape"] if identity else None
     s = Sampling(temperature=0.9, top_p=0.95, seed=11)
     off = gen.generate(audio, given=given, given_motion=None if given is None else motion[given], sampling=s,
-                       identity=ident)
-    sess = gen.stream(s, given=given, identity=ident)
+                       identity=ident, num_samples=samples)
+    if samples > 1:                                                     # the mean of distinct samples
+        assert off.samples.shape == (samples, 2, T, 51)
+        assert np.abs(off.samples[0, 0] - off.samples[1, 0]).max() > 1e-3
+    sess = gen.stream(s, given=given, identity=ident, num_samples=samples)
     rng, i, outs = np.random.default_rng(0), 0, []
     while i < T:
         n = int(rng.integers(1, 6))
@@ -335,16 +338,16 @@ def person_gen(gpt_run, tokenized, tmp_path_factory):
     return Generator(load_gpt(gpt_run["gpt"]), tok)
 
 
-@pytest.mark.parametrize("given", [None, 1])
-def test_person_reference_streaming_equals_offline(person_gen, dialog, given):
+@pytest.mark.parametrize("given,samples", [(None, 1), (1, 1), (None, 2)])
+def test_person_reference_streaming_equals_offline(person_gen, dialog, given, samples):
     from stage2_gpt.generate import Sampling
     T = 121
     audio, motion = dialog["audio"][:, :T], dialog["motion"][:, :T]
     enrolled = [motion[0, :40].mean(0), None]                           # A enrolled, B unknown
     s = Sampling(seed=5)
     off = person_gen.generate(audio, given=given, given_motion=None if given is None else motion[given], sampling=s,
-                              reference=enrolled)
-    sess = person_gen.stream(s, given=given, reference=enrolled)
+                              reference=enrolled, num_samples=samples)
+    sess = person_gen.stream(s, given=given, reference=enrolled, num_samples=samples)   # each sample anchored
     outs, i = [], 0
     for n in (3, 1, 4, 2, 7) * 40:
         if i >= T:
@@ -471,6 +474,11 @@ def test_jaw_head(jaw_run, dialog):
     outs = [sess.push(audio[:, i:i + 5]) for i in range(0, T, 5)] + [sess.flush()]
     np.testing.assert_allclose(np.concatenate(outs, 1), off.motion, atol=1e-5)
     assert K == (T + 1) // 2
+    two = gen.generate(audio, sampling=s, identity=dialog["shape"], num_samples=2)    # the mean of 2 samples' jaws
+    np.testing.assert_allclose(two.motion[..., 50], two.samples[..., 50].mean(0), atol=1e-6)
+    sess = gen.stream(s, identity=dialog["shape"], num_samples=2)
+    outs = [sess.push(audio[:, i:i + 5]) for i in range(0, T, 5)] + [sess.flush()]
+    np.testing.assert_allclose(np.concatenate(outs, 1), two.motion, atol=1e-5)
 
 
 def test_determinism_and_sampling_controls(gen, dialog):
