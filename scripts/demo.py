@@ -20,14 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PRESETS = {
     "full": {"dialogs": 40, "seconds": 60, "workers": 1, "out": "runs/demo",
-             "stage1": [], "stage2": [], "regressor": [], "samples": 1},
+             "stage1": [], "stage2": [], "regressor": []},
     "smoke": {"dialogs": 6, "seconds": 12, "workers": 1, "out": "runs/demo-smoke",
               "stage1": ["train.max_steps=60", "train.val_every=30", "train.save_every=30", "val_windows=16"],
               "stage2": ["train.max_steps=60", "train.val_every=30", "train.save_every=30", "val_windows=16",
                          "window=48", "model.attn_window=24", "train.batch_size=8"],
               "regressor": ["train.max_steps=10", "train.val_every=10", "train.save_every=10", "val_windows=8",
-                            "window=60", "train.batch_size=8"],
-              "samples": 1},
+                            "window=60", "train.batch_size=8"]},
 }
 
 
@@ -99,7 +98,7 @@ def main(argv=None):
     for name, ckpt, mode in (("model_dyad", s2 / "gpt.pt", "dyad"), ("model_listener", s2 / "gpt.pt", "listener"),
                              ("speaker_only", s2so / "gpt.pt", "dyad")):
         d.run(py, "scripts/sample.py", "--gpt", ckpt, "--tokenizer", tok, "--cache", cache, "--split", "test",
-              "--mode", mode, "--out", preds / name, "--samples", p["samples"], "--quiet",
+              "--mode", mode, "--out", preds / name, "--quiet",       # sample.py's default sampling
               *([] if name == "model_dyad" else ["--no-plot"]))
         methods[name] = preds / name
 

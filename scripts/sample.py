@@ -64,8 +64,13 @@ def main(argv=None) -> int:
                     help="hold each generated person's long-term mean expression at their reference, with a prior of "
                          "this many seconds (default 5; docs/STAGE2.md, 'Mean anchor'; person-reference tokenizers)")
     ap.add_argument("--no-mean-anchor", action="store_true", help="turn the mean anchor off")
-    ap.add_argument("--samples", type=int_arg(1, 4096), default=1,
-                    help="average this many samples (batched): the conditional-mean estimate, lower MSE, calmer motion")
+    ap.add_argument("--samples", type=int_arg(1, 4096), default=4,
+                    help="samples drawn at once (batched) and combined: their mean plus sample 0's slow deviation from it "
+                         "(--slow-s; default 4: calm as the ground truth, FD of one sample; 1: one raw sample)")
+    ap.add_argument("--slow-s", type=float_arg(1e-6, 1e6), default=None,
+                    help="time constant of sample 0's deviation kept in the output (default 0.1 s; docs/STAGE2.md)")
+    ap.add_argument("--plain-mean", action="store_true",
+                    help="output the plain mean of the samples (the conditional-mean estimate: lowest MSE, calmest)")
     ap.add_argument("--batch", type=int_arg(1, 4096), default=1,
                     help="cached dialogs generated at once in one batch (one KV cache); results do not depend on it")
     ap.add_argument("--device", type=device_arg, default="cpu", help="cpu, cuda, cuda:1, mps...")
@@ -84,7 +89,7 @@ def main(argv=None) -> int:
     from common.data.cache import Cache, CacheError
     from common.eval.predictions import check_participants
     from common.train.artifact import CheckpointError
-    from stage2_gpt.generate import (MEAN_ANCHOR_S, DialogInput, Generator, Sampling, generate_dialog, generate_dialogs,
+    from stage2_gpt.generate import (MEAN_ANCHOR_S, SLOW_S, DialogInput, Generator, Sampling, generate_dialog, generate_dialogs,
                                      read_given_motion, read_shape, resolve_given)
 
     wav_mode = bool(args.audio_a or args.audio_b)
@@ -97,7 +102,8 @@ def main(argv=None) -> int:
     if args.mode != "listener" and (args.given or args.given_motion):
         ap.error("--given and --given-motion are for --mode listener")
     anchor = None if args.no_mean_anchor else (MEAN_ANCHOR_S if args.mean_anchor_s is None else args.mean_anchor_s)
-    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor)
+    slow = None if args.plain_mean else (SLOW_S if args.slow_s is None else args.slow_s)
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor, slow)
     out = Path(args.out)
     try:
         if wav_mode:

@@ -48,6 +48,7 @@ from .decode_step import KVCache, group_linear
 log = logging.getLogger(__name__)
 CHUNK_STEPS = 256       # token steps (17 s at 15 steps/s) generated, then decoded, at a time offline
 MEAN_ANCHOR_S = 5.0     # default prior of the mean anchor, seconds (docs/STAGE2.md, "Mean anchor")
+SLOW_S = 0.1            # default time constant of :class:`SampleMix`, seconds (docs/STAGE2.md, "Quality levers")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -61,6 +62,7 @@ class Sampling:
     seed: int = 0
     fine_temperature: float | None = None   # temperature of the RVQ levels after the first (None: ``temperature``)
     mean_anchor_s: float | None = MEAN_ANCHOR_S   # :class:`MeanAnchor`'s prior in seconds; None: no anchor
+    slow_s: float | None = SLOW_S   # several samples: :class:`SampleMix`'s time constant (s); None: their plain mean
 
     def level(self, q: int) -> "Sampling":
         """The sampling of RVQ level ``q``."""
@@ -100,7 +102,7 @@ class Generation:
     codes: np.ndarray           # (2, K, Q) int64
     states: np.ndarray          # (2, T) int64 predicted conversational states (-1 when the model has no state head)
     generated: list[int]        # which participants were generated (0, 1 or both)
-    samples: np.ndarray | None = None   # (N, 2, T, D) every sample when num_samples > 1 (motion is their mean)
+    samples: np.ndarray | None = None   # (N, 2, T, D) every sample when num_samples > 1 (motion combines them)
 
 
 @dataclass
@@ -112,6 +114,7 @@ class GenerationChunk:
     codes: np.ndarray           # (N, 2, k, Q) int64 (k token steps; the last chunk may hold a partial step)
     states: np.ndarray          # (2, m) int64 predicted states (-1: not predicted)
     last: bool                  # the dialog's final chunk
+    output: np.ndarray          # (2, m, D) the generation's output: the samples combined (:class:`SampleMix`)
 
 
 @dataclass
@@ -415,6 +418,7 @@ class Generator:
         st = self.new_batch_state([sampling.seed] * D, N, [identities[i] for i in order], given)
         decoders = [WindowDecoder(self.tok) for _ in order]
         anchors = [self.mean_anchor(rows[j], given, sampling) for j in range(D)]
+        mixes = [SampleMix(sampling, self.tok.fps) for _ in range(D)]
         bar = None
         if progress:
             from tqdm import tqdm
@@ -438,7 +442,8 @@ class Generator:
                 if anchors[j] is not None:
                     motion = anchors[j](motion)
                 yield GenerationChunk(i, k0 * d, motion, cj.cpu().numpy(),
-                                      states[:, j].permute(1, 0, 2).reshape(2, -1)[:, :m].cpu().numpy(), k1 == steps[i])
+                                      states[:, j].permute(1, 0, 2).reshape(2, -1)[:, :m].cpu().numpy(), k1 == steps[i],
+                                      mixes[j](motion))
             live = sum(steps[order[j]] > k1 for j in range(live))
             st.keep(live)
             k0 = k1
@@ -501,11 +506,11 @@ class Generator:
 
     @staticmethod
     def _collect(chunks: list[GenerationChunk], given, num_samples: int) -> Generation:
-        motion = np.concatenate([c.motion for c in chunks], 2)                   # (N, 2, T, D)
         codes = np.concatenate([c.codes for c in chunks], 2)
         states = np.concatenate([c.states for c in chunks], 1)
-        return Generation(motion.mean(0) if num_samples > 1 else motion[0], codes[0], states,
-                          [p for p in (0, 1) if p != given], motion if num_samples > 1 else None)
+        samples = np.concatenate([c.motion for c in chunks], 2) if num_samples > 1 else None   # (N, 2, T, D)
+        return Generation(np.concatenate([c.output for c in chunks], 1), codes[0], states,
+                          [p for p in (0, 1) if p != given], samples)
 
     @torch.no_grad()
     def generate(self, audio_feats, *, given: int | None = None, given_motion=None,
@@ -518,8 +523,9 @@ class Generator:
         motion is decoded chunk by chunk (:meth:`iter_generate`; memory beyond the inputs and the result does not
         grow with the length). ``identity`` (2, I): each participant's FLAME shape (None / a None row: unknown),
         used by models trained with ``use_identity``. ``num_samples`` > 1 draws that many samples in one batch
-        and returns their average motion (an estimate of the conditional mean: lower MSE, less lively motion);
-        the samples are in ``Generation.samples``.
+        and combines them (:class:`SampleMix`: their mean plus sample 0's slow deviation from it, or with
+        ``sampling.slow_s`` None their plain mean, the conditional-mean estimate); the samples are in
+        ``Generation.samples``.
 
         With a tokenizer that codes motion around each person's own mean (``model.reference=person``): a generated
         participant is decoded around ``reference[p]`` (2, D) (e.g. the mean motion of an enrollment clip of that
@@ -572,6 +578,41 @@ class MeanAnchor:
         for i, p in enumerate(self.parts):
             out[:, p][..., self.mask] -= shift[:, i].astype(out.dtype)
         return out
+
+
+class SampleMix:
+    """Combines the ``N`` samples of one dialog into the output, causally: their mean, plus sample 0's deviation
+    from it low-passed (one pole, time constant ``sampling.slow_s`` seconds):
+
+        out_t = mean_t + L_t,    L_t = a L_{t-1} + (1 - a) (x0_t - mean_t),    a = exp(-1 / (slow_s * fps))
+
+    so the output moves slowly as one sample does (its own expressions, their spread) while the fast part, where
+    independently sampled fine RVQ levels flicker, is the samples' average (measured: docs/STAGE2.md, "Quality
+    levers"). One sample: that sample; ``slow_s`` None: the plain mean (the conditional-mean estimate, lowest
+    MSE). Stateful (float64 state), so chunks of any size give the numbers of one call: streaming == offline."""
+
+    def __init__(self, sampling: "Sampling", fps: float):
+        s = sampling.slow_s
+        if s is not None and s <= 0:
+            raise ValueError(f"slow_s must be > 0 seconds (or None: the plain mean), got {s}")
+        self.a = None if s is None else float(np.exp(-1.0 / (s * fps)))
+        self.low = None
+
+    def __call__(self, motion: np.ndarray) -> np.ndarray:
+        """motion (N, 2, m, D) every sample's frames -> (2, m, D)."""
+        if motion.shape[0] == 1:
+            return motion[0]
+        mean = motion.mean(0)
+        if self.a is None:
+            return mean
+        dev = (motion[0] - mean).astype(np.float64)
+        low = np.zeros(dev[:, 0].shape) if self.low is None else self.low
+        out = np.empty_like(dev)
+        for t in range(dev.shape[1]):
+            low = self.a * low + (1.0 - self.a) * dev[:, t]
+            out[:, t] = low
+        self.low = low
+        return mean + out.astype(mean.dtype)
 
 
 class WindowDecoder:
@@ -699,8 +740,8 @@ def generate_dialog(gen: Generator, dialog: str, participants: list[str], audio_
 
     mode ``dyad``: both from both audios. ``listener``: one participant generated while the other's motion
     (``gt_motion``) is given; ``given`` names the given participant, or None for both roles in turn (two runs,
-    each participant predicted with the partner given: the DualTalk protocol). ``num_samples`` > 1 writes the
-    average of that many samples (see :meth:`Generator.generate`). Any length in bounded memory: audio features
+    each participant predicted with the partner given: the DualTalk protocol). ``num_samples`` > 1 writes that
+    many samples combined (see :meth:`Generator.generate`). Any length in bounded memory: audio features
     are read chunk by chunk and frames are written to the files as they are decoded (``audio_feats`` may be
     :meth:`Generator.wav_features`); listener mode encodes the given motion whole.
     """
@@ -762,7 +803,7 @@ def _generate_batch(gen, items, todo, g, out_dir, sampling, num_samples, outs, h
                                    num_samples=num_samples, identities=[items[i].shape for i, _ in todo],
                                    references=[items[i].reference for i, _ in todo], progress=progress)
         for ch in chunks:
-            motion = ch.motion.mean(0) if num_samples > 1 else ch.motion[0]          # (2, m, D)
+            motion = ch.output                                                       # (2, m, D)
             for p in todo[ch.dialog][1]:
                 writers[ch.dialog, p].append(motion=motion[p], pred_states=ch.states[p].astype(np.int8),
                                              codes=ch.codes[0, p].astype(np.int32))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .generate import Generator, RunningMean, Sampling, pad_to
+from .generate import Generator, RunningMean, SampleMix, Sampling, pad_to
 
 
 class StreamingFeatures:
@@ -55,7 +55,7 @@ class StreamSession:
     ``push(audio_feats (2, n, F), given_motion (n, D) | None) -> motion (2, m, D)``: buffers frames until a token
     step (``downsample`` frames) is complete, then generates it; ``m`` is a multiple of ``downsample``.
     ``flush()`` generates the last partial step (audio repeated like the offline path) and returns its frames.
-    ``num_samples`` > 1 draws that many samples in one batch and returns their mean, as offline generation does.
+    ``num_samples`` > 1 draws that many samples in one batch and combines them (generate.SampleMix), as offline.
     """
 
     def __init__(self, gen: Generator, sampling: Sampling, given: int | None = None, identity=None, reference=None,
@@ -81,6 +81,7 @@ class StreamSession:
         self.ref_mean = RunningMean()                                        # as generate.running_reference
         self.ref_buf = torch.zeros((0, self.D), device=gen.device)          # running reference of motion_buf
         self.anchor = gen.mean_anchor(self.rows, given, sampling)           # generate.MeanAnchor, as offline
+        self.mix = SampleMix(sampling, tok.fps)                              # the samples combined, as offline
         self.codes_hist = torch.zeros((2 * self.N, 0, gen.Q), dtype=torch.long, device=gen.device)   # sample-major rows
         self.frames_out = 0
         self.features = None
@@ -173,4 +174,4 @@ class StreamSession:
         frames = frames.cpu().numpy().astype(np.float32)
         if self.anchor is not None:                                          # each sample anchored, as offline
             frames = self.anchor(frames)
-        return frames.mean(0) if N > 1 else frames[0]
+        return self.mix(frames)
