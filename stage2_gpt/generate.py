@@ -540,7 +540,7 @@ class Generator:
     def stream(self, sampling: Sampling | None = None, given: int | None = None, identity=None, reference=None,
                num_samples: int = 1):
         """A :class:`stage2_gpt.streaming.StreamSession` (frame in, frame out; the same step function);
-        ``num_samples`` > 1: the mean of that many samples, as :meth:`generate`."""
+        ``num_samples`` > 1: that many samples combined (:class:`SampleMix`), as :meth:`generate`."""
         from .streaming import StreamSession
         return StreamSession(self, sampling or Sampling(), given, identity, reference, num_samples)
 

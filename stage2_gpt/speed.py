@@ -113,7 +113,7 @@ def bench_no_cache(gen: Generator, audio: np.ndarray, sampling=Sampling(), batch
 def bench_streaming(gen: Generator, audio: np.ndarray | None, sampling=Sampling(), given_motion=None,
                     wav: np.ndarray | None = None, probe_every: int = 0, skip: int = 5, num_samples: int = 1) -> dict:
     """Push one token step (``downsample`` frames) at a time, as a live system would, and time every push
-    (``num_samples``: the session averages that many samples, :meth:`Generator.stream`).
+    (``num_samples``: the session combines that many samples, :meth:`Generator.stream`).
 
     ``audio`` (2, T, F) features, or ``wav`` (2, S) raw samples at the GPT's sample rate (then every push also
     computes the causal log-mel frames: the whole path from microphone samples to motion frames).
