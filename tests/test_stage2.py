@@ -679,10 +679,11 @@ def test_sample_cli_raw_wavs_44k_stereo(gpt_run, tokenized, dialog, tmp_path):
         np.testing.assert_array_equal(z["expression_params"][:, 0, 50:], 0)
         np.testing.assert_array_equal(z["jaw_params"][:, 0, 0], z["motion"][:, 50])
     assert (out / "wavdialog" / "trajectories.png").stat().st_size > 10_000
-    # the same audio through the offline path in-process gives the same motion (the CLI adds nothing)
+    # the same audio through the offline path in-process gives the same motion (the CLI adds nothing; by default it
+    # draws 4 samples, combined by SampleMix)
     from stage2_gpt.generate import Generator, Sampling
     g = Generator.load(gpt_run["gpt"], tokenized["tokenizer"])
-    res = g.generate(g.features_from_wav(wavs), sampling=Sampling(seed=3))
+    res = g.generate(g.features_from_wav(wavs), sampling=Sampling(seed=3), num_samples=4)
     np.testing.assert_allclose(np.load(out / "wavdialog" / "A.npz")["motion"], res.motion[0], atol=1e-5)
 
 
