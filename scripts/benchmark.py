@@ -444,7 +444,7 @@ def main(argv=None):
     ap.add_argument("--top-k", type=int, default=0, help="quality: top-k (0: off)")
     ap.add_argument("--top-p", type=float, default=1.0, help="quality: nucleus (1: off)")
     ap.add_argument("--seed", type=int, default=0, help="quality: sampling seed")
-    ap.add_argument("--samples", type=int, default=1, help="quality and streaming: average this many samples per sequence")
+    ap.add_argument("--samples", type=int, default=1, help="quality and streaming: samples per sequence, combined as scripts/sample.py combines them")
     ap.add_argument("--train-child", help=argparse.SUPPRESS)
     ap.add_argument("--sample-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -596,7 +596,7 @@ class SampleMix:
         if s is not None and s <= 0:
             raise ValueError(f"slow_s must be > 0 seconds (or None: the plain mean), got {s}")
         self.a = None if s is None else float(np.exp(-1.0 / (s * fps)))
-        self.low = None
+        self.zi = None                                                   # the filter's state (scipy's lfilter)
 
     def __call__(self, motion: np.ndarray) -> np.ndarray:
         """motion (N, 2, m, D) every sample's frames -> (2, m, D)."""
@@ -605,14 +605,12 @@ class SampleMix:
         mean = motion.mean(0)
         if self.a is None:
             return mean
-        dev = (motion[0] - mean).astype(np.float64)
-        low = np.zeros(dev[:, 0].shape) if self.low is None else self.low
-        out = np.empty_like(dev)
-        for t in range(dev.shape[1]):
-            low = self.a * low + (1.0 - self.a) * dev[:, t]
-            out[:, t] = low
-        self.low = low
-        return mean + out.astype(mean.dtype)
+        from scipy.signal import lfilter
+        dev = (motion[0] - mean).astype(np.float64)                     # (2, m, D)
+        if self.zi is None:
+            self.zi = np.zeros((2, 1, dev.shape[2]))
+        low, self.zi = lfilter([1.0 - self.a], [1.0, -self.a], dev, axis=1, zi=self.zi)
+        return mean + low.astype(mean.dtype)
 
 
 class WindowDecoder:

@@ -67,9 +67,9 @@ class StreamSession:
             raise ValueError(f"given must be None, 0 or 1, got {given!r}")
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.gen, self.sampling, self.given, self.N = gen, sampling, given, int(num_samples)
+        self.gen, self.sampling, self.given = gen, sampling, given
         self.d, self.D = gen.d, tok.motion_dim
-        self.state = gen.new_state(sampling.seed, self.N, identity, given)
+        self.state = gen.new_state(sampling.seed, int(num_samples), identity, given)
         self.dec_ctx = int(tok.decoder_context)
         self.enc_ctx = int(getattr(tok, "encoder_context", 0)) or None
         self.audio_buf = torch.zeros((2, 0, gen.cfg.audio_dim), device=gen.device)
@@ -80,9 +80,10 @@ class StreamSession:
         self.rows = gen.reference_rows(reference)
         self.ref_mean = RunningMean()                                        # as generate.running_reference
         self.ref_buf = torch.zeros((0, self.D), device=gen.device)          # running reference of motion_buf
+        self.given_ref = None                                                # the given row's reference this step
         self.anchor = gen.mean_anchor(self.rows, given, sampling)           # generate.MeanAnchor, as offline
         self.mix = SampleMix(sampling, tok.fps)                              # the samples combined, as offline
-        self.codes_hist = torch.zeros((2 * self.N, 0, gen.Q), dtype=torch.long, device=gen.device)   # sample-major rows
+        self.codes_hist = torch.zeros((2 * self.state.samples, 0, gen.Q), dtype=torch.long, device=gen.device)   # sample-major
         self.frames_out = 0
         self.features = None
         self.last_states = None
@@ -156,16 +157,11 @@ class StreamSession:
     def _one_step(self, audio_step: torch.Tensor) -> np.ndarray:
         given = self._given_code() if self.given is not None else None
         codes, probs, jaw = self.gen.step(self.state, audio_step, given, self.sampling)      # codes (N, 2, Q)
-        N = self.N
+        N = self.state.samples
         self.last_states = None if probs is None else probs.mean(0).nan_to_num(-1).argmax(-1).cpu().numpy()
         self.codes_hist = torch.cat([self.codes_hist, codes.reshape(2 * N, 1, -1)], 1)[:, -self.dec_ctx:]
         tok = self.gen.tok
-        ref = None
-        if self.rows is not None:
-            ref = self.rows[:, None].expand(2, self.d, -1).clone()
-            if self.given is not None:
-                ref[self.given] = self.given_ref
-            ref = ref.repeat(N, 1, 1)
+        ref = self.gen._chunk_reference(self.rows, self.given, self.given_ref, 0, self.d, N)
         frames = tok.denormalize(tok.decode_normalized(self.codes_hist)[:, -self.d:], ref)   # newest token's frames
         frames = frames.reshape(N, 2, self.d, -1)
         if jaw is not None:                                                  # a jaw head: its jaw, as offline
