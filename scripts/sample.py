@@ -64,13 +64,16 @@ def main(argv=None) -> int:
                     help="hold each generated person's long-term mean expression at their reference, with a prior of "
                          "this many seconds (default 5; docs/STAGE2.md, 'Mean anchor'; person-reference tokenizers)")
     ap.add_argument("--no-mean-anchor", action="store_true", help="turn the mean anchor off")
-    ap.add_argument("--samples", type=int_arg(1, 4096), default=4,
-                    help="samples drawn at once (batched) and combined: their mean plus sample 0's slow deviation from it "
-                         "(--slow-s; default 4: calm as the ground truth, FD of one sample; 1: one raw sample)")
+    ap.add_argument("--samples", type=int_arg(1, 4096), default=8,
+                    help="samples drawn at once (batched) and combined (default 8; 1: one raw sample). Dyad mode: their "
+                         "mean plus sample 0's slow deviation from it (--slow-s); listener mode: their plain mean "
+                         "(measured best there on FD, P-FD and MSE; docs/STAGE2.md, 'Quality levers')")
     ap.add_argument("--slow-s", type=float_arg(1e-6, 1e6), default=None,
-                    help="time constant of sample 0's deviation kept in the output (default 0.1 s; docs/STAGE2.md)")
+                    help="time constant of sample 0's deviation kept in the output (default 0.2 s in dyad mode; "
+                         "given in listener mode, it replaces the plain mean there)")
     ap.add_argument("--plain-mean", action="store_true",
-                    help="output the plain mean of the samples (the conditional-mean estimate: lowest MSE, calmest)")
+                    help="output the plain mean of the samples in either mode (the conditional-mean estimate: lowest "
+                         "MSE, calmest; listener mode's default)")
     ap.add_argument("--batch", type=int_arg(1, 4096), default=1,
                     help="cached dialogs generated at once in one batch (one KV cache); results do not depend on it")
     ap.add_argument("--device", type=device_arg, default="cpu", help="cpu, cuda, cuda:1, mps...")
@@ -102,7 +105,11 @@ def main(argv=None) -> int:
     if args.mode != "listener" and (args.given or args.given_motion):
         ap.error("--given and --given-motion are for --mode listener")
     anchor = None if args.no_mean_anchor else (MEAN_ANCHOR_S if args.mean_anchor_s is None else args.mean_anchor_s)
-    slow = None if args.plain_mean else (SLOW_S if args.slow_s is None else args.slow_s)
+    if args.plain_mean and args.slow_s is not None:
+        ap.error("--plain-mean and --slow-s exclude each other")
+    slow = args.slow_s if args.slow_s is not None else (None if args.mode == "listener" else SLOW_S)
+    if args.plain_mean:
+        slow = None
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor, slow)
     out = Path(args.out)
     try:

@@ -48,7 +48,7 @@ from .decode_step import KVCache, group_linear
 log = logging.getLogger(__name__)
 CHUNK_STEPS = 256       # token steps (17 s at 15 steps/s) generated, then decoded, at a time offline
 MEAN_ANCHOR_S = 5.0     # default prior of the mean anchor, seconds (docs/STAGE2.md, "Mean anchor")
-SLOW_S = 0.1            # default time constant of :class:`SampleMix`, seconds (docs/STAGE2.md, "Quality levers")
+SLOW_S = 0.2            # default time constant of :class:`SampleMix`, seconds (docs/STAGE2.md, "Quality levers")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -680,10 +680,10 @@ def test_sample_cli_raw_wavs_44k_stereo(gpt_run, tokenized, dialog, tmp_path):
         np.testing.assert_array_equal(z["jaw_params"][:, 0, 0], z["motion"][:, 50])
     assert (out / "wavdialog" / "trajectories.png").stat().st_size > 10_000
     # the same audio through the offline path in-process gives the same motion (the CLI adds nothing; by default it
-    # draws 4 samples, combined by SampleMix)
+    # draws 8 samples, combined by SampleMix in dyad mode)
     from stage2_gpt.generate import Generator, Sampling
     g = Generator.load(gpt_run["gpt"], tokenized["tokenizer"])
-    res = g.generate(g.features_from_wav(wavs), sampling=Sampling(seed=3), num_samples=4)
+    res = g.generate(g.features_from_wav(wavs), sampling=Sampling(seed=3), num_samples=8)
     np.testing.assert_allclose(np.load(out / "wavdialog" / "A.npz")["motion"], res.motion[0], atol=1e-5)
 
 
@@ -702,9 +702,19 @@ def test_sample_cli_cached_listener(gpt_run, tokenized, dialog, tmp_path):
     assert z["motion"].shape == (T, 51) and z["shape_params"].shape == (1, 1, 300)
     shape = np.array(Cache(tokenized["cache"]).load(dialog["id"]).shape)[0]
     np.testing.assert_array_equal(z["shape_params"][0, 0, :100], shape)
+    # listener mode's default output: the plain mean of 8 samples (the library's, partner given)
+    from stage2_gpt.generate import Generator, Sampling
+    g = Generator.load(gpt_run["gpt"], tokenized["tokenizer"])
+    res = g.generate(dialog["audio"], given=1, given_motion=dialog["motion"][1], identity=dialog["shape"],
+                     sampling=Sampling(seed=0, slow_s=None), num_samples=8)
+    np.testing.assert_allclose(z["motion"], res.motion[0], atol=1e-5)
+    np.testing.assert_allclose(z["motion"], res.samples[:, 0].mean(0), atol=1e-5)
+    assert np.abs(res.samples[0, 0] - res.samples[1, 0]).max() > 1e-3              # the samples differ
     r = subprocess.run(cmd[:-6] + ["--mode", "listener", "--given", "nobody", "--out", str(out)], env=_env(),
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 2 and "nobody" in r.stderr
+    r = subprocess.run(cmd + ["--plain-mean", "--slow-s", "0.2"], env=_env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "exclude each other" in r.stderr
 
 
 @pytest.mark.parametrize("mode", ["dyad", "listener"])
