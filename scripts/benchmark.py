@@ -346,7 +346,8 @@ def bench_quality(wb: Workbench) -> dict:
     from common.eval.baselines import make_baselines
     from common.eval.predictions import write_prediction
     from common.eval.scoring import comparison_table, evaluate_method
-    from stage2_gpt.generate import Generator, Sampling, generate_dialog
+    from dataclasses import replace
+    from stage2_gpt.generate import Generator, Sampling, default_slow_s, generate_dialog
     a = wb.args
     cache = Cache(wb.cache())
     dialogs = cache.dialogs(a.split)
@@ -362,7 +363,8 @@ def bench_quality(wb: Workbench) -> dict:
         for d in dialogs:
             arr = cache.load(d["id"])
             generate_dialog(g, d["id"], d["participants"], np.asarray(arr.audio), out / name, mode=mode,
-                            gt_motion=np.asarray(arr.motion), shape=np.asarray(arr.shape), sampling=sampling,
+                            gt_motion=np.asarray(arr.motion), shape=np.asarray(arr.shape),
+                            sampling=replace(sampling, slow_s=default_slow_s(mode)),
                             num_samples=a.samples, plot=False)
     tok = gen.tok
     for d in dialogs:                                      # the tokenizer's own reconstruction: the ceiling

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int_arg(1, 4096), default=8,
                     help="samples drawn at once (batched) and combined (default 8; 1: one raw sample). Dyad mode: their "
                          "mean plus sample 0's slow deviation from it (--slow-s); listener mode: their plain mean "
-                         "(measured best there on FD, P-FD and MSE; docs/STAGE2.md, 'Quality levers')")
+                         "(measured there: FD as the mix's, P-FD and MSE lower; docs/STAGE2.md, 'Quality levers')")
     ap.add_argument("--slow-s", type=float_arg(1e-6, 1e6), default=None,
                     help="time constant of sample 0's deviation kept in the output (default 0.2 s in dyad mode; "
                          "given in listener mode, it replaces the plain mean there)")
@@ -92,8 +92,8 @@ def main(argv=None) -> int:
     from common.data.cache import Cache, CacheError
     from common.eval.predictions import check_participants
     from common.train.artifact import CheckpointError
-    from stage2_gpt.generate import (MEAN_ANCHOR_S, SLOW_S, DialogInput, Generator, Sampling, generate_dialog, generate_dialogs,
-                                     read_given_motion, read_shape, resolve_given)
+    from stage2_gpt.generate import (MEAN_ANCHOR_S, DialogInput, Generator, Sampling, default_slow_s, generate_dialog,
+                                     generate_dialogs, read_given_motion, read_shape, resolve_given)
 
     wav_mode = bool(args.audio_a or args.audio_b)
     if wav_mode == bool(args.cache):
@@ -107,9 +107,7 @@ def main(argv=None) -> int:
     anchor = None if args.no_mean_anchor else (MEAN_ANCHOR_S if args.mean_anchor_s is None else args.mean_anchor_s)
     if args.plain_mean and args.slow_s is not None:
         ap.error("--plain-mean and --slow-s exclude each other")
-    slow = args.slow_s if args.slow_s is not None else (None if args.mode == "listener" else SLOW_S)
-    if args.plain_mean:
-        slow = None
+    slow = None if args.plain_mean else (default_slow_s(args.mode) if args.slow_s is None else args.slow_s)
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor, slow)
     out = Path(args.out)
     try:

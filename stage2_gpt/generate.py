@@ -51,6 +51,13 @@ MEAN_ANCHOR_S = 5.0     # default prior of the mean anchor, seconds (docs/STAGE2
 SLOW_S = 0.2            # default time constant of :class:`SampleMix`, seconds (docs/STAGE2.md, "Quality levers")
 
 
+def default_slow_s(mode: str) -> float | None:
+    """How several samples are combined by default in ``mode`` (scripts/sample.py, the benchmark): dyad mode
+    :class:`SampleMix` with :data:`SLOW_S`, listener mode (the partner given) their plain mean (None), measured
+    best there (docs/STAGE2.md, "Quality levers"). The library's :class:`Sampling` default is ``SLOW_S`` in any mode."""
+    return None if mode == "listener" else SLOW_S
+
+
 # ----------------------------------------------------------------------------------------------------------
 # sampling
 # ----------------------------------------------------------------------------------------------------------

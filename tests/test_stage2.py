@@ -712,6 +712,13 @@ def test_sample_cli_cached_listener(gpt_run, tokenized, dialog, tmp_path):
     np.testing.assert_allclose(z["motion"], res.motion[0], atol=1e-5)
     np.testing.assert_allclose(z["motion"], res.samples[:, 0].mean(0), atol=1e-5)
     assert np.abs(res.samples[0, 0] - res.samples[1, 0]).max() > 1e-3              # the samples differ
+    r = subprocess.run(cmd + ["--slow-s", "0.2", "--out", str(tmp_path / "mix")], env=_env(), capture_output=True,
+                       text=True, timeout=180)                                    # --slow-s: the mix in listener mode
+    assert r.returncode == 0, r.stderr[-3000:]
+    mix = g.generate(dialog["audio"], given=1, given_motion=dialog["motion"][1], identity=dialog["shape"],
+                     sampling=Sampling(seed=0, slow_s=0.2), num_samples=8)
+    np.testing.assert_allclose(np.load(tmp_path / "mix" / dialog["id"] / f"{a}.npz")["motion"], mix.motion[0], atol=1e-5)
+    assert np.abs(mix.motion[0] - res.motion[0]).max() > 1e-3
     r = subprocess.run(cmd[:-6] + ["--mode", "listener", "--given", "nobody", "--out", str(out)], env=_env(),
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 2 and "nobody" in r.stderr
