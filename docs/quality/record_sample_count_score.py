@@ -1,6 +1,6 @@
 """A record, not a tool (paths are those of the run). Score post-hoc sample mixes of the 8 kept samples (draw.py) like quality-bench run 6, one table per corpus.
 Usage: score.py OUT.md VARIANT... (variant: n<N>_s<slow_s> | n<N>_mean | n<N>_s<slow>_b<gain>)"""
-import json, sys, shutil
+import json, sys
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, "/work/main"); sys.path.insert(0, "/work/main/scripts")
@@ -37,6 +37,7 @@ for corpus in ("default", "hard"):
                                          "dualtalk_class_causal")}
         recons.append(json.loads((B / f"seed{s}" / "recon.json").read_text()))
         files = sorted((SMP / corpus / f"seed{s}").glob("*.npz"))
+        dialogs = {d["id"]: (d["participants"], np.asarray(cache.load(d["id"]).shape)) for d in cache.dialogs("test")}
         for mode in ("dyad", "listener"):
             for v in variants:
                 folder = PRED / corpus / f"seed{s}" / f"{mode}_{v}"
@@ -50,11 +51,10 @@ for corpus in ("default", "hard"):
                     g = None if g == "None" else int(g)
                     z = np.load(f, allow_pickle=False)
                     for did in z.files:
-                        entry, a = cache.dialog(did), cache.load(did)
+                        pids, shape = dialogs[did]
                         y = mix(z[did], v, fps)
                         for p in ([0, 1] if g is None else [1 - g]):
-                            write_prediction(prediction_path(folder, did, entry["participants"][p]), y[p], layout,
-                                             np.asarray(a.shape)[p])
+                            write_prediction(prediction_path(folder, did, pids[p]), y[p], layout, shape[p])
                 (folder / ".done").touch()
     res = Q.score(B / "cache", methods)
     Q.MODEL_MODES = tuple(f"{m}_{v}" for m in ("dyad", "listener") for v in variants)
