@@ -1,7 +1,7 @@
 """The GPU path in one prepared command: paper-size training of both stages through ``accelerate launch`` with
 the FSDP configs (one process) and bf16, each stopped halfway and resumed from its checkpoint, then batched
 offline generation (frames/s against the batch size), streaming per-step latency and peak device memory.
-Writes one JSON and prints a table. About 5 minutes on one H100/H200 (budget: 8).
+Writes one JSON and prints a table. About 6 minutes on one H200 (368 s measured on 2026-12-04).
 
     scripts/gpu_check.sh                       # = python scripts/gpu_check.py --out runs/gpu_check
     python scripts/gpu_check.py --out runs/gpu_check [--cache CACHE] [--device cuda:1]
@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the in-process steps import the project without an install, like the subprocesses
+    sys.path.insert(0, str(ROOT))
 FSDP = {1: ROOT / "configs" / "accelerate" / "fsdp_stage1.yaml", 2: ROOT / "configs" / "accelerate" / "fsdp_stage2.yaml"}
 PAPER = {1: ROOT / "configs" / "stage1_vq.yaml", 2: ROOT / "configs" / "stage2_gpt.yaml"}
 SCRIPT = {1: ROOT / "stage1_vq" / "train.py", 2: ROOT / "stage2_gpt" / "train.py"}
