@@ -68,6 +68,9 @@ def main(argv=None) -> int:
                     help="samples drawn at once (batched) and combined (default 8; 1: one raw sample). Dyad mode: their "
                          "mean plus sample 0's slow deviation from it (--slow-s); listener mode: their plain mean "
                          "(measured there: FD as the mix's, P-FD and MSE lower; docs/STAGE2.md, 'Quality levers')")
+    ap.add_argument("--smooth-s", type=float_arg(0, 1e6), default=None,
+                    help="time constant (s) of the causal one-pole low-pass on the output's expression, after the samples "
+                         "are combined (default 0.0145; 0: off; docs/STAGE2.md, 'Quality levers')")
     ap.add_argument("--slow-s", type=float_arg(1e-6, 1e6), default=None,
                     help="time constant of sample 0's deviation kept in the output (default 0.2 s in dyad mode; "
                          "given in listener mode, it replaces the plain mean there)")
@@ -92,8 +95,8 @@ def main(argv=None) -> int:
     from common.data.cache import Cache, CacheError
     from common.eval.predictions import check_participants
     from common.train.artifact import CheckpointError
-    from stage2_gpt.generate import (MEAN_ANCHOR_S, DialogInput, Generator, Sampling, default_slow_s, generate_dialog,
-                                     generate_dialogs, read_given_motion, read_shape, resolve_given)
+    from stage2_gpt.generate import (MEAN_ANCHOR_S, SMOOTH_S, DialogInput, Generator, Sampling, default_slow_s,
+                                     generate_dialog, generate_dialogs, read_given_motion, read_shape, resolve_given)
 
     wav_mode = bool(args.audio_a or args.audio_b)
     if wav_mode == bool(args.cache):
@@ -108,7 +111,8 @@ def main(argv=None) -> int:
     if args.plain_mean and args.slow_s is not None:
         ap.error("--plain-mean and --slow-s exclude each other")
     slow = None if args.plain_mean else (default_slow_s(args.mode) if args.slow_s is None else args.slow_s)
-    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor, slow)
+    smooth = SMOOTH_S if args.smooth_s is None else (args.smooth_s or None)
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor, slow, smooth)
     out = Path(args.out)
     try:
         if wav_mode:

@@ -82,7 +82,7 @@ class StreamSession:
         self.ref_buf = torch.zeros((0, self.D), device=gen.device)          # running reference of motion_buf
         self.given_ref = None                                                # the given row's reference this step
         self.anchor = gen.mean_anchor(self.rows, given, sampling)           # generate.MeanAnchor, as offline
-        self.mix = SampleMix(sampling, tok.fps)                              # the samples combined, as offline
+        self.mix = SampleMix(sampling, tok.fps, gen.bundle.layout.exp, given)   # the samples combined, as offline
         self.codes_hist = torch.zeros((2 * self.state.samples, 0, gen.Q), dtype=torch.long, device=gen.device)   # sample-major
         self.frames_out = 0
         self.features = None

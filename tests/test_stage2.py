@@ -390,8 +390,8 @@ def test_mean_anchor(person_gen, gen, dialog):
     from stage2_gpt.generate import MeanAnchor, Sampling
     tok, T = person_gen.tok, 150
     audio, motion = dialog["audio"][:, :T], dialog["motion"][:, :T]
-    free = person_gen.generate(audio, sampling=Sampling(seed=3, mean_anchor_s=None))
-    held = person_gen.generate(audio, sampling=Sampling(seed=3, mean_anchor_s=2.0))
+    free = person_gen.generate(audio, sampling=Sampling(seed=3, mean_anchor_s=None, smooth_s=None))
+    held = person_gen.generate(audio, sampling=Sampling(seed=3, mean_anchor_s=2.0, smooth_s=None))
     np.testing.assert_array_equal(free.codes, held.codes)
     dev = free.motion[..., :50].astype(np.float64) - tok.motion_mean.numpy()[:50]
     t = np.arange(1, T + 1)[:, None]
@@ -399,7 +399,7 @@ def test_mean_anchor(person_gen, gen, dialog):
     np.testing.assert_allclose(held.motion[..., :50], expect, atol=1e-5)
     assert np.abs(held.motion[..., :50] - free.motion[..., :50]).max() > 1e-3
     np.testing.assert_array_equal(held.motion[..., 50:], free.motion[..., 50:])
-    lf = person_gen.generate(audio, given=1, given_motion=motion[1], sampling=Sampling(seed=3, mean_anchor_s=None))
+    lf = person_gen.generate(audio, given=1, given_motion=motion[1], sampling=Sampling(seed=3, mean_anchor_s=None, smooth_s=None))
     lh = person_gen.generate(audio, given=1, given_motion=motion[1], sampling=Sampling(seed=3))
     np.testing.assert_array_equal(lh.motion[1], lf.motion[1])
     assert np.abs(lh.motion[0] - lf.motion[0]).max() > 1e-3
@@ -496,11 +496,11 @@ def test_determinism_and_sampling_controls(gen, dialog):
     g1 = gen.generate(audio, sampling=Sampling(temperature=0, seed=1))
     g2 = gen.generate(audio, sampling=Sampling(temperature=1.0, top_k=1, seed=2))
     np.testing.assert_array_equal(g1.codes, g2.codes)                  # top-k 1 == greedy, whatever the seed
-    avg = gen.generate(audio, sampling=Sampling(seed=3, slow_s=None), num_samples=3)  # batched samples, averaged
+    avg = gen.generate(audio, sampling=Sampling(seed=3, slow_s=None, smooth_s=None), num_samples=3)  # samples averaged
     assert avg.samples.shape == (3, 2, 90, 51)
     np.testing.assert_allclose(avg.motion, avg.samples.mean(0), atol=1e-6)
     assert not np.allclose(avg.samples[0], avg.samples[1])
-    mix = gen.generate(audio, sampling=Sampling(seed=3), num_samples=3)              # the default: SampleMix
+    mix = gen.generate(audio, sampling=Sampling(seed=3, smooth_s=None), num_samples=3)   # SampleMix, unsmoothed
     np.testing.assert_array_equal(mix.samples, avg.samples)                         # the same draws, combined
     dev = (mix.samples[0] - mix.samples.mean(0)).astype(np.float64)
     a = np.exp(-1 / (Sampling().slow_s * gen.tok.fps))
@@ -511,12 +511,42 @@ def test_determinism_and_sampling_controls(gen, dialog):
     assert v(mix.motion) < v(mix.samples[0])                            # calmer than one sample ...
     d = lambda m: np.abs(m - mix.samples[0]).mean()
     assert d(mix.motion) < d(avg.motion)                                # ... and nearer to it than the plain mean
+    # the default: the mix, then the expression's causal one-pole low-pass (LowPass, SMOOTH_S); the jaw untouched
+    from stage2_gpt.generate import SMOOTH_S
+    out = gen.generate(audio, sampling=Sampling(seed=3), num_samples=3)
+    c = 1 - np.exp(-1 / (SMOOTH_S * gen.tok.fps))
+    y = mix.motion[..., :50].astype(np.float64).copy()
+    for t in range(1, y.shape[1]):
+        y[:, t] = y[:, t - 1] + c * (y[:, t] - y[:, t - 1])
+    np.testing.assert_allclose(out.motion[..., :50], y, atol=1e-5)
+    np.testing.assert_array_equal(out.motion[..., 50:], mix.motion[..., 50:])
+    acc = lambda m: np.abs(np.diff(m[..., :50], 2, axis=1)).mean()
+    assert acc(out.motion) < acc(mix.motion)                           # calmer: less acceleration
     logits = torch.tensor([[0.0, 1.0, 2.0, 5.0]])
     gen_ = torch.Generator().manual_seed(0)
     draws = {int(sample_logits(logits, Sampling(top_p=0.5), gen_)) for _ in range(50)}
     assert draws == {3}                                                # nucleus keeps only the dominant code
     draws = {int(sample_logits(logits, Sampling(top_k=2, temperature=5.0), gen_)) for _ in range(200)}
     assert draws == {2, 3}
+
+
+def test_lowpass_is_causal_chunk_invariant_and_starts_at_the_first_frame():
+    from stage2_gpt.generate import LowPass
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 61, 51)).astype(np.float32)
+    whole = LowPass(0.015, 30.0, (0, 50))(x)
+    lp = LowPass(0.015, 30.0, (0, 50))
+    parts = np.concatenate([lp(x[:, :1]), lp(x[:, 1:1]), lp(x[:, 1:20]), lp(x[:, 20:])], 1)
+    np.testing.assert_allclose(parts, whole, atol=1e-6)                  # chunks == one call (streaming == offline)
+    np.testing.assert_array_equal(whole[:, 0], x[:, 0])                  # y_0 = x_0: no ramp from zero
+    np.testing.assert_array_equal(whole[..., 50:], x[..., 50:])          # other dims untouched
+    c = 1 - np.exp(-1 / (0.015 * 30.0))
+    np.testing.assert_allclose(whole[:, 1, :50], x[:, 0, :50] + c * (x[:, 1, :50] - x[:, 0, :50]), atol=1e-6)
+    step = np.concatenate([np.zeros((1, 1, 51)), np.ones((1, 5, 51))], 1)
+    y = LowPass(0.015, 30.0, (0, 50))(step)[0, :, 0]
+    np.testing.assert_allclose(y[1:], 1 - (1 - c) ** np.arange(1, 6), atol=1e-9)   # the one-pole's step response
+    with pytest.raises(ValueError, match="smooth_s"):
+        LowPass(0.0, 30.0, (0, 50))
 
 
 @pytest.mark.parametrize("given,samples", [(None, 1), (1, 2)])
@@ -546,7 +576,7 @@ def test_offline_decodes_in_chunks(gen, dialog):
     of one pass and the motion of one whole decode (to float rounding); chunks come in time order."""
     from stage2_gpt.generate import Sampling
     audio = np.concatenate([dialog["audio"]] * 2, 1)[:, :501]
-    s = Sampling(seed=9)
+    s = Sampling(seed=9, smooth_s=None)                                 # chunk motion: the raw sample
     chunks = list(gen.iter_generate([audio], sampling=s, chunk_steps=7))
     assert [c.start for c in chunks] == list(range(0, 501, 14)) and chunks[-1].last and not chunks[0].last
     codes = np.concatenate([c.codes for c in chunks], 2)[0]
@@ -557,6 +587,10 @@ def test_offline_decodes_in_chunks(gen, dialog):
     ref = gen.tok.decode(torch.from_numpy(codes)).numpy()[:, :501]
     anchor = gen.mean_anchor(gen.reference_rows(None), None, s)         # the mean anchor over the whole decode
     np.testing.assert_allclose(motion, ref if anchor is None else anchor(ref[None])[0], atol=1e-5)
+    smooth = Sampling(seed=9)                                           # the default output's low-pass, chunk by chunk
+    out = np.concatenate([c.output for c in gen.iter_generate([audio], sampling=smooth, chunk_steps=7)], 1)
+    np.testing.assert_allclose(out, gen.generate(audio, sampling=smooth).motion, atol=1e-5)
+    assert np.abs(out[..., :50] - whole.motion[..., :50]).max() > 1e-4
 
 
 def test_long_generation_bounded_cache(gen, dialog):
@@ -710,7 +744,13 @@ def test_sample_cli_cached_listener(gpt_run, tokenized, dialog, tmp_path):
     res = g.generate(dialog["audio"], given=1, given_motion=dialog["motion"][1], identity=dialog["shape"],
                      sampling=Sampling(seed=0, slow_s=None), num_samples=8)
     np.testing.assert_allclose(z["motion"], res.motion[0], atol=1e-5)
-    np.testing.assert_allclose(z["motion"], res.samples[:, 0].mean(0), atol=1e-5)
+    from stage2_gpt.generate import SMOOTH_S, LowPass                  # the mean, its expression low-passed
+    mean = res.samples[:, 0].mean(0)
+    np.testing.assert_allclose(z["motion"], LowPass(SMOOTH_S, g.fps, g.bundle.layout.exp)(mean), atol=1e-5)
+    r = subprocess.run(cmd + ["--smooth-s", "0", "--out", str(tmp_path / "raw")], env=_env(), capture_output=True,
+                       text=True, timeout=180)                                    # --smooth-s 0: the plain mean
+    assert r.returncode == 0, r.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "raw" / dialog["id"] / f"{a}.npz")["motion"], mean, atol=1e-5)
     assert np.abs(res.samples[0, 0] - res.samples[1, 0]).max() > 1e-3              # the samples differ
     r = subprocess.run(cmd + ["--slow-s", "0.2", "--out", str(tmp_path / "mix")], env=_env(), capture_output=True,
                        text=True, timeout=180)                                    # --slow-s: the mix in listener mode
