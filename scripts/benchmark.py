@@ -359,12 +359,12 @@ def bench_quality(wb: Workbench) -> dict:
     models = [("gpt_dyad", gen, "dyad"), ("gpt_listener", gen, "listener")]
     if a.speaker_only_gpt:
         models.append(("gpt_speaker_only", Generator.load(a.speaker_only_gpt, wb.tokenizer(), a.device), "dyad"))
+    used = {name: replace(sampling, slow_s=default_slow_s(mode)) for name, _, mode in models}   # sample.py's per mode
     for name, g, mode in models:
         for d in dialogs:
             arr = cache.load(d["id"])
             generate_dialog(g, d["id"], d["participants"], np.asarray(arr.audio), out / name, mode=mode,
-                            gt_motion=np.asarray(arr.motion), shape=np.asarray(arr.shape),
-                            sampling=replace(sampling, slow_s=default_slow_s(mode)),
+                            gt_motion=np.asarray(arr.motion), shape=np.asarray(arr.shape), sampling=used[name],
                             num_samples=a.samples, plot=False)
     tok = gen.tok
     for d in dialogs:                                      # the tokenizer's own reconstruction: the ceiling
@@ -378,7 +378,7 @@ def bench_quality(wb: Workbench) -> dict:
     make_baselines(cache.root, out, split=a.split, which=("mean",), progress=False)
     names = [m[0] for m in models] + ["tokenizer_reconstruction", "mean"]
     results = [evaluate_method(cache, out / n, a.split, name=n, n_boot=200) for n in names]
-    return {"split": a.split, "dialogs": [d["id"] for d in dialogs], "sampling": vars(sampling),
+    return {"split": a.split, "dialogs": [d["id"] for d in dialogs], "sampling": {n: vars(u) for n, u in used.items()},
             "samples": a.samples, "methods": {r.name: {"metrics": r.metrics, "ci": r.ci} for r in results},
             "table": comparison_table(results)}
 

@@ -115,3 +115,6 @@ def test_quality_section_scores_given_models_through_the_evaluation_path(cache_d
     for name in m:
         assert {"fid_exp", "p_fid_exp", "mse_exp", "mse_jaw", "jaw_speech_r"} <= set(m[name]), name
     assert "| gpt_listener |" in q["table"] and "| mean |" in q["table"]
+    from stage2_gpt.generate import SLOW_S, SMOOTH_S                    # what each mode used, as sample.py's defaults
+    assert q["sampling"]["gpt_dyad"]["slow_s"] == SLOW_S and q["sampling"]["gpt_listener"]["slow_s"] is None
+    assert q["sampling"]["gpt_listener"]["smooth_s"] == SMOOTH_S
