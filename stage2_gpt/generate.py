@@ -625,8 +625,8 @@ class SampleMix:
         return out
 
     def _combine(self, motion: np.ndarray) -> np.ndarray:
-        if motion.shape[0] == 1:
-            return motion[0]
+        if motion.shape[0] == 1 or motion.shape[2] == 0:      # one sample; or an empty chunk (lfilter's state would be junk)
+            return motion[0] if motion.shape[0] == 1 else motion.mean(0)
         mean = motion.mean(0)
         if self.a is None:
             return mean
@@ -703,6 +703,8 @@ class RunningMean:
         x = np.asarray(x, np.float64)
         if self.sum is None:
             self.sum = np.zeros(x.shape[:-2] + (1, x.shape[-1]))
+        if x.shape[-2] == 0:                                   # an empty chunk: no frame, the state unchanged
+            return x.copy()
         cs = np.cumsum(np.concatenate([self.sum, x], -2), -2)[..., 1:, :]      # sequential sums, as frame by frame
         t = self.count + np.arange(1, x.shape[-2] + 1, dtype=np.float64)
         self.sum, self.count = cs[..., -1:, :], self.count + x.shape[-2]

@@ -349,7 +349,7 @@ def test_person_reference_streaming_equals_offline(person_gen, dialog, given, sa
                               reference=enrolled, num_samples=samples)
     sess = person_gen.stream(s, given=given, reference=enrolled, num_samples=samples)   # each sample anchored
     outs, i = [], 0
-    for n in (3, 1, 4, 2, 7) * 40:
+    for n in (0, 3, 1, 0, 4, 2, 7) * 40:                               # empty pushes too (nothing arrived yet)
         if i >= T:
             break
         outs.append(sess.push(audio[:, i:i + n], None if given is None else motion[given, i:i + n]))
@@ -530,7 +530,7 @@ def test_determinism_and_sampling_controls(gen, dialog):
     assert draws == {2, 3}
 
 
-def test_lowpass_is_causal_chunk_invariant_and_starts_at_the_first_frame():
+def test_lowpass_mix_and_running_mean_are_chunk_invariant_empty_chunks_included():
     from stage2_gpt.generate import LowPass
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 61, 51)).astype(np.float32)
@@ -547,6 +547,16 @@ def test_lowpass_is_causal_chunk_invariant_and_starts_at_the_first_frame():
     np.testing.assert_allclose(y[1:], 1 - (1 - c) ** np.arange(1, 6), atol=1e-9)   # the one-pole's step response
     with pytest.raises(ValueError, match="smooth_s"):
         LowPass(0.0, 30.0, (0, 50))
+    from stage2_gpt.generate import RunningMean, SampleMix, Sampling    # empty chunks leave every state unchanged
+    whole = RunningMean(2.0).push(x[0])
+    rm = RunningMean(2.0)
+    parts = [rm.push(x[0, a:b]) for a, b in ((0, 0), (0, 1), (1, 1), (1, 4), (4, 61))]
+    np.testing.assert_allclose(np.concatenate(parts, 0), whole, atol=1e-12)
+    samples = np.stack([x, x[:, ::-1] * 0.5, x * 0.3])                  # (3, 2, 61, 51)
+    one = SampleMix(Sampling(), 30.0, (0, 50))(samples)
+    mix = SampleMix(Sampling(), 30.0, (0, 50))
+    parts = [mix(samples[:, :, a:b]) for a, b in ((0, 0), (0, 5), (5, 5), (5, 61))]
+    np.testing.assert_allclose(np.concatenate(parts, 1), one, atol=1e-6)
 
 
 @pytest.mark.parametrize("given,samples", [(None, 1), (1, 2)])
