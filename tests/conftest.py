@@ -14,6 +14,20 @@ from common.data.config import DataConfig  # noqa: E402
 
 CORPUS_DIALOGS = 8
 CORPUS_SECONDS = 12.0
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCHER_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU", "KILL_AT")
+
+
+def subprocess_env(**extra) -> dict:
+    """The environment of a command a test runs: this one, wandb off, one thread, the repository importable, and no
+    launcher variable (torchrun's, accelerate's, the kill-resume hook's) leaking in unless ``extra`` sets it."""
+    env = dict(os.environ)
+    env.update({"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+                **extra})
+    for k in LAUNCHER_VARS:
+        if k not in extra:
+            env.pop(k, None)
+    return env
 
 
 @pytest.fixture(scope="session")

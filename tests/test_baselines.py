@@ -3,7 +3,6 @@ and of whole-dialog prediction, training, export, exact resume, sampling into th
 scripts/baselines.py --regressor end to end."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from baselines.predict import predict_dialog, predict_split, window_starts
 from common.config import ConfigError
 from common.data.cache import Cache
 from common.eval.predictions import read_prediction
+from conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "baseline_regressor_tiny.yaml"
@@ -33,14 +33,6 @@ FAST = ["window=60", "model.dim=32", "model.ff_dim=64", "model.interaction_layer
 
 def _cfg(cache_dir, out_dir, *overrides):
     return load_regressor_config(TINY, [f"cache={cache_dir}", f"out_dir={out_dir}", *FAST, *overrides])
-
-
-def _env():
-    env = dict(os.environ)
-    env.update({"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
-        env.pop(k, None)
-    return env
 
 
 def _bundle(causal: bool, window: int = 40, motion_dim: int = 51, audio_dim: int = 80) -> RegressorBundle:
@@ -167,7 +159,7 @@ def trained(cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("regressor_cli")
     r = subprocess.run([PY, "baselines/train.py", "--config", str(TINY), f"cache={cache_dir}", f"out_dir={out}",
                         *FAST, "train.max_steps=30", "train.val_every=30", "train.save_every=30"],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "baseline regressor: 30 steps" in r.stdout and "regressor.pt" in r.stdout
     runs["dualtalk_class"] = {"out": out, "artifact": out / "regressor.pt", "result": None}
@@ -212,7 +204,7 @@ def test_export_is_self_describing(trained, cache_dir, tmp_path, variant):
         np.save("pred.npy", y)
         print(b.causal, b.window, b.fps, b.model.cfg.motion_dim, b.model.cfg.audio_dim, b.meta["step"])
     """)
-    r = subprocess.run([PY, "-c", script], cwd=alone, env=_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run([PY, "-c", script], cwd=alone, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     causal, window, fps, mdim, adim, step = r.stdout.split()
     assert (causal, int(window), float(fps), int(mdim), int(adim), int(step)) == (
@@ -286,7 +278,7 @@ def test_baselines_script_with_regressors(trained, cache_dir, tmp_path):
     r = subprocess.run([PY, "scripts/baselines.py", "--cache", str(cache_dir), "--out", str(out), "--only", "mean",
                         "--quiet", "--regressor", str(trained["dualtalk_class"]["artifact"]),
                         "--regressor", str(trained["dualtalk_class_causal"]["artifact"])],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["dualtalk_class", "dualtalk_class_causal", "mean"]
     cache = Cache(cache_dir)
@@ -299,10 +291,10 @@ def test_baselines_script_with_regressors(trained, cache_dir, tmp_path):
     # named folders; a clash is refused
     r = subprocess.run([PY, "scripts/baselines.py", "--cache", str(cache_dir), "--out", str(out), "--only", "none",
                         "--quiet", "--regressor", str(trained["dualtalk_class"]["artifact"]), "--name", "dt"],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and (out / "dt").is_dir(), r.stderr[-3000:]
     r = subprocess.run([PY, "scripts/baselines.py", "--cache", str(cache_dir), "--out", str(out), "--only", "none",
                         "--regressor", str(trained["dualtalk_class"]["artifact"]),
                         "--regressor", str(trained["dualtalk_class"]["artifact"])],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "used twice" in r.stderr

@@ -30,6 +30,7 @@ import torch
 
 from common.train.artifact import load_artifact
 from common.train.checkpoints import CheckpointManager
+from conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -104,16 +105,6 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env.update({"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                "PYTHONPATH": str(ROOT), **extra})
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU", "KILL_AT"):
-        if k not in extra:
-            env.pop(k, None)
-    return env
-
-
 class Chain:
     """Successive runs of one training command on one ``out_dir``, each with its own log file."""
 
@@ -134,12 +125,12 @@ class Chain:
         """Run to its end: normally, with a fault (``where:step``), or under a shell prefix (``ulimit ...;``)."""
         log = self._log()
         if fault:
-            argv, env = [PY, "-c", LAUNCHER, *self.cmd], _env(KILL_AT=fault)
+            argv, env = [PY, "-c", LAUNCHER, *self.cmd], subprocess_env(KILL_AT=fault)
         elif shell_prefix:
             argv = ["bash", "-c", shell_prefix + " exec " + " ".join(_quote(a) for a in [PY, *self.cmd])]
-            env = _env()
+            env = subprocess_env()
         else:
-            argv, env = [PY, *self.cmd], _env()
+            argv, env = [PY, *self.cmd], subprocess_env()
         p = self._start(argv, log, env)
         try:
             rc = p.wait(timeout=TIMEOUT)
@@ -152,7 +143,7 @@ class Chain:
     def run_and_kill_when(self, condition, what: str) -> str:
         """Start the plain command; SIGKILL its process group as soon as ``condition()`` holds."""
         log = self._log()
-        p = self._start([PY, *self.cmd], log, _env())
+        p = self._start([PY, *self.cmd], log, subprocess_env())
         deadline = time.monotonic() + TIMEOUT
         while not condition():
             if p.poll() is not None:
@@ -264,7 +255,7 @@ def _assert_same_weights(a: Path, b: Path, kind: str):
 
 def _start_straight(cmd: list[str], log: Path) -> subprocess.Popen:
     with open(log, "w") as f:
-        return subprocess.Popen([PY, *cmd], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=_env())
+        return subprocess.Popen([PY, *cmd], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=subprocess_env())
 
 
 def _finish_straight(p: subprocess.Popen, log: Path):
@@ -404,7 +395,7 @@ def test_training_loader_worker_error_names_the_dialog(cache_dir, tmp_path):
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     r = subprocess.run([PY, *STAGE1, f"cache={cache}", f"out_dir={tmp_path / 'run'}", "train.num_workers=1",
                         "train.max_steps=30", "train.val_every=0", "train.progress=false"],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+                       cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 2, r.stderr[-4000:]
     # torch re-raises the worker's CacheError in the main process; train.py prints it as `error: ...`
     assert "error: Caught CacheError in DataLoader worker process 0" in r.stderr, r.stderr[-4000:]
@@ -430,7 +421,7 @@ def _poison(cache: Path, array: str, frame: int) -> str:
 
 def _nan_run(argv: list[str], out: Path) -> tuple[subprocess.CompletedProcess, list[float]]:
     r = subprocess.run([PY, *argv, f"out_dir={out}", "train.log_every=1", "train.val_every=0", "train.progress=false",
-                        "train.warmup_steps=5"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+                        "train.warmup_steps=5"], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
     losses = [e["train/loss"] for e in _metrics(out)] if (out / "metrics.jsonl").exists() else []
     return r, losses
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from common.data.cache import Cache
 from common.config import ConfigError
 from stage1_vq import load_tokenizer, load_stage1_config
 from stage1_vq.model import MotionTokenizer
+from conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "stage1_vq_tiny.yaml"
@@ -26,14 +26,6 @@ PY = sys.executable
 def _cfg(cache_dir, out_dir, *overrides):
     return load_stage1_config(TINY, [f"cache={cache_dir}", f"out_dir={out_dir}", "train.progress=false",
                                      "train.val_every=0", *overrides])
-
-
-def _env():
-    env = dict(os.environ)
-    env.update({"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
-        env.pop(k, None)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +154,7 @@ def test_exported_tokenizer_loads_alone(trained, cache_dir, tmp_path):
         print(tok.fps, tok.motion_dim, tok.downsample, tok.num_quantizers, tok.codebook_size, tok.lookahead_frames,
               tok.decoder_context)
     """)
-    r = subprocess.run([PY, "-c", script], cwd=alone, env=_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run([PY, "-c", script], cwd=alone, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     fps, dim, ds, q, k, la, ctx = r.stdout.split()
     assert (float(fps), int(dim), int(ds), int(q), int(k), int(la)) == (30.0, 51, 2, 4, 128, 0) and int(ctx) > 1
@@ -312,7 +304,7 @@ DIST_ARGS = ["train.max_steps=6", "train.batch_size=8", "train.val_every=3", "tr
 def _launch(mode, tmp_path, cache_dir, out, tag, *extra, port=29531):
     helper = tmp_path / "dist_helper.py"
     helper.write_text(DIST_HELPER)
-    env = _env()
+    env = subprocess_env()
     env["ACCELERATE_USE_CPU"] = "1"
     cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), str(helper),
            mode, str(tmp_path / f"{tag}_rank"), str(ROOT / "configs" / "accelerate" / "fsdp_stage1.yaml"),
@@ -404,7 +396,7 @@ def test_fsdp2_sharded_training_on_cpu(ddp_run, cache_dir, tmp_path):
 
 
 def test_world_size_guard(cache_dir, tmp_path):
-    env = _env()
+    env = subprocess_env()
     env["WORLD_SIZE"] = "2"
     r = subprocess.run([PY, str(ROOT / "stage1_vq" / "train.py"), "--config", str(TINY), f"cache={cache_dir}",
                         f"out_dir={tmp_path / 'x'}"], env=env, capture_output=True, text=True, timeout=120)
@@ -419,7 +411,7 @@ def test_tokenize_and_evaluate_cli(trained, cache_dir, tmp_path):
     shutil.copytree(cache_dir, cache)
     ckpt = trained["tokenizer"]
     r = subprocess.run([PY, "-m", "stage1_vq.tokens", "--tokenizer", str(ckpt), "--cache", str(cache), "--name", "t1",
-                        "--quiet"], env=_env(), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+                        "--quiet"], env=subprocess_env(), capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     c = Cache(cache)
     info = json.loads((cache / "tokens" / "t1" / "tokens.json").read_text())
@@ -436,12 +428,12 @@ def test_tokenize_and_evaluate_cli(trained, cache_dir, tmp_path):
     assert not list((cache / "tokens" / "t1").glob(".*tmp*"))
 
     r = subprocess.run([PY, "-m", "stage1_vq.evaluate", "--tokenizer", str(ckpt), "--cache", str(cache), "--json",
-                        str(tmp_path / "m.json")], env=_env(), capture_output=True, text=True, timeout=120)
+                        str(tmp_path / "m.json")], env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "jaw" in r.stdout and "perplexity" in r.stdout
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["split"] == "test" and m["frames"] > 0 and len(m["usage"]) == 4
     assert 0 <= m["nmse_exp"] < 10 and -1 <= m["corr_jaw"] <= 1 and all(0 < u <= 1 for u in m["usage"])
     r = subprocess.run([PY, "-m", "stage1_vq.evaluate", "--tokenizer", str(tmp_path / "nope.pt"), "--cache", str(cache)],
-                       env=_env(), capture_output=True, text=True, timeout=120)
+                       env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "does not exist" in r.stderr

@@ -3,7 +3,6 @@ bounded long generation, speaker-only ablation, sample.py on raw WAVs, 2-process
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import soundfile as sf
 import torch
 
 from common.data.cache import Cache
-from conftest import tokenized_copy
+from conftest import subprocess_env, tokenized_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "stage2_gpt_tiny.yaml"
@@ -23,14 +22,6 @@ PY = sys.executable
 # small enough for the 8 x 12 s test corpus: windows of 32 steps, attention over the last 12
 TEST_OVERRIDES = ["window=32", "model.attn_window=12", "train.batch_size=8", "train.warmup_steps=10",
                   "train.progress=false", "train.val_every=0", "train.log_every=10"]
-
-
-def _env():
-    env = dict(os.environ)
-    env.update({"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
-        env.pop(k, None)
-    return env
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -714,7 +705,7 @@ def test_sample_cli_raw_wavs_44k_stereo(gpt_run, tokenized, dialog, tmp_path):
     cmd = [PY, str(ROOT / "scripts" / "sample.py"), "--gpt", str(gpt_run["gpt"]), "--tokenizer",
            str(tokenized["tokenizer"]), "--audio-a", str(wavs[0]), "--audio-b", str(wavs[1]), "--out", str(out),
            "--name", "wavdialog", "--seed", "3", "--quiet"]
-    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    r = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("A", "B"):
         z = np.load(out / "wavdialog" / f"{name}.npz")
@@ -739,7 +730,7 @@ def test_sample_cli_cached_listener(gpt_run, tokenized, dialog, tmp_path):
     cmd = [PY, str(ROOT / "scripts" / "sample.py"), "--gpt", str(gpt_run["gpt"]), "--tokenizer",
            str(tokenized["tokenizer"]), "--cache", str(tokenized["cache"]), "--dialog", dialog["id"],
            "--mode", "listener", "--given", b, "--out", str(out), "--quiet", "--no-plot"]
-    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    r = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     files = sorted(p.name for p in (out / dialog["id"]).iterdir())
     assert files == [f"{a}.npz"]                                        # only the generated participant
@@ -757,22 +748,22 @@ def test_sample_cli_cached_listener(gpt_run, tokenized, dialog, tmp_path):
     from stage2_gpt.generate import SMOOTH_S, LowPass                  # the mean, its expression low-passed
     mean = res.samples[:, 0].mean(0)
     np.testing.assert_allclose(z["motion"], LowPass(SMOOTH_S, g.fps, g.bundle.layout.exp)(mean), atol=1e-5)
-    r = subprocess.run(cmd + ["--smooth-s", "0", "--out", str(tmp_path / "raw")], env=_env(), capture_output=True,
+    r = subprocess.run(cmd + ["--smooth-s", "0", "--out", str(tmp_path / "raw")], env=subprocess_env(), capture_output=True,
                        text=True, timeout=180)                                    # --smooth-s 0: the plain mean
     assert r.returncode == 0, r.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "raw" / dialog["id"] / f"{a}.npz")["motion"], mean, atol=1e-5)
     assert np.abs(res.samples[0, 0] - res.samples[1, 0]).max() > 1e-3              # the samples differ
-    r = subprocess.run(cmd + ["--slow-s", "0.2", "--out", str(tmp_path / "mix")], env=_env(), capture_output=True,
+    r = subprocess.run(cmd + ["--slow-s", "0.2", "--out", str(tmp_path / "mix")], env=subprocess_env(), capture_output=True,
                        text=True, timeout=180)                                    # --slow-s: the mix in listener mode
     assert r.returncode == 0, r.stderr[-3000:]
     mix = g.generate(dialog["audio"], given=1, given_motion=dialog["motion"][1], identity=dialog["shape"],
                      sampling=Sampling(seed=0, slow_s=0.2), num_samples=8)
     np.testing.assert_allclose(np.load(tmp_path / "mix" / dialog["id"] / f"{a}.npz")["motion"], mix.motion[0], atol=1e-5)
     assert np.abs(mix.motion[0] - res.motion[0]).max() > 1e-3
-    r = subprocess.run(cmd[:-6] + ["--mode", "listener", "--given", "nobody", "--out", str(out)], env=_env(),
+    r = subprocess.run(cmd[:-6] + ["--mode", "listener", "--given", "nobody", "--out", str(out)], env=subprocess_env(),
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 2 and "nobody" in r.stderr
-    r = subprocess.run(cmd + ["--plain-mean", "--slow-s", "0.2"], env=_env(), capture_output=True, text=True, timeout=60)
+    r = subprocess.run(cmd + ["--plain-mean", "--slow-s", "0.2"], env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "exclude each other" in r.stderr
 
 
@@ -817,7 +808,7 @@ def test_two_process_cpu_training(tokenized, tmp_path):
     helper = tmp_path / "ddp_helper.py"
     helper.write_text(DDP_HELPER)
     out = tmp_path / "run"
-    env = _env()
+    env = subprocess_env()
     env["ACCELERATE_USE_CPU"] = "1"
     cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541", str(helper),
            str(TINY), str(tmp_path), f"cache={tokenized['cache']}", f"tokenizer={tokenized['tokenizer']}",
