@@ -609,8 +609,7 @@ class SampleMix:
         s = sampling.slow_s
         if s is not None and s <= 0:
             raise ValueError(f"slow_s must be > 0 seconds (or None: the plain mean), got {s}")
-        self.a = None if s is None else float(np.exp(-1.0 / (s * fps)))
-        self.zi = None                                                   # the filter's state (scipy's lfilter)
+        self.slow = None if s is None else OnePole(s, fps)              # sample 0's deviation, from zero
         self.smooth, self.rows = None, [p for p in (0, 1) if p != given]
         if sampling.smooth_s is not None and smooth_dims is not None:
             self.smooth = LowPass(sampling.smooth_s, fps, smooth_dims)
@@ -625,17 +624,34 @@ class SampleMix:
         return out
 
     def _combine(self, motion: np.ndarray) -> np.ndarray:
-        if motion.shape[0] == 1 or motion.shape[2] == 0:      # one sample; or an empty chunk (lfilter's state would be junk)
-            return motion[0] if motion.shape[0] == 1 else motion.mean(0)
+        if motion.shape[0] == 1:
+            return motion[0]
         mean = motion.mean(0)
-        if self.a is None:
+        if self.slow is None:
             return mean
+        return mean + self.slow(motion[0] - mean).astype(mean.dtype)    # (2, m, D)
+
+
+class OnePole:
+    """The causal one-pole low-pass both output filters use, along axis -2 of frames pushed in chunks:
+
+        y_t = a y_{t-1} + (1 - a) x_t,    a = exp(-1 / (tau_s * fps)),    y_{-1} = 0 (or x_0: ``start_at_first``)
+
+    float64 state (scipy's ``lfilter``), so chunks of any size, empty ones included, give the numbers of one call."""
+
+    def __init__(self, tau_s: float, fps: float, start_at_first: bool = False):
+        self.a, self.start_at_first, self.zi = float(np.exp(-1.0 / (tau_s * fps))), start_at_first, None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """x (..., m, D) -> (..., m, D) float64."""
+        x = np.asarray(x, np.float64)
+        if x.shape[-2] == 0:                                    # nothing to filter; lfilter's state would be junk
+            return x
         from scipy.signal import lfilter
-        dev = (motion[0] - mean).astype(np.float64)                     # (2, m, D)
         if self.zi is None:
-            self.zi = np.zeros((2, 1, dev.shape[2]))
-        low, self.zi = lfilter([1.0 - self.a], [1.0, -self.a], dev, axis=1, zi=self.zi)
-        return mean + low.astype(mean.dtype)
+            self.zi = self.a * x[..., :1, :] if self.start_at_first else np.zeros(x.shape[:-2] + (1, x.shape[-1]))
+        y, self.zi = lfilter([1.0 - self.a], [1.0, -self.a], x, axis=-2, zi=self.zi)
+        return y
 
 
 class LowPass:
@@ -651,21 +667,13 @@ class LowPass:
     def __init__(self, tau_s: float, fps: float, dims: tuple[int, int]):
         if not tau_s > 0:
             raise ValueError(f"smooth_s must be > 0 seconds (or None: off), got {tau_s}")
-        self.c = float(1.0 - np.exp(-1.0 / (tau_s * fps)))
+        self.filter = OnePole(tau_s, fps, start_at_first=True)          # y_0 = x_0: no ramp from zero
         self.d0, self.d1 = int(dims[0]), int(dims[1])
-        self.zi = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """x (..., m, D) -> the same shape, dims [d0, d1) filtered along m."""
-        if x.shape[-2] == 0:
-            return x
-        from scipy.signal import lfilter
-        sel = x[..., self.d0:self.d1].astype(np.float64)
-        if self.zi is None:                                              # start at the first frame: y_0 = x_0
-            self.zi = (1.0 - self.c) * sel[..., :1, :]
-        low, self.zi = lfilter([self.c], [1.0, -(1.0 - self.c)], sel, axis=-2, zi=self.zi)
         out = x.copy()
-        out[..., self.d0:self.d1] = low.astype(x.dtype)
+        out[..., self.d0:self.d1] = self.filter(x[..., self.d0:self.d1]).astype(x.dtype)
         return out
 
 
