@@ -19,6 +19,11 @@ Steps (each a command a user would run; their logs go to OUT/logs/):
 4. generation with the exported GPT on the device: offline, ``--batch-sizes`` dialogs at once (one KV cache) and as
    many samples of one dialog: frames/s, ms/step, peak device memory; streaming one token step per push:
    median / p99 ms; the GPU targets of docs/STAGE2.md (batched >= 100,000 frames/s at paper size, p99 step <= 5 ms).
+   Each with the plain step and with the captured one (``--cuda-graph``: stage2_gpt/graphed_step.py), and how far
+   their codes agree from the same seed (4 samples, listener mode, nucleus sampling, a batch of dialogs that end).
+
+``--generation-only``: step 4 alone, on a small corpus, with a paper-size GPT of random weights (a generation step
+costs what a trained one's does) and a briefly trained paper-size tokenizer: about 2 minutes on an H200.
 
 The device is the machine's accelerator (``torch.accelerator``), else the CPU; ``--tiny`` shrinks every size so
 the same path runs on a CPU in about a minute (what the tests run, so the check cannot rot).
@@ -86,7 +91,7 @@ class Check:
         if self.args.cache:
             return Path(self.args.cache)
         corpus, cache = self.out / "corpus", self.out / "cache"
-        dialogs, seconds = (4, 12) if self.args.tiny else (24, 120)
+        dialogs, seconds = (4, 12) if self.args.tiny else (4, 60) if self.args.generation_only else (24, 120)
         self.run("corpus", [sys.executable, "scripts/make_synthetic_corpus.py", "--out", str(corpus), "--dialogs",
                             str(dialogs), "--seconds", str(seconds), "--seed", "0"])
         self.run("preprocess", [sys.executable, "scripts/preprocess.py", "--config", "configs/data/synthetic.yaml",
@@ -126,6 +131,33 @@ class Check:
                                f"(found {resumed}) or {artifact} was not exported")
         return artifact
 
+    def generation_only_models(self, cache: Path) -> tuple[Path, Path]:
+        """``--generation-only``: a paper-size tokenizer trained for a few steps (in-process) and its tokens, and
+        a paper-size GPT of random weights."""
+        from common.data.cache import Cache
+        from stage1_vq import load_stage1_config
+        from stage1_vq.train import train
+        from stage2_gpt.speed import export_untrained
+        out = self.out / "stage1"
+        t = time.perf_counter()
+        cfg = load_stage1_config(PAPER[1], [f"cache={cache}", f"out_dir={out}", "train.max_steps=4", "train.save_every=4", "train.batch_size=16",
+                                            "train.warmup_steps=1", "train.num_workers=0", *RUN,
+                                            *((TINY[1] + ["train.mixed_precision=no"]) if self.args.tiny else [])])
+        tok = Path(train(cfg)["artifact"])
+        self.report["steps"]["stage1_brief"] = {"seconds": round(time.perf_counter() - t, 1)}
+        self.run("tokens", [sys.executable, "-m", "stage1_vq.tokens", "--tokenizer", str(tok), "--cache", str(cache)])
+        gpt = self.out / "stage2_untrained" / "gpt.pt"
+        gpt.parent.mkdir(parents=True, exist_ok=True)
+        config = PAPER[2]
+        if self.args.tiny:                        # the tiny sizes of step 3, written as a config file
+            import yaml
+            from stage2_gpt.config import load_stage2_config
+            from common.config import to_dict
+            config = self.out / "stage2_tiny.yaml"
+            config.write_text(yaml.safe_dump(to_dict(load_stage2_config(PAPER[2], TINY[2]))))
+        export_untrained(str(config), str(tok), Cache(cache), gpt)
+        return gpt, tok
+
     # --- 4. generation -------------------------------------------------------------------------------------------
     def generation(self, gpt: Path, tokenizer: Path, cache: Path) -> None:
         import numpy as np
@@ -133,25 +165,58 @@ class Check:
 
         from common.data.cache import Cache
         from stage2_gpt import speed as B
-        from stage2_gpt.generate import Generator
+        from stage2_gpt.generate import Generator, Sampling
         torch.set_num_threads(1 if self.args.device == "cpu" else torch.get_num_threads())
         gen = Generator.load(gpt, tokenizer, self.args.device)
         c = Cache(cache)
         audio = np.array(c.load((c.dialogs("test") or c.dialogs())[0]["id"]).audio, np.float32)
         seconds = 4.0 if self.args.tiny else 20.0
-        rows = B.bench_batches(gen, audio, batches=tuple(self.args.batch_sizes), seconds=seconds)
-        B.reset_peak(gen.device)
-        st = B.bench_streaming(gen, B.tile_audio(audio, int(seconds * gen.fps)), skip=5)
-        stream = {k: st[k] for k in ("steps", "ms_per_step_median", "ms_per_step_p99", "ms_per_step_max", "frames_per_s")}
-        stream["peak_device_mb"] = B.peak_device_mb(gen.device)
-        best = max(rows, key=lambda r: r["frames_per_s"])
-        one = next(r for r in rows if r["batch"] == 1 and r["sequences"] == "dialogs")
-        results = {"offline": {"kv_cache_b1": {"x_realtime": one["x_realtime"]},
-                               "kv_cache_batched": {"frames_per_s": best["frames_per_s"]}},
-                   "streaming": {"features": stream, "latency": B.latency(gen, stream["ms_per_step_p99"])}}
-        self.report["steps"]["generation"] = {"model": B.describe(gen), "batches": rows, "streaming": stream,
-                                              "latency": results["streaming"]["latency"],
-                                              "targets": B.check_targets(results, gen.device, B.describe(gen))}
+        report = self.report["steps"]["generation"] = {"model": B.describe(gen)}
+        for graph in {"off": [False], "on": [True], "both": [False, True]}[self.args.cuda_graph]:
+            gen.cuda_graph = graph
+            rows = B.bench_batches(gen, audio, batches=tuple(self.args.batch_sizes), seconds=seconds)
+            B.reset_peak(gen.device)
+            st = B.bench_streaming(gen, B.tile_audio(audio, int(seconds * gen.fps)), skip=5)
+            stream = {k: st[k] for k in ("steps", "ms_per_step_median", "ms_per_step_p99", "ms_per_step_max", "frames_per_s")}
+            stream["peak_device_mb"] = B.peak_device_mb(gen.device)
+            best = max(rows, key=lambda r: r["frames_per_s"])
+            one = next(r for r in rows if r["batch"] == 1 and r["sequences"] == "dialogs")
+            results = {"offline": {"kv_cache_b1": {"x_realtime": one["x_realtime"]},
+                                   "kv_cache_batched": {"frames_per_s": best["frames_per_s"]}},
+                       "streaming": {"features": stream, "latency": B.latency(gen, stream["ms_per_step_p99"])}}
+            report["cuda_graph" if graph else "plain"] = {
+                "batches": rows, "streaming": stream, "latency": results["streaming"]["latency"],
+                "targets": B.check_targets(results, gen.device, B.describe(gen))}
+        if self.args.cuda_graph != "off":          # the two steps' codes from the same seed
+            report["agreement"] = self.agreement(gen, B.tile_audio(audio, int(seconds * gen.fps)),
+                                                 B.tile_audio(np.array(c.load((c.dialogs("test") or c.dialogs())[0]["id"]).motion,
+                                                                       np.float32), int(seconds * gen.fps)))
+
+    @staticmethod
+    def agreement(gen, audio, motion) -> dict:
+        """Codes of the plain and the captured step from the same seeds: 4 samples (the first case), listener mode,
+        nucleus sampling, and a batch of 3 dialogs of different lengths (rows leave the batch: captured again).
+        Per case: token steps where every row and level agree, and the first that differs."""
+        import numpy as np
+
+        from stage2_gpt.generate import Sampling
+        T = audio.shape[1]
+        cases = {"4 samples": lambda: [gen.generate(audio, sampling=Sampling(seed=1), num_samples=4)],
+                 "listener": lambda: [gen.generate(audio, given=1, given_motion=motion[1], sampling=Sampling(seed=2))],
+                 "top-p 0.9": lambda: [gen.generate(audio, sampling=Sampling(seed=3, top_p=0.9), num_samples=2)],
+                 "3 dialogs": lambda: gen.generate_many([audio, audio[:, :T // 2], audio[:, :T // 3]],
+                                                        sampling=Sampling(seed=4))}
+        out = {}
+        for name, run in cases.items():
+            codes = []
+            for graph in (False, True):
+                gen.cuda_graph = graph
+                codes.append(np.concatenate([r.codes for r in run()], 1))
+            same = (codes[0] == codes[1]).all(axis=(0, 2))                       # per token step, every row and level
+            out[name] = {"steps": int(same.size), "equal_steps": int(same.sum()),
+                         "first_difference": int(np.argmin(same)) if not same.all() else None}
+        gen.cuda_graph = False
+        return {**out["4 samples"], "cases": out}
 
     def table(self) -> str:
         from common.eval.tables import markdown_table
@@ -166,17 +231,24 @@ class Check:
                              "result": f"{t['final_step']} steps, {t['windows_per_s']:.1f} windows/s, resumed from "
                                        f"{t['resumed_from_step']}, peak {t['peak_device_mb']:.0f} MB, loss "
                                        f"{t['final_loss']:.3f}"})
-        g = s.get("generation")
-        if g:
-            for r in g["batches"]:
-                rows.append({"check": f"offline, {r['batch']} {r['sequences']} at once",
+        g = s.get("generation") or {}
+        for step in ("plain", "cuda_graph"):
+            if step not in g:
+                continue
+            name = "plain step" if step == "plain" else "CUDA graph"
+            for r in g[step]["batches"]:
+                rows.append({"check": f"{name}: offline, {r['batch']} {r['sequences']} at once",
                              "result": f"{r['frames_per_s']:.0f} frames/s ({r['ms_per_step']:.2f} ms/step), "
                                        f"peak {r['peak_device_mb']:.0f} MB"})
-            st = g["streaming"]
-            rows.append({"check": "streaming, one token step per push",
+            st = g[step]["streaming"]
+            rows.append({"check": f"{name}: streaming, one token step per push",
                          "result": f"median {st['ms_per_step_median']:.2f} ms, p99 {st['ms_per_step_p99']:.2f} ms, "
                                    f"peak {st['peak_device_mb']:.0f} MB"})
-            rows += [{"check": t["target"], "result": t["verdict"]} for t in g["targets"]]
+            rows += [{"check": f"{name}: {t['target']}", "result": t["verdict"]} for t in g[step]["targets"]]
+        for name, a in g.get("agreement", {}).get("cases", {}).items():
+            rows.append({"check": f"CUDA graph vs plain step: codes from the same seed ({name})",
+                         "result": f"{a['equal_steps']} of {a['steps']} token steps equal"
+                                   + ("" if a["first_difference"] is None else f", first difference at step {a['first_difference']}")})
         if self.report["failed"]:
             rows.append({"check": "FAILED", "result": self.report["failed"].splitlines()[0]})
         return markdown_table(rows, ["check", "result"], f"GPU check on {self.report['device']} "
@@ -192,6 +264,10 @@ def main(argv=None) -> int:
     ap.add_argument("--stage2-steps", type=int, default=300)
     ap.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 128, 512])
     ap.add_argument("--tiny", action="store_true", help="tiny sizes and steps: the same path on a CPU in about a minute")
+    ap.add_argument("--cuda-graph", choices=["off", "on", "both"], default="both",
+                    help="generation with the plain step, the captured one (stage2_gpt/graphed_step.py), or both")
+    ap.add_argument("--generation-only", action="store_true",
+                    help="step 4 alone: a small corpus, a paper-size GPT of random weights, a briefly trained tokenizer")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.tiny:
@@ -208,9 +284,12 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         cache = check.data()
-        tok = check.train(1, cache, [])
-        check.run("tokens", [sys.executable, "-m", "stage1_vq.tokens", "--tokenizer", str(tok), "--cache", str(cache)])
-        gpt = check.train(2, cache, [f"tokenizer={tok}"])
+        if args.generation_only:
+            gpt, tok = check.generation_only_models(cache)
+        else:
+            tok = check.train(1, cache, [])
+            check.run("tokens", [sys.executable, "-m", "stage1_vq.tokens", "--tokenizer", str(tok), "--cache", str(cache)])
+            gpt = check.train(2, cache, [f"tokenizer={tok}"])
         check.generation(gpt, tok, cache)
     except Exception as e:  # every failure is reported in the JSON and the table, then the exit code says so
         check.report["failed"] = f"{type(e).__name__}: {e}"

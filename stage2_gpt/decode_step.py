@@ -93,6 +93,8 @@ class RotaryTables:
         self.swap = pairs.flip(-1).reshape(-1)                                           # (x1, x2) -> (x2, x1)
         sign = torch.tensor([-1.0, 1.0], device=freqs.device).repeat(self.rot_dim // 2)   # -> (-x2, x1)
         self.cos, self.signed_sin = freqs.cos()[:, None], (freqs.sin() * sign)[:, None]  # (1, 1, n, rot_dim)
+        with torch.no_grad():                                       # the angle per unit of position (t = 1)
+            self.freqs, self.sign = rot(torch.arange(2, device=freqs.device))[0][0, 1], sign
 
 
 def apply_rotary(t, cos, signed_sin, tables: RotaryTables):
@@ -108,12 +110,103 @@ def layer_norm(norm, x):
     return F.layer_norm(x, norm.ln.normalized_shape, None, None, norm.ln.eps) * gamma
 
 
+class RingKVCache:
+    """A :class:`KVCache` of fixed shape, for a captured (CUDA graph) step: per attention layer ``window`` slots
+    (B, H, window, dh), the newest position written over the oldest (``slot``: where the next one goes, a device
+    tensor, so a replayed graph advances it). Keys are stored rotated at their absolute position (``position``;
+    the angles computed in float64, so they stay exact over hours), the query likewise: rotary attention depends
+    only on the distance, so this is :class:`KVCache`'s attention up to float rounding (the slots are summed in
+    ring order, empty ones masked), without rotating the whole cache again at every step. Nothing in a step
+    depends on host values: every step has the same shapes."""
+
+    def __init__(self, window: int, layers: int, batch: int, heads: int, dim_head: int, device, dtype=torch.float32):
+        self.window = int(window)
+        self.keys = [torch.zeros((batch, heads, window, dim_head), device=device, dtype=dtype) for _ in range(layers)]
+        self.values = [torch.zeros_like(k) for k in self.keys]
+        self.empty = torch.ones(window, dtype=torch.bool, device=device)      # slots not written yet
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)
+        self.position = torch.zeros(1, dtype=torch.float64, device=device)   # of the next step
+        self.cos = self.signed_sin = None
+
+    @classmethod
+    def from_cache(cls, cache: KVCache, tables: RotaryTables, window: int, layers: int, batch: int, heads: int,
+                   dim_head: int, device, dtype=torch.float32) -> "RingKVCache":
+        """A ring holding what ``cache`` holds (its ``length`` <= ``window - 1`` positions from the dialog's start)."""
+        ring = cls(window, layers, batch, heads, dim_head, device, dtype)
+        n = cache.length
+        if n:
+            if n >= window or cache.batch != batch:
+                raise ValueError(f"cannot hold a cache of {n} positions x {cache.batch} rows in {window} x {batch}")
+            cos, signed_sin = ring.angles(tables, torch.arange(n, device=device, dtype=torch.float64))
+            for mine, theirs in zip(ring.keys, cache.keys):
+                mine[:, :, :n] = apply_rotary(theirs, cos, signed_sin, tables)
+            for mine, theirs in zip(ring.values, cache.values):
+                mine[:, :, :n] = theirs
+            ring.empty[:n] = False
+            ring.slot.fill_(n)
+            ring.position.fill_(n)
+        return ring
+
+    @staticmethod
+    def angles(tables: RotaryTables, positions: torch.Tensor):
+        """cos / signed sin (1, 1, n, rot_dim) of float64 ``positions`` (n,), as :class:`RotaryTables` makes them."""
+        ang = positions[:, None] * tables.freqs.to(torch.float64)
+        return ang.cos().float()[None, None], (ang.sin().float() * tables.sign)[None, None]
+
+    @property
+    def length(self) -> int:
+        return int((~self.empty).sum())
+
+    @property
+    def batch(self) -> int:
+        return self.keys[0].shape[0]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+    def select(self, rows) -> None:
+        self.keys = [k[rows].contiguous() for k in self.keys]
+        self.values = [v[rows].contiguous() for v in self.values]
+
+    def begin(self, tables: RotaryTables) -> None:
+        """Before a step's layers: the newest slot counts as written; the rotary angles of the step's position."""
+        self.empty.index_fill_(0, self.slot, False)
+        self.cos, self.signed_sin = self.angles(tables, self.position)
+
+    def end(self) -> None:
+        self.slot.add_(1).remainder_(self.window)
+        self.position.add_(1)
+
+
+def _qkv(attn, x, groups: int):
+    h = attn.heads
+    return [group_linear(lin, x, groups).unflatten(-1, (h, -1)).transpose(1, 2)             # (B, H, 1, dh)
+            for lin in (attn.to_q, attn.to_k, attn.to_v)]
+
+
+def _attend(attn, q, k, v, groups: int, empty=None):
+    scale = attn.attend.scale if attn.attend.scale is not None else q.shape[-1] ** -0.5
+    sim = (q @ k.transpose(-1, -2)) * scale                  # == x-transformers' einsum (the same bmm)
+    if empty is not None:
+        sim = sim.masked_fill(empty, float("-inf"))
+    a = sim.softmax(-1, dtype=torch.float32).type(sim.dtype)
+    return group_linear(attn.to_out, (a @ v).transpose(1, 2).flatten(2), groups)
+
+
+def ring_attention_step(attn, x, cache: RingKVCache, layer: int, tables: RotaryTables, groups: int = 1):
+    """:func:`attention_step` on a :class:`RingKVCache` (fixed shapes: capturable in a CUDA graph)."""
+    q, k, v = _qkv(attn, x, groups)
+    q = apply_rotary(q, cache.cos, cache.signed_sin, tables)
+    cache.keys[layer].index_copy_(2, cache.slot, apply_rotary(k, cache.cos, cache.signed_sin, tables))
+    cache.values[layer].index_copy_(2, cache.slot, v)
+    return _attend(attn, q, cache.keys[layer], cache.values[layer], groups, cache.empty)
+
+
 def attention_step(attn, x, cache: KVCache, layer: int, tables: RotaryTables, groups: int = 1):
     """x (B, 1, dim) normed input of one self-attention layer -> (B, 1, dim); appends to the cache."""
-    h = attn.heads
-    q = group_linear(attn.to_q, x, groups).unflatten(-1, (h, -1)).transpose(1, 2)      # (B, H, 1, dh)
-    k = group_linear(attn.to_k, x, groups).unflatten(-1, (h, -1)).transpose(1, 2)
-    v = group_linear(attn.to_v, x, groups).unflatten(-1, (h, -1)).transpose(1, 2)
+    if isinstance(cache, RingKVCache):
+        return ring_attention_step(attn, x, cache, layer, tables, groups)
+    q, k, v = _qkv(attn, x, groups)
     if layer < len(cache.keys):
         k = torch.cat((cache.keys[layer], k), -2)
         v = torch.cat((cache.values[layer], v), -2)
@@ -124,10 +217,7 @@ def attention_step(attn, x, cache: KVCache, layer: int, tables: RotaryTables, gr
     n = k.shape[-2]
     q = apply_rotary(q, tables.cos[:, :, n - 1:n], tables.signed_sin[:, :, n - 1:n], tables)
     k = apply_rotary(k, tables.cos[:, :, :n], tables.signed_sin[:, :, :n], tables)
-    scale = attn.attend.scale if attn.attend.scale is not None else q.shape[-1] ** -0.5
-    sim = (q @ k.transpose(-1, -2)) * scale                  # == x-transformers' einsum (the same bmm)
-    a = sim.softmax(-1, dtype=torch.float32).type(sim.dtype)
-    return group_linear(attn.to_out, (a @ v).transpose(1, 2).flatten(2), groups)
+    return _attend(attn, q, k, v, groups)
 
 
 def feedforward_step(ff, x, groups: int = 1):
@@ -158,7 +248,9 @@ def check_plain_decoder(decoder) -> None:
 
 def decoder_step(decoder, x, cache: KVCache, tables: RotaryTables, groups: int = 1):
     """One position of every sequence in the batch: x (B, 1, dim) -> the decoder's output (B, 1, dim)."""
-    layer = 0
+    layer, ring = 0, isinstance(cache, RingKVCache)
+    if ring:
+        cache.begin(tables)
     for kind, (norms, block, _) in zip(decoder.layer_types, decoder.layers):
         y = layer_norm(norms[0], x)
         if kind == "a":
@@ -167,4 +259,6 @@ def decoder_step(decoder, x, cache: KVCache, tables: RotaryTables, groups: int =
         else:
             y = feedforward_step(block, y, groups)
         x = y + x
+    if ring:
+        cache.end()
     return layer_norm(decoder.final_norm, x)

@@ -17,7 +17,9 @@ and samples every RVQ level of both participants (coarse to fine with the depth 
 codes are not sampled but taken from the tokenizer's encoding of their observed motion, teacher-forced as the
 dialog unfolds. Offline generation is the same step function in a loop, so streaming output == offline output
 for the same seed (codes exactly; motion up to float rounding of the windowed decode). The decoder runs through
-stage2_gpt/decode_step.py (bit-identical to x-transformers' cached forward, without its per-layer Python).
+stage2_gpt/decode_step.py (bit-identical to x-transformers' cached forward, without its per-layer Python); with
+``cuda_graph`` every step is one replay of a captured CUDA graph (stage2_gpt/graphed_step.py: the same codes up to
+float rounding, several times faster on a GPU, where the plain step waits on the host).
 
 Offline generation (:meth:`Generator.iter_generate`) runs a batch of dialogs of any lengths with one KV cache
 (each dialog exactly as alone on the CPU: its own generator, its rows multiplied on their own) in bounded memory:
@@ -37,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from x_transformers.autoregressive_wrapper import top_k, top_p
+import torch.nn.functional as F
+from x_transformers.autoregressive_wrapper import top_k
 
 from common.config import from_dict
 from common.eval.predictions import PredictionWriter, check_participants, prediction_path
@@ -81,11 +84,30 @@ class Sampling:
         return replace(self, temperature=self.fine_temperature)
 
 
-def sample_logits(logits: torch.Tensor, s: Sampling, generator) -> torch.Tensor:
+def top_p(logits, thres: float = 0.9):
+    """x-transformers' ``top_p`` (nucleus filter), the same values, without its boolean-mask assignment (which
+    waits for the device: not capturable in a CUDA graph)."""
+    sorted_logits, sorted_indices = torch.sort(logits, descending=True)
+    cum_probs = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+    sorted_logits = sorted_logits.masked_fill(F.pad(cum_probs > thres, (1, -1), value=False), float("-inf"))
+    return sorted_logits.scatter(1, sorted_indices, sorted_logits)
+
+
+def draw_noise(noise: torch.Tensor, generators) -> torch.Tensor:
+    """Fill ``noise`` (rows, V) with Exp(1) draws, one equal block of rows per generator, each block exactly the
+    draw :func:`sample_logits` makes from that generator (for the captured step: stage2_gpt/graphed_step.py)."""
+    block = noise.shape[0] // len(generators)
+    for i, g in enumerate(generators):
+        noise[i * block:(i + 1) * block].exponential_(1, generator=g)
+    return noise
+
+
+def sample_logits(logits: torch.Tensor, s: Sampling, generator, noise: torch.Tensor | None = None) -> torch.Tensor:
     """logits (..., V) -> codes (...) long, with temperature / top-k / top-p (x-transformers' filters), drawn
     from ``generator``: one ``torch.Generator``, or a list of them, one per equal block of rows (the dialogs of
     a batch), each block drawn exactly as ``torch.multinomial`` draws it alone (its draw for one sample:
-    ``argmax(p / E)``, ``E`` ~ Exp(1) of the shape of the block, from that block's generator)."""
+    ``argmax(p / E)``, ``E`` ~ Exp(1) of the shape of the block, from that block's generator). ``noise``: those
+    draws made beforehand (:func:`draw_noise`; the generators are then not used)."""
     shape = logits.shape[:-1]
     logits = logits.reshape(-1, logits.shape[-1]).float()
     if s.temperature <= 0:
@@ -97,10 +119,10 @@ def sample_logits(logits: torch.Tensor, s: Sampling, generator) -> torch.Tensor:
     if s.top_p < 1.0:
         logits = top_p(logits, thres=s.top_p)
     probs = logits.softmax(-1)
-    gens = generator if isinstance(generator, (list, tuple)) else [generator]
-    block = (probs.shape[0] // len(gens), probs.shape[1])
-    noise = [probs.new_empty(block).exponential_(1, generator=g) for g in gens]
-    return (probs / (noise[0] if len(noise) == 1 else torch.cat(noise))).argmax(-1).reshape(shape)
+    if noise is None:
+        gens = generator if isinstance(generator, (list, tuple)) else [generator]
+        noise = draw_noise(torch.empty_like(probs), gens)
+    return (probs / noise).argmax(-1).reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -138,6 +160,7 @@ class StepState:
     identity: torch.Tensor | None = None    # (D, 2, I) identities (zeros: unknown), for models with use_identity
     active: list = field(default_factory=lambda: [0, 1])   # the generated participants (perspectives computed)
     audio_before: torch.Tensor | None = None   # (D, 2, audio_context - 1, F) the audio frames before this step
+    graph: object = None                    # the captured step (stage2_gpt/graphed_step.py), with cuda_graph
 
     @property
     def dialogs(self) -> int:
@@ -173,12 +196,13 @@ class StepState:
         self.identity = None if self.identity is None else self.identity[:n]
         self.audio_before = None if self.audio_before is None else self.audio_before[:n]
         self.cache.select(slice(0, n * N * len(self.active)))
+        self.graph = None                       # shapes changed: captured again at the next step
 
 
 class Generator:
     """A GPT + its tokenizer, ready to generate (see the module docstring)."""
 
-    def __init__(self, bundle: GPTBundle, tokenizer, device: str | torch.device = "cpu"):
+    def __init__(self, bundle: GPTBundle, tokenizer, device: str | torch.device = "cpu", cuda_graph: bool = False):
         check_tokenizer(bundle, tokenizer)
         self.bundle, self.tok, self.device = bundle, tokenizer, torch.device(device)
         self.model = bundle.model.to(self.device).eval()
@@ -194,11 +218,14 @@ class Generator:
         # on the CPU every dialog then gets exactly the bits it gets alone; an accelerator picks its kernels by
         # shape anyway, so there the batch runs as one product per layer (faster; equal to alone to float rounding)
         self.row_groups = self.device.type == "cpu"
+        # every step one replay of a captured CUDA graph (stage2_gpt/graphed_step.py: the host's per-op cost gone);
+        # on a CPU the same fixed-shape step runs uncaptured (what the tests compare with the plain step)
+        self.cuda_graph = bool(cuda_graph)
 
     @classmethod
-    def load(cls, gpt_path, tokenizer_path, device="cpu") -> "Generator":
+    def load(cls, gpt_path, tokenizer_path, device="cpu", cuda_graph: bool = False) -> "Generator":
         from stage1_vq import load_tokenizer
-        return cls(load_gpt(gpt_path, device), load_tokenizer(tokenizer_path, device=device), device)
+        return cls(load_gpt(gpt_path, device), load_tokenizer(tokenizer_path, device=device), device, cuda_graph)
 
     # --- audio -------------------------------------------------------------------------------------------
     @property
@@ -279,55 +306,79 @@ class Generator:
         ignored), required when the state has one. Returns (codes (D * N, 2, Q), state probabilities
         (D * N, 2, d, C), NaN for an observed participant, or None; a jaw head's raw jaw (D * N, 2, d, J), NaN for
         an observed participant, or None); updates ``st`` (the codes are the next step's input; the KV cache stays
-        within the attention window).
+        within the attention window). With ``cuda_graph`` the step replays a captured graph
+        (stage2_gpt/graphed_step.py).
         """
-        m, Q, P = self.model, self.Q, self.cfg.inputs
-        D, N, act = st.dialogs, st.samples, st.active
-        A = len(act)
         if audio_step.ndim == 3:
             audio_step = audio_step.unsqueeze(0)
+        if given is None and len(st.active) < 2:
+            raise ValueError("this dialog observes a participant: pass its codes (given) at every step")
+        if self.cuda_graph:
+            from .graphed_step import graphed_step
+            return graphed_step(self, st, sampling)(audio_step, given)
         if st.audio_before is not None:          # the step's frames with the audio_context - 1 before them
             audio_step = torch.cat([st.audio_before, audio_step.to(st.audio_before.dtype)], dim=-2)
             st.audio_before = audio_step[..., -st.audio_before.shape[-2]:, :]
+        codes, probs, jaw = self.step_rows(st, audio_step, given, sampling, st.cache)
+        st.prev, st.steps = codes, st.steps + 1
+        return codes, probs, jaw
+
+    def step_rows(self, st: StepState, audio_step, given, sampling: Sampling, cache, noise=None):
+        """The computation of :meth:`step` from ``st.prev`` and audio_step (D, 2, audio_context - 1 + d, F) (the
+        frames before the step's first), the state left as it is but for the ``cache``; ``noise``: the step's
+        sampling draws made beforehand (:meth:`noise_shape`, :func:`draw_noise`), else drawn from
+        ``st.generators``. Every op keeps its shapes from step to step and waits for nothing on the host, so a
+        CUDA graph can capture it (stage2_gpt/graphed_step.py)."""
+        m, Q, P = self.model, self.Q, self.cfg.inputs
+        D, N, act = st.dialogs, st.samples, st.active
+        A = len(act)
         persp = st.perspectives(P)                                                       # (A, P): self, partner
         prev = st.prev[:, persp]                                                         # (D*N, A, P, Q)
         audio = audio_step[:, persp].unsqueeze(1).expand(D, N, A, P, *audio_step.shape[-2:])         # (D, N, A, P, d, F)
         prev, audio = prev.reshape(D * N * A, P, Q), audio.reshape(D * N * A, P, *audio_step.shape[-2:])
         groups = D if self.row_groups else 1
-        h = m.step_hidden(prev, audio, st.cache, st.identity_rows(), groups=groups)
-        sampled = self._sample_heads(h, sampling, st.generators, groups).reshape(D * N, A, Q)
+        h = m.step_hidden(prev, audio, cache, st.identity_rows(), groups=groups)
+        sampled = self._sample_heads(h, sampling, st.generators, groups, noise).reshape(D * N, A, Q)
         if A == 2:
             codes = sampled
-        else:
-            if given is None:
-                raise ValueError("this dialog observes a participant: pass its codes (given) at every step")
+        else:                                 # one generated participant (an int index: no host-to-device copy)
             given = given.to(self.device).reshape(D, 1, 2, Q)
             codes = given.expand(D, N, 2, Q).reshape(D * N, 2, Q).clone()
-            codes[:, act] = sampled
-        st.prev, st.steps = codes, st.steps + 1
+            codes[:, act[0]] = sampled[:, 0]
 
         def both(x):                          # (D*N*A, ...) per perspective -> (D*N, 2, ...), NaN for the observed
             if x is None or A == 2:
                 return None if x is None else x.reshape(D * N, 2, *x.shape[1:])
             out = torch.full((D * N, 2, *x.shape[1:]), float("nan"), device=x.device)
-            out[:, act] = x.reshape(D * N, A, *x.shape[1:])
+            out[:, act[0]] = x
             return out
         return codes, both(m.state_probs(h, groups=groups)), both(m.jaw_values(h, groups=groups))
 
-    def _sample_heads(self, h, sampling, generators, groups: int = 1):
+    def noise_shape(self, rows: int, sampling: Sampling) -> tuple[int, int, int]:
+        """(draws, rows', V) of a step's sampling noise for ``rows`` generated rows (:meth:`step_rows`): one draw
+        per RVQ level, or one of every level at once (the parallel head at one temperature)."""
+        V = self.cfg.codebook_size
+        if self.cfg.rvq_head == "parallel" and sampling.fine_temperature is None:
+            return 1, rows * self.Q, V
+        return self.Q, rows, V
+
+    def _sample_heads(self, h, sampling, generators, groups: int = 1, noise=None):
         """h (B, dim) -> codes (B, Q): every RVQ level of self (coarse to fine with the depth head); the B rows are
-        one equal block per generator (dialog), each drawn from its own; ``groups``: row groups of the products."""
+        one equal block per generator (dialog), each drawn from its own; ``groups``: row groups of the products;
+        ``noise`` (:meth:`noise_shape`): the draws made beforehand."""
         head = self.model.head
+        at = (lambda q: None) if noise is None else (lambda q: noise[q])     # noqa: E731
         if self.cfg.rvq_head == "parallel":
             mlp = head.proj
             logits = group_linear(mlp[2], mlp[1](group_linear(mlp[0], h, groups)), groups).unflatten(-1, (head.Q, head.V))
             if sampling.fine_temperature is None:
-                return sample_logits(logits, sampling, generators)
-            return torch.stack([sample_logits(logits[:, q], sampling.level(q), generators) for q in range(self.Q)], -1)
+                return sample_logits(logits, sampling, generators, at(0))
+            return torch.stack([sample_logits(logits[:, q], sampling.level(q), generators, at(q))
+                                for q in range(self.Q)], -1)
         z = head.base(h, groups)                                             # (B, H)
         out = []
         for q in range(self.Q):
-            c = sample_logits(head.level_logits(z, q, groups), sampling.level(q), generators)      # (B,)
+            c = sample_logits(head.level_logits(z, q, groups), sampling.level(q), generators, at(q))      # (B,)
             out.append(c)
             if q + 1 < self.Q:
                 z = z + head.embed_level(c, q)

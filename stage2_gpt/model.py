@@ -352,11 +352,15 @@ class DyadGPT(nn.Module):
         identity (B, I) or None -> hidden (B, dim); ``cache`` (:meth:`new_cache`) is updated in place.
         The decoder runs through :func:`stage2_gpt.decode_step.decoder_step` (bit-identical to x-transformers'
         cached forward, without its per-layer Python); ``groups``: the B rows are that many dialogs."""
+        x = self.embed(prev_codes.unsqueeze(1), audio_step.unsqueeze(1), identity, groups)    # (B, 1, dim)
+        return decoder_step(self.decoder, x, cache, self.rotary_tables(), groups)[:, -1]
+
+    def rotary_tables(self) -> RotaryTables:
+        """The generation step's rotary tables (made once; the decoder checked then)."""
         if self._rotary is None or self._rotary.cos.device != self.code_emb.weight.device:
             check_plain_decoder(self.decoder)
             self._rotary = RotaryTables(self.decoder, self.cfg.attn_window)
-        x = self.embed(prev_codes.unsqueeze(1), audio_step.unsqueeze(1), identity, groups)    # (B, 1, dim)
-        return decoder_step(self.decoder, x, cache, self._rotary, groups)[:, -1]
+        return self._rotary
 
     def train(self, mode: bool = True):
         self._rotary = None                     # rebuilt (and the decoder re-checked) at the next step

@@ -28,13 +28,38 @@ def test_gpu_check_runs_tiny_on_cpu(cache_dir, tmp_path):
         assert s["mixed_precision"] == "bf16" and s["fsdp"].endswith(f"fsdp_stage{stage}.yaml")
         assert s["first_half_from_step"] == 0 and s["resumed_from_step"] == 3 and s["final_step"] == 6
         assert s["exported"] and s["windows_per_s"] > 0
-    g = rep["steps"]["generation"]
-    assert {(r["batch"], r["sequences"]) for r in g["batches"]} == {(b, m) for b in (1, 2) for m in ("dialogs", "samples")}
-    assert all(r["frames_per_s"] > 0 for r in g["batches"])
-    assert g["streaming"]["ms_per_step_p99"] >= g["streaming"]["ms_per_step_median"] > 0
-    assert {t["target"] for t in g["targets"]} >= {"end-to-end streaming latency"}
+    for step in ("plain", "cuda_graph"):                  # the plain step and the captured one (uncaptured on CPU)
+        g = rep["steps"]["generation"][step]
+        assert {(r["batch"], r["sequences"]) for r in g["batches"]} == {(b, m) for b in (1, 2) for m in ("dialogs", "samples")}
+        assert all(r["frames_per_s"] > 0 for r in g["batches"])
+        assert g["streaming"]["ms_per_step_p99"] >= g["streaming"]["ms_per_step_median"] > 0
+        assert {t["target"] for t in g["targets"]} >= {"end-to-end streaming latency"}
+    agree = rep["steps"]["generation"]["agreement"]         # exact on the CPU (a near tie could differ: float rounding)
+    assert agree["steps"] == 60 and agree["equal_steps"] == 60 and agree["first_difference"] is None
+    assert set(agree["cases"]) == {"4 samples", "listener", "top-p 0.9", "3 dialogs"}
+    assert agree["cases"]["3 dialogs"]["steps"] == 60 + 30 + 20
+    assert all(a["equal_steps"] == a["steps"] and a["first_difference"] is None for a in agree["cases"].values())
     for key in ("command", "date", "machine", "device", "torch", "seconds"):
         assert key in rep
+
+
+def test_gpu_check_generation_only_runs_tiny_on_cpu(cache_dir, tmp_path):
+    """``--generation-only``: no accelerate runs; a briefly trained tokenizer, an untrained GPT, the captured step."""
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir, cache)
+    threads = torch.get_num_threads()
+    rc = mod.main(["--tiny", "--generation-only", "--cuda-graph", "on", "--device", "cpu", "--cache", str(cache),
+                   "--out", str(tmp_path / "out")])
+    torch.set_num_threads(threads)
+    rep = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert rc == 0, rep["failed"]
+    assert "stage1" not in rep["steps"] and "stage2" not in rep["steps"] and rep["steps"]["stage1_brief"]["seconds"] > 0
+    g = rep["steps"]["generation"]
+    assert "plain" not in g and g["agreement"]["cases"]["listener"]["equal_steps"] == 60 and g["model"]["gpt"].endswith("gpt.pt")
+    assert all(r["frames_per_s"] > 0 for r in g["cuda_graph"]["batches"])
 
 
 FSDP2_HELPER = """

@@ -258,6 +258,100 @@ def test_row_groups_compute_each_dialog_as_alone():
                                                                     for i in range(D)]))
 
 
+@pytest.mark.parametrize("dims", [dict(), dict(dim=64, heads=2, dim_head=64, attn_window=7)])
+def test_ring_cache_attends_as_the_trimmed_cache(dims):
+    """The fixed-shape cache a CUDA graph captures (decode_step.RingKVCache: slots written over, keys rotated
+    at their absolute position) gives the trimmed KVCache's hidden states to float rounding, far past the window,
+    also when it takes over a plain cache mid-dialog, and 10 million steps into a session (float64 angles)."""
+    from stage2_gpt.decode_step import RingKVCache
+    from stage2_gpt.graphed_step import ring_cache
+    m = _tiny_model(use_identity=True, identity_dim=5, **dims)
+    W = m.cfg.attn_window
+    g = torch.Generator().manual_seed(3)
+    plain, ring, worst = m.new_cache(), None, 0.0
+    late = ring_cache(m, m.new_cache(), 4)                              # as if hours into a session: same attention
+    late.position.fill_(10 ** 7)
+    for k in range(3 * W + 2):
+        if k == 2:                                                      # take over what the plain cache holds
+            ring = ring_cache(m, plain, 4)
+            assert isinstance(ring, RingKVCache) and ring.length == 2
+        prev, audio = torch.randint(-1, 16, (4, 2, 3), generator=g), torch.randn(4, 2, m.audio_frames, 8, generator=g)
+        ident = torch.randn(4, 5, generator=g)
+        h = m.step_hidden(prev, audio, plain, ident)
+        worst = max(worst, float((m.step_hidden(prev, audio, late, ident) - h).abs().max()))
+        if ring is not None:
+            hr = m.step_hidden(prev, audio, ring, ident)
+            worst = max(worst, float((hr - h).abs().max()))
+            assert ring.length == min(k + 1, W) and int(ring.slot) == (k + 1) % W and float(ring.position) == k + 1
+    assert worst < 1e-5, worst
+    assert all(t.shape == (4, 2, W, m.cfg.dim_head) for t in ring.keys + ring.values)
+
+
+@pytest.mark.parametrize("head", ["depth", "parallel"])
+def test_cuda_graph_step_every_head_and_sampling(head):
+    """The fixed-shape step (uncaptured on a CPU) gives the plain step's codes, step by step, for both RVQ heads,
+    per-level temperatures (greedy levels included), top-k + top-p, dyad and listener mode, 2 dialogs x 2 samples,
+    audio context, a Sampling changed mid-dialog and a dialog leaving the batch (exact here; on a GPU a near tie
+    could go the other way: float rounding)."""
+    from stage2_gpt.generate import Generator, Sampling
+    m = _tiny_model(rvq_head=head, audio_context=3)
+
+    def generator(graph):                            # the step needs the model only: no bundle, no tokenizer
+        g = Generator.__new__(Generator)
+        g.model, g.cfg, g.device, g.d, g.Q = m, m.cfg, torch.device("cpu"), m.cfg.downsample, m.cfg.num_quantizers
+        g.row_groups, g.cuda_graph = True, graph
+        return g
+
+    samplings = [Sampling(seed=1), Sampling(seed=1, fine_temperature=0.5), Sampling(seed=1, temperature=0.0, fine_temperature=1.0),
+                 Sampling(seed=1, temperature=0.0), Sampling(seed=1, top_k=5, top_p=0.8)]
+    for s in samplings:
+        for given in (None, 0):
+            runs = []
+            for graph in (False, True):
+                gen, rg, codes = generator(graph), torch.Generator().manual_seed(9), []
+                st = gen.new_batch_state([3, 4], 2, given=given)
+                for k in range(23):
+                    a = torch.randn(2, 2, 2, 8, generator=rg)
+                    gv = torch.randint(0, 16, (2, 2, 3), generator=rg) if given is not None else None
+                    if k == 17:
+                        st.keep(1)
+                    if k >= 17:
+                        a, gv = a[:1], None if gv is None else gv[:1]
+                    codes.append(gen.step(st, a, gv, s if k < 12 else Sampling(seed=1, temperature=0.7))[0])
+                runs.append(codes)
+                assert st.steps == 23 and (st.graph is not None) == graph
+            for k, (x, y) in enumerate(zip(*runs)):
+                assert torch.equal(x, y), (s, given, k)
+
+
+def test_cuda_graph_step_generates_the_plain_codes(gen, dialog):
+    """``Generator(cuda_graph=True)``: the fixed-shape step a CUDA graph captures (stage2_gpt/graphed_step.py; on a
+    CPU it runs uncaptured) generates the plain step's codes from the same seed, far past the attention window:
+    several samples, nucleus sampling, listener mode, a batch of dialogs of different lengths (rows leave the
+    batch: the step is made again) and streaming; motion to float rounding. (Exact on this CPU; the ring sums the
+    attention in another order, so after a torch or model change a near tie could differ: float rounding.)"""
+    from stage2_gpt.decode_step import RingKVCache
+    from stage2_gpt.generate import Generator, Sampling
+    graphed = Generator(gen.bundle, gen.tok, cuda_graph=True)
+    T = 101
+    audio, motion = dialog["audio"][:, :T], dialog["motion"][:, :T]
+    assert T // 2 > 3 * gen.cfg.attn_window
+    for kw in (dict(num_samples=3, sampling=Sampling(seed=2)), dict(sampling=Sampling(seed=3, top_p=0.9, temperature=0.8)),
+               dict(given=0, given_motion=motion[0], sampling=Sampling(seed=4))):
+        a, b = gen.generate(audio, identity=dialog["shape"], **kw), graphed.generate(audio, identity=dialog["shape"], **kw)
+        np.testing.assert_array_equal(a.codes, b.codes)
+        np.testing.assert_allclose(a.motion, b.motion, atol=1e-5)
+    many = [audio, audio[:, :40], audio[:, :71]]
+    for a, b in zip(gen.generate_many(many, num_samples=2), graphed.generate_many(many, num_samples=2)):
+        np.testing.assert_array_equal(a.codes, b.codes)
+    off = gen.generate(audio, sampling=Sampling(seed=6, slow_s=None), num_samples=2)
+    sess = graphed.stream(Sampling(seed=6, slow_s=None), num_samples=2)
+    on = np.concatenate([sess.push(audio[:, i:i + 3]) for i in range(0, T, 3)] + [sess.flush()], 1)
+    np.testing.assert_allclose(on, off.motion, atol=1e-5)
+    assert isinstance(sess.state.cache, RingKVCache) and sess.state.cache.length == gen.cfg.attn_window
+    assert sess.state.graph is not None and sess.state.steps == off.codes.shape[1]
+
+
 # --- generation -----------------------------------------------------------------------------------------------
 def test_generation_causal(gen, dialog):
     from stage2_gpt.generate import Sampling
@@ -769,7 +863,8 @@ def test_sample_cli_cached_listener(gpt_run, tokenized, dialog, tmp_path):
 
 @pytest.mark.parametrize("mode", ["dyad", "listener"])
 def test_sample_split_batched_equals_one_by_one(gpt_run, tokenized, tmp_path, mode):
-    """sample.py --split --batch N writes exactly the files of one dialog at a time (dialogs of several lengths)."""
+    """sample.py --split --batch N writes exactly the files of one dialog at a time (dialogs of several lengths), and
+    so does the fixed-shape step of --cuda-graph on (uncaptured on a CPU)."""
     import importlib.util
     from common.eval.predictions import open_prediction
     spec = importlib.util.spec_from_file_location("sample_script", ROOT / "scripts" / "sample.py")
@@ -780,15 +875,17 @@ def test_sample_split_batched_equals_one_by_one(gpt_run, tokenized, tmp_path, mo
     threads = torch.get_num_threads()
     assert sample.main(base + ["--out", str(tmp_path / "one")]) == 0
     assert sample.main(base + ["--batch", "3", "--out", str(tmp_path / "three")]) == 0
+    assert sample.main(base + ["--batch", "3", "--cuda-graph", "on", "--out", str(tmp_path / "graph")]) == 0
     torch.set_num_threads(threads)
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.npz"))
-    assert len(files) >= 4 and files == sorted(p.relative_to(tmp_path / "three") for p in (tmp_path / "three").rglob("*.npz"))
-    for f in files:
-        a, b = open_prediction(tmp_path / "one" / f), open_prediction(tmp_path / "three" / f)
-        assert sorted(a) == sorted(b)
-        np.testing.assert_array_equal(a["codes"], b["codes"])
-        np.testing.assert_array_equal(a["pred_states"], b["pred_states"])
-        np.testing.assert_allclose(a["motion"], b["motion"], atol=1e-5)
+    for other in ("three", "graph"):
+        assert len(files) >= 4 and files == sorted(p.relative_to(tmp_path / other) for p in (tmp_path / other).rglob("*.npz"))
+        for f in files:
+            a, b = open_prediction(tmp_path / "one" / f), open_prediction(tmp_path / other / f)
+            assert sorted(a) == sorted(b)
+            np.testing.assert_array_equal(a["codes"], b["codes"])
+            np.testing.assert_array_equal(a["pred_states"], b["pred_states"])
+            np.testing.assert_allclose(a["motion"], b["motion"], atol=1e-5)
 
 
 # --- distributed -----------------------------------------------------------------------------------------------
