@@ -126,7 +126,7 @@ class Workbench:
     def generator(self):
         if self._gen is None:
             from stage2_gpt.generate import Generator
-            self._gen = Generator.load(self.gpt(), self.tokenizer(), device=self.args.device)
+            self._gen = Generator.load(self.gpt(), self.tokenizer(), device=self.args.device, cuda_graph=self.args.graph)
         return self._gen
 
     def audio(self):
@@ -311,7 +311,7 @@ def bench_offline_memory(wb: Workbench) -> dict:
         wavs = B.write_noise_wavs(folder, minutes, gen.sample_rate, gen.fps)
         argv = ["--gpt", str(wb.gpt()), "--tokenizer", str(wb.tokenizer()), "--audio-a", str(wavs[0]), "--audio-b",
                 str(wavs[1]), "--out", str(folder / "out"), "--quiet", "--no-plot", "--threads", str(a.threads),
-                "--device", a.device]
+                "--device", a.device, "--cuda-graph", a.cuda_graph]
         spec = {"argv": argv, "result": str(folder / "result.json")}
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
         subprocess.run([sys.executable, str(Path(__file__).resolve()), "--sample-child", json.dumps(spec)],
@@ -332,7 +332,8 @@ def bench_sizes(wb: Workbench) -> dict:
     from stage2_gpt import speed as B
     a = wb.args
     return {"configs": B.sizes_section(a.speed_config, str(wb.tokenizer()), Cache(wb.cache()), wb.audio(),
-                                       seconds=min(20.0, a.gen_seconds), batch=a.batch, device=a.device)}
+                                       seconds=min(20.0, a.gen_seconds), batch=a.batch, device=a.device,
+                                       cuda_graph=a.graph)}
 
 
 @section("quality")
@@ -358,7 +359,7 @@ def bench_quality(wb: Workbench) -> dict:
     gen = wb.generator()
     models = [("gpt_dyad", gen, "dyad"), ("gpt_listener", gen, "listener")]
     if a.speaker_only_gpt:
-        models.append(("gpt_speaker_only", Generator.load(a.speaker_only_gpt, wb.tokenizer(), a.device), "dyad"))
+        models.append(("gpt_speaker_only", Generator.load(a.speaker_only_gpt, wb.tokenizer(), a.device, a.graph), "dyad"))
     used = {name: replace(sampling, slow_s=default_slow_s(mode)) for name, _, mode in models}   # sample.py's per mode
     for name, g, mode in models:
         for d in dialogs:
@@ -411,6 +412,8 @@ def print_section(name: str, res: dict) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="torch device of every section (cpu, cuda, cuda:1...)")
+    ap.add_argument("--cuda-graph", choices=["auto", "on", "off"], default="auto",
+                    help="generation steps as captured CUDA graphs (stage2_gpt/graphed_step.py); auto: on for CUDA devices")
     ap.add_argument("--only", help=f"comma-separated sections (default: all): {','.join(SECTIONS)}")
     ap.add_argument("--out", help="write the figures as JSON")
     ap.add_argument("--cache", help="preprocessed cache to use (read-only) instead of a synthetic one")
@@ -451,6 +454,8 @@ def main(argv=None):
     ap.add_argument("--sample-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.command = " ".join(["python scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
+    from stage2_gpt.graphed_step import use_cuda_graph
+    args.graph = use_cuda_graph(args.cuda_graph, args.device)
     if args.train_child:
         train_child(json.loads(args.train_child))
         return 0
@@ -483,7 +488,7 @@ def run(args, names: list[str]) -> dict:
 
     from stage2_gpt import speed as B
     report = {"machine": f"{platform.node()} {platform.machine()} {platform.processor()}".strip() + f", {os.cpu_count()} CPUs",
-              "date": time.strftime("%Y-%m-%d"), "device": args.device, "torch": torch.__version__,
+              "date": time.strftime("%Y-%m-%d"), "device": args.device, "cuda_graph": args.graph, "torch": torch.__version__,
               "generation_threads": args.threads, "command": args.command,
               "load_average_at_start": list(os.getloadavg()), "results": {}}
     dev = torch.device(args.device)

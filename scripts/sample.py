@@ -101,6 +101,7 @@ def main(argv=None) -> int:
     from common.train.artifact import CheckpointError
     from stage2_gpt.generate import (MEAN_ANCHOR_S, SMOOTH_S, DialogInput, Generator, Sampling, default_slow_s,
                                      generate_dialog, generate_dialogs, read_given_motion, read_shape, resolve_given)
+    from stage2_gpt.graphed_step import use_cuda_graph
 
     wav_mode = bool(args.audio_a or args.audio_b)
     if wav_mode == bool(args.cache):
@@ -121,8 +122,7 @@ def main(argv=None) -> int:
     try:
         if wav_mode:
             check_participants(args.name, args.participants)     # before any work: they become file names
-        graph = args.cuda_graph == "on" or (args.cuda_graph == "auto" and torch.device(args.device).type == "cuda")
-        gen = Generator.load(args.gpt, args.tokenizer, args.device, cuda_graph=graph)
+        gen = Generator.load(args.gpt, args.tokenizer, args.device, cuda_graph=use_cuda_graph(args.cuda_graph, args.device))
         t0, frames, written = time.perf_counter(), 0, []
         if wav_mode:
             with downloads_allowed(args.allow_download):

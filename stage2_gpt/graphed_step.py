@@ -40,6 +40,14 @@ def ring_cache(model, cache, rows: int) -> RingKVCache:
                                   a.to_k.out_features // a.heads, a.to_k.weight.device, a.to_k.weight.dtype)
 
 
+def use_cuda_graph(choice: str, device) -> bool:
+    """A command line's ``--cuda-graph auto|on|off``: auto = on for CUDA devices (the plain step is host-bound
+    there), off elsewhere."""
+    if choice not in ("auto", "on", "off"):
+        raise ValueError(f"cuda_graph must be auto, on or off, got {choice!r}")
+    return choice == "on" or (choice == "auto" and torch.device(device).type == "cuda")
+
+
 def graphed_step(gen, st, sampling) -> "GraphedStep":
     """The captured step of state ``st`` (made at its first step, again after its shapes or sampling change)."""
     if st.graph is None or st.graph.sampling != sampling:

@@ -328,12 +328,12 @@ def check_targets(results: dict, device, model: dict | None = None) -> list[dict
 
 
 def sizes_section(configs: list[str], tokenizer_path: str, cache: Cache, audio: np.ndarray, sampling=Sampling(),
-                  seconds: float = 20.0, batch: int = 8, device="cpu") -> list[dict]:
+                  seconds: float = 20.0, batch: int = 8, device="cpu", cuda_graph: bool = False) -> list[dict]:
     """Speed of other model sizes (stage-2 YAMLs, or "default": the dataclass defaults) with untrained weights,
     through the same code paths: offline with and without KV cache, streaming per-step latency."""
     rows = []
     for path in configs:
-        g = untrained_generator(path, tokenizer_path, cache, device)
+        g = untrained_generator(path, tokenizer_path, cache, device, cuda_graph)
         o = offline_section(g, audio, sampling, seconds, seconds / 2, batch)
         s = bench_streaming(g, None, sampling, wav=noise_wav(g, int(seconds * g.fps)))
         rows.append({"config": path, "params_M": g.model.num_params() / 1e6, "layers_x_dim": f"{g.cfg.depth} x {g.cfg.dim}",
@@ -397,7 +397,8 @@ def describe(gen: Generator) -> dict:
             "downsample": gen.d, "num_quantizers": gen.Q, "speaker_only": bool(c.speaker_only)}
 
 
-def untrained_generator(config_path: str, tokenizer_path: str, cache: Cache, device="cpu") -> Generator:
+def untrained_generator(config_path: str, tokenizer_path: str, cache: Cache, device="cpu",
+                        cuda_graph: bool = False) -> Generator:
     """A Generator with random weights for ``config_path``'s model ("default": the dataclass defaults), for speed
     only: it costs what a trained one does."""
     from stage1_vq import load_tokenizer
@@ -406,7 +407,7 @@ def untrained_generator(config_path: str, tokenizer_path: str, cache: Cache, dev
     cfg, model, tok, audio = untrained_model(config_path, tokenizer_path, cache)
     from common.config import to_dict
     bundle = GPTBundle(model, to_dict(cfg), tok, audio, {"gpt_config": to_dict(cfg.model)}, f"untrained:{config_path}")
-    return Generator(bundle, load_tokenizer(tokenizer_path, device=device), device)
+    return Generator(bundle, load_tokenizer(tokenizer_path, device=device), device, cuda_graph)
 
 
 def untrained_model(config_path: str, tokenizer_path: str, cache: Cache):
