@@ -599,11 +599,12 @@ class Generator:
 
     # --- streaming ---------------------------------------------------------------------------------------------
     def stream(self, sampling: Sampling | None = None, given: int | None = None, identity=None, reference=None,
-               num_samples: int = 1):
+               num_samples: int = 1, warm: bool = True):
         """A :class:`stage2_gpt.streaming.StreamSession` (frame in, frame out; the same step function);
-        ``num_samples`` > 1: that many samples combined (:class:`SampleMix`), as :meth:`generate`."""
+        ``num_samples`` > 1: that many samples combined (:class:`SampleMix`), as :meth:`generate`; ``warm``: the
+        tokenizer's window lengths met once at creation (:func:`stage2_gpt.streaming.warm_tokenizer`)."""
         from .streaming import StreamSession
-        return StreamSession(self, sampling or Sampling(), given, identity, reference, num_samples)
+        return StreamSession(self, sampling or Sampling(), given, identity, reference, num_samples, warm)
 
 
 class MeanAnchor:

@@ -56,10 +56,12 @@ class StreamSession:
     step (``downsample`` frames) is complete, then generates it; ``m`` is a multiple of ``downsample``.
     ``flush()`` generates the last partial step (audio repeated like the offline path) and returns its frames.
     ``num_samples`` > 1 draws that many samples in one batch and combines them (generate.SampleMix), as offline.
+    ``warm`` (default): at creation, run the tokenizer once on every window length the session will meet
+    (:func:`warm_tokenizer`), so its first seconds run at the speed of the rest.
     """
 
     def __init__(self, gen: Generator, sampling: Sampling, given: int | None = None, identity=None, reference=None,
-                 num_samples: int = 1):
+                 num_samples: int = 1, warm: bool = True):
         tok = gen.tok
         if getattr(tok, "lookahead_frames", 0):
             raise ValueError("streaming needs a causal tokenizer (lookahead_frames == 0)")
@@ -87,6 +89,8 @@ class StreamSession:
         self.frames_out = 0
         self.features = None
         self.last_states = None
+        if warm:
+            warm_tokenizer(gen, 2 * self.state.samples, given is not None)
 
     def push_wav(self, samples_a, samples_b, given_motion=None) -> np.ndarray:
         """Raw audio of both participants at the GPT's sample rate (``gen.sample_rate``), any chunk size."""
@@ -171,3 +175,27 @@ class StreamSession:
         if self.anchor is not None:                                          # each sample anchored, as offline
             frames = self.anchor(frames)
         return self.mix(frames)
+
+
+@torch.no_grad()
+def warm_tokenizer(gen: Generator, rows: int, encode: bool = False) -> bool:
+    """Decode (and with ``encode``, encode) zeros of every window length a session meets while its windows fill:
+    the newest token is decoded from the last ``decoder_context`` codes (1, 2, ... of them at a session's start),
+    an observed participant's from the last ``encoder_context`` frames. Each new length meets its convolution
+    kernels once per process (on this CPU the first session's first 64 steps took 24.8 ms on average instead of
+    10 ms, p99 40 ms: past the 100 ms latency budget; docs/BENCHMARKS.md), so a live session pays that here
+    instead, once per tokenizer and row count. Returns whether anything ran."""
+    tok, d = gen.tok, gen.d
+    done = tok.__dict__.setdefault("_warm_windows", set())
+    key = (rows, bool(encode), str(gen.device))
+    if key in done:
+        return False
+    for n in range(1, int(tok.decoder_context) + 1):
+        tok.decode_normalized(torch.zeros((rows, n, gen.Q), dtype=torch.long, device=gen.device))
+    ctx = int(getattr(tok, "encoder_context", 0))
+    if encode and ctx:
+        for n in range(d, ctx + 2 * d, d):
+            window = torch.zeros((1, n, tok.motion_dim), device=gen.device)
+            tok.encode(window, window if gen.person_reference else None)
+    done.add(key)
+    return True

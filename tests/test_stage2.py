@@ -392,6 +392,29 @@ def test_streaming_equals_offline(gen, dialog, given, identity, samples):
     assert sess.state.steps == off.codes.shape[1]
 
 
+def test_stream_warms_the_tokenizer_windows_once(gen, monkeypatch):
+    """A new session runs the tokenizer once on every window length it will meet (decode: 1 .. decoder_context
+    codes; listener mode also encode: d .. encoder_context frames), once per process and row count, so its first
+    seconds are not slower than the rest (docs/BENCHMARKS.md); ``warm=False`` skips it."""
+    from stage2_gpt.generate import Sampling
+    tok, d = gen.tok, gen.d
+    decoded, encoded = [], []
+    dec, enc = tok.decode_normalized, tok.encode
+    monkeypatch.setattr(tok, "decode_normalized", lambda codes: decoded.append(tuple(codes.shape)) or dec(codes))
+    monkeypatch.setattr(tok, "encode", lambda x, ref=None: encoded.append(x.shape[1]) or enc(x, ref))
+    monkeypatch.setattr(tok, "_warm_windows", set(), raising=False)
+    gen.stream(Sampling(seed=0), num_samples=3)
+    assert decoded == [(6, n, gen.Q) for n in range(1, tok.decoder_context + 1)] and encoded == []
+    decoded.clear()
+    gen.stream(Sampling(seed=1), num_samples=3)                         # this row count is warm already
+    gen.stream(Sampling(seed=1), warm=False)
+    assert decoded == []
+    gen.stream(Sampling(seed=1), given=1)
+    assert len(decoded) == tok.decoder_context and decoded[0] == (2, 1, gen.Q)
+    ctx = int(tok.encoder_context)
+    assert ctx > 0 and encoded == list(range(d, ctx + 2 * d, d))
+
+
 def test_listener_mode_reproduces_given_tokens(gen, dialog):
     from stage2_gpt.generate import Sampling
     T = 150
