@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -48,6 +49,41 @@ class Demo:
         subprocess.run(cmd, cwd=ROOT, check=True)
         self.log.append(f"- `{line}` ({time.time() - t0:.0f} s)")
 
+    def run_together(self, *jobs: tuple[list, Path]) -> None:
+        """Independent commands ``(cmd, skip_if)`` at the same time, the machine's cores shared out between them
+        (``OMP_NUM_THREADS``; one each on 2 cores): two trainings of the tiny configs finish sooner side by side than
+        one after the other with every core each (their small products do not split well over threads). Each one's
+        output goes to ``out/logs/<name>.log``; a failure stops the demo with that log's tail."""
+        todo = []
+        for cmd, skip_if in jobs:
+            line = " ".join(shlex.quote(str(c)) for c in cmd)
+            if skip_if is not None and Path(skip_if).exists():
+                print(f"\n(skip, {skip_if} exists) $ {line}", flush=True)
+                self.log.append(f"- `{line}` (already done)")
+            else:
+                todo.append(([str(c) for c in cmd], line))
+        if not todo:
+            return
+        logs = self.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        threads = str(max(1, (os.cpu_count() or 1) // len(todo)))
+        env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        t0, procs = time.time(), []
+        for i, (cmd, line) in enumerate(todo):
+            log = logs / f"{Path(cmd[1]).parent.name or Path(cmd[1]).stem}_{len(self.log) + i}.log"
+            print(f"\n$ OMP_NUM_THREADS={threads} {line} > {log} &", flush=True)
+            procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT),
+                          line, log))
+        for proc, line, log in procs:
+            rc = proc.wait()
+            if rc != 0:
+                for other, _, _ in procs:
+                    other.kill()
+                raise SystemExit(f"failed (exit {rc}): {line}\n{log}:\n{log.read_text()[-3000:]}")
+            tail = [x for x in log.read_text().replace("\r", "\n").splitlines() if x.strip()][-1:]
+            print(f"done: {line}\n  {tail[0] if tail else ''}", flush=True)
+            self.log.append(f"- `OMP_NUM_THREADS={threads} {line}` (side by side with its group: {time.time() - t0:.0f} s)")
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
@@ -81,17 +117,16 @@ def main(argv=None):
           "--json", out / "stage1_recon.json")
     d.run(py, "-m", "stage1_vq.tokens", "--tokenizer", tok, "--cache", cache)
 
-    # stage 2: the dyadic GPT and its speaker-only ablation
-    d.run(py, "stage2_gpt/train.py", "--config", "configs/stage2_gpt_tiny.yaml", f"cache={cache}", f"tokenizer={tok}",
-          f"out_dir={s2}", *p["stage2"], skip_if=s2 / "gpt.pt")
-    d.run(py, "stage2_gpt/train.py", "--config", "configs/stage2_gpt_tiny.yaml", f"cache={cache}", f"tokenizer={tok}",
-          f"out_dir={s2so}", "model.speaker_only=true", *p["stage2"], skip_if=s2so / "gpt.pt")
+    # stage 2: the dyadic GPT and its speaker-only ablation (trained at the same time, one thread each)
+    d.run_together(([py, "stage2_gpt/train.py", "--config", "configs/stage2_gpt_tiny.yaml", f"cache={cache}",
+                     f"tokenizer={tok}", f"out_dir={s2}", *p["stage2"]], s2 / "gpt.pt"),
+                   ([py, "stage2_gpt/train.py", "--config", "configs/stage2_gpt_tiny.yaml", f"cache={cache}",
+                     f"tokenizer={tok}", f"out_dir={s2so}", "model.speaker_only=true", *p["stage2"]], s2so / "gpt.pt"))
 
     # the learned anchor baselines: the DualTalk-class regressor, non-causal (offline reference) and causal
-    for name, run in regressors.items():
-        d.run(py, "baselines/train.py", "--config", "configs/baseline_regressor_tiny.yaml", f"cache={cache}",
-              f"out_dir={run}", f"model.causal={'true' if name.endswith('causal') else 'false'}", *p["regressor"],
-              skip_if=run / "regressor.pt")
+    d.run_together(*[([py, "baselines/train.py", "--config", "configs/baseline_regressor_tiny.yaml", f"cache={cache}",
+                       f"out_dir={run}", f"model.causal={'true' if name.endswith('causal') else 'false'}", *p["regressor"]],
+                      run / "regressor.pt") for name, run in regressors.items()])
 
     # sample every test dialog: dyad mode, listener mode (each side given in turn), speaker-only ablation
     methods = {}

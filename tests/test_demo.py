@@ -39,3 +39,6 @@ def test_smoke_demo_writes_full_report(tmp_path):
     assert f"exp {recon['nmse_exp']:>14.5f}" in report
     assert report.count("(met: target") + report.count("(MISSED: target") == 4
     assert (out / "plots" / "metrics.png").is_file() and (out / "clip.mp4").stat().st_size > 10000
+    # the GPT and its ablation, and the two regressors, trained side by side (a log each; both named in the report)
+    assert len(list((out / "logs").glob("stage2_gpt_*.log"))) == 2 and len(list((out / "logs").glob("baselines_*.log"))) == 2
+    assert report.count("side by side with its group") == 4
