@@ -37,13 +37,21 @@ class Demo:
         self.log: list[str] = []
         self.py = sys.executable
 
-    def run(self, *cmd, skip_if: Path | None = None) -> None:
+    def pending(self, cmd, skip_if: Path | None) -> tuple[list[str], str] | None:
+        """(cmd as strings, its printed line), or None when ``skip_if`` exists (said and logged)."""
         cmd = [str(c) for c in cmd]
         line = " ".join(shlex.quote(c) for c in cmd)
         if skip_if is not None and Path(skip_if).exists():
             print(f"\n(skip, {skip_if} exists) $ {line}", flush=True)
             self.log.append(f"- `{line}` (already done)")
+            return None
+        return cmd, line
+
+    def run(self, *cmd, skip_if: Path | None = None) -> None:
+        job = self.pending(cmd, skip_if)
+        if job is None:
             return
+        cmd, line = job
         print(f"\n$ {line}", flush=True)
         t0 = time.time()
         subprocess.run(cmd, cwd=ROOT, check=True)
@@ -54,14 +62,7 @@ class Demo:
         (``OMP_NUM_THREADS``; one each on 2 cores): two trainings of the tiny configs finish sooner side by side than
         one after the other with every core each (their small products do not split well over threads). Each one's
         output goes to ``out/logs/<name>.log``; a failure stops the demo with that log's tail."""
-        todo = []
-        for cmd, skip_if in jobs:
-            line = " ".join(shlex.quote(str(c)) for c in cmd)
-            if skip_if is not None and Path(skip_if).exists():
-                print(f"\n(skip, {skip_if} exists) $ {line}", flush=True)
-                self.log.append(f"- `{line}` (already done)")
-            else:
-                todo.append(([str(c) for c in cmd], line))
+        todo = [job for job in (self.pending(cmd, skip_if) for cmd, skip_if in jobs) if job is not None]
         if not todo:
             return
         logs = self.out / "logs"

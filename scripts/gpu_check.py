@@ -145,7 +145,7 @@ class Check:
                                             *((TINY[1] + ["train.mixed_precision=no"]) if self.args.tiny else [])])
         tok = Path(train(cfg)["artifact"])
         self.report["steps"]["stage1_brief"] = {"seconds": round(time.perf_counter() - t, 1)}
-        self.run("tokens", [sys.executable, "-m", "stage1_vq.tokens", "--tokenizer", str(tok), "--cache", str(cache)])
+        self.tokens(tok, cache)
         gpt = self.out / "stage2_untrained" / "gpt.pt"
         gpt.parent.mkdir(parents=True, exist_ok=True)
         config = PAPER[2]
@@ -158,6 +158,10 @@ class Check:
         export_untrained(str(config), str(tok), Cache(cache), gpt)
         return gpt, tok
 
+    def tokens(self, tok: Path, cache: Path) -> None:
+        """The cache's tokens (stage 2 and the jaw statistics read them)."""
+        self.run("tokens", [sys.executable, "-m", "stage1_vq.tokens", "--tokenizer", str(tok), "--cache", str(cache)])
+
     # --- 4. generation -------------------------------------------------------------------------------------------
     def generation(self, gpt: Path, tokenizer: Path, cache: Path) -> None:
         import numpy as np
@@ -169,7 +173,8 @@ class Check:
         torch.set_num_threads(1 if self.args.device == "cpu" else torch.get_num_threads())
         gen = Generator.load(gpt, tokenizer, self.args.device)
         c = Cache(cache)
-        audio = np.array(c.load((c.dialogs("test") or c.dialogs())[0]["id"]).audio, np.float32)
+        dialog = c.load((c.dialogs("test") or c.dialogs())[0]["id"])
+        audio = np.array(dialog.audio, np.float32)
         seconds = 4.0 if self.args.tiny else 20.0
         report = self.report["steps"]["generation"] = {"model": B.describe(gen)}
         for graph in {"off": [False], "on": [True], "both": [False, True]}[self.args.cuda_graph]:
@@ -188,9 +193,9 @@ class Check:
                 "batches": rows, "streaming": stream, "latency": results["streaming"]["latency"],
                 "targets": B.check_targets(results, gen.device, B.describe(gen))}
         if self.args.cuda_graph != "off":          # the two steps' codes from the same seed
-            report["agreement"] = self.agreement(gen, B.tile_audio(audio, int(seconds * gen.fps)),
-                                                 B.tile_audio(np.array(c.load((c.dialogs("test") or c.dialogs())[0]["id"]).motion,
-                                                                       np.float32), int(seconds * gen.fps)))
+            frames = int(seconds * gen.fps)
+            report["agreement"] = self.agreement(gen, B.tile_audio(audio, frames),
+                                                 B.tile_audio(np.array(dialog.motion, np.float32), frames))
 
     @staticmethod
     def agreement(gen, audio, motion) -> dict:
@@ -288,7 +293,7 @@ def main(argv=None) -> int:
             gpt, tok = check.generation_only_models(cache)
         else:
             tok = check.train(1, cache, [])
-            check.run("tokens", [sys.executable, "-m", "stage1_vq.tokens", "--tokenizer", str(tok), "--cache", str(cache)])
+            check.tokens(tok, cache)
             gpt = check.train(2, cache, [f"tokenizer={tok}"])
         check.generation(gpt, tok, cache)
     except Exception as e:  # every failure is reported in the JSON and the table, then the exit code says so

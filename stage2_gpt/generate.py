@@ -316,11 +316,19 @@ class Generator:
         if self.cuda_graph:
             from .graphed_step import graphed_step
             return graphed_step(self, st, sampling)(audio_step, given)
+        codes, probs, jaw = self.advance(st, audio_step, given, sampling, st.cache)
+        st.steps += 1
+        return codes, probs, jaw
+
+    def advance(self, st: StepState, audio_step, given, sampling: Sampling, cache, noise=None):
+        """:meth:`step`'s work and its state update, in place: audio_step (D, 2, d, F) joins the audio context
+        (``st.audio_before``), the step runs (:meth:`step_rows`) and its codes are written into ``st.prev``. What
+        the captured step records and replays (stage2_gpt/graphed_step.py); ``st.steps`` is the caller's."""
         if st.audio_before is not None:          # the step's frames with the audio_context - 1 before them
             audio_step = torch.cat([st.audio_before, audio_step.to(st.audio_before.dtype)], dim=-2)
-            st.audio_before = audio_step[..., -st.audio_before.shape[-2]:, :]
-        codes, probs, jaw = self.step_rows(st, audio_step, given, sampling, st.cache)
-        st.prev, st.steps = codes, st.steps + 1
+            st.audio_before.copy_(audio_step[..., -st.audio_before.shape[-2]:, :])
+        codes, probs, jaw = self.step_rows(st, audio_step, given, sampling, cache, noise)
+        st.prev.copy_(codes)
         return codes, probs, jaw
 
     def step_rows(self, st: StepState, audio_step, given, sampling: Sampling, cache, noise=None):

@@ -31,15 +31,6 @@ from .generate import draw_noise
 WARMUP = 2          # uncaptured steps (side stream) before the capture
 
 
-def ring_cache(model, cache, rows: int) -> RingKVCache:
-    """A :class:`RingKVCache` of ``model``'s decoder for ``rows`` sequences holding what ``cache`` holds."""
-    dec = model.decoder
-    attns = [block for kind, (_, block, _) in zip(dec.layer_types, dec.layers) if kind == "a"]
-    a = attns[0]
-    return RingKVCache.from_cache(cache, model.rotary_tables(), model.cfg.attn_window, len(attns), rows, a.heads,
-                                  a.to_k.out_features // a.heads, a.to_k.weight.device, a.to_k.weight.dtype)
-
-
 def use_cuda_graph(choice: str, device) -> bool:
     """A command line's ``--cuda-graph auto|on|off``: auto = on for CUDA devices (the plain step is host-bound
     there), off elsewhere."""
@@ -63,13 +54,10 @@ class GraphedStep:
         D, N, A, Q = st.dialogs, st.samples, len(st.active), gen.Q
         rows = D * N * A
         if not isinstance(st.cache, RingKVCache):
-            st.cache = ring_cache(gen.model, st.cache, rows)
+            st.cache = gen.model.new_ring_cache(rows, st.cache)
         if st.cache.batch != rows:
             raise ValueError(f"the state's cache holds {st.cache.batch} rows, its step computes {rows}")
         dev = gen.device
-        st.prev = st.prev.clone()                                   # written in place from now on
-        if st.audio_before is not None:
-            st.audio_before = st.audio_before.clone()
         st.perspectives(gen.cfg.inputs), st.identity_rows()        # made now: no host-to-device copy in the capture
         self.audio = torch.zeros((D, 2, gen.d, gen.cfg.audio_dim), device=dev)
         self.given = torch.full((D, 2, Q), -1, dtype=torch.long, device=dev) if A < 2 else None
@@ -80,14 +68,7 @@ class GraphedStep:
         self.graph, self.out, self.calls = None, None, 0
 
     def _body(self):
-        st = self.st
-        a = self.audio
-        if st.audio_before is not None:
-            a = torch.cat([st.audio_before, a], dim=-2)
-            st.audio_before.copy_(a[..., -st.audio_before.shape[-2]:, :])
-        codes, probs, jaw = self.gen.step_rows(st, a, self.given, self.sampling, st.cache, self.noise)
-        st.prev.copy_(codes)
-        return codes, probs, jaw
+        return self.gen.advance(self.st, self.audio, self.given, self.sampling, self.st.cache, self.noise)
 
     def _captured(self):
         dev = self.gen.device

@@ -48,7 +48,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from x_transformers import Decoder
 
-from .decode_step import KVCache, RotaryTables, check_plain_decoder, decoder_step, group_linear, group_matmul
+from .decode_step import (KVCache, RingKVCache, RotaryTables, check_plain_decoder, decoder_step, group_linear,
+                          group_matmul)
 
 
 @dataclass
@@ -344,6 +345,13 @@ class DyadGPT(nn.Module):
         """An empty KV cache for :meth:`step_hidden`: it keeps ``attn_window - 1`` steps, so every step attends to
         ``attn_window`` positions, as in training."""
         return KVCache(self.cfg.attn_window - 1)
+
+    def new_ring_cache(self, rows: int, like: KVCache | None = None) -> RingKVCache:
+        """The fixed-shape cache of the captured step (stage2_gpt/graphed_step.py) for ``rows`` sequences, holding
+        what ``like`` (a :meth:`new_cache` cache, at most ``attn_window - 1`` steps in) holds."""
+        c, w = self.cfg, self.code_emb.weight
+        return RingKVCache.from_cache(like or self.new_cache(), self.rotary_tables(), c.attn_window, c.depth, rows,
+                                      c.heads, c.dim_head, w.device, w.dtype)
 
     @torch.no_grad()
     def step_hidden(self, prev_codes, audio_step, cache: KVCache, identity=None, groups: int = 1):

@@ -264,16 +264,15 @@ def test_ring_cache_attends_as_the_trimmed_cache(dims):
     at their absolute position) gives the trimmed KVCache's hidden states to float rounding, far past the window,
     also when it takes over a plain cache mid-dialog, and 10 million steps into a session (float64 angles)."""
     from stage2_gpt.decode_step import RingKVCache
-    from stage2_gpt.graphed_step import ring_cache
     m = _tiny_model(use_identity=True, identity_dim=5, **dims)
     W = m.cfg.attn_window
     g = torch.Generator().manual_seed(3)
     plain, ring, worst = m.new_cache(), None, 0.0
-    late = ring_cache(m, m.new_cache(), 4)                              # as if hours into a session: same attention
+    late = m.new_ring_cache(4)                              # as if hours into a session: same attention
     late.position.fill_(10 ** 7)
     for k in range(3 * W + 2):
         if k == 2:                                                      # take over what the plain cache holds
-            ring = ring_cache(m, plain, 4)
+            ring = m.new_ring_cache(4, plain)
             assert isinstance(ring, RingKVCache) and ring.length == 2
         prev, audio = torch.randint(-1, 16, (4, 2, 3), generator=g), torch.randn(4, 2, m.audio_frames, 8, generator=g)
         ident = torch.randn(4, 5, generator=g)
