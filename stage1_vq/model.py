@@ -234,8 +234,8 @@ class MotionTokenizer(nn.Module):
     def center(self, reference=None) -> torch.Tensor:
         """What motion is coded around: the train mean, with a person's ``reference`` on the referenced dims
         ((D,) when ``reference`` is None, else broadcastable against (B, T, D))."""
-        if reference is None or not bool(self.reference_mask.any()):
-            return self.motion_mean
+        if reference is None or self.reference != "person":   # (no test of the mask on the device: a CUDA
+            return self.motion_mean                            # graph captures this)
         ref = torch.as_tensor(reference, dtype=torch.float32, device=self.motion_mean.device)
         if ref.ndim == 2:                                               # (B, D): one reference per sequence
             ref = ref.unsqueeze(1)
@@ -282,11 +282,13 @@ class MotionTokenizer(nn.Module):
         return self.encode_normalized(self.normalize(x, reference))
 
     @torch.no_grad()
-    def decode_normalized(self, codes: torch.Tensor) -> torch.Tensor:
+    def decode_normalized(self, codes: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """(B, T', Q) codes -> (B, T' * downsample, D) normalised motion. ``check=False`` skips the test that the
+        codes lie in the codebook (it waits for the device): for codes a model just produced, and in a CUDA graph."""
         codes = torch.as_tensor(codes, device=self.motion_mean.device).long()
         if codes.ndim != 3 or codes.shape[-1] != self.num_quantizers:
             raise ValueError(f"codes must be (B, T', {self.num_quantizers}), got {tuple(codes.shape)}")
-        if codes.numel() and (codes.max() >= self.codebook_size or codes.min() < 0):
+        if check and codes.numel() and (codes.max() >= self.codebook_size or codes.min() < 0):
             raise ValueError(f"codes must lie in [0, {self.codebook_size})")
         q = self.rvq.get_output_from_indices(codes)
         return self.decoder(q.transpose(1, 2)).transpose(1, 2)

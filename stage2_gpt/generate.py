@@ -443,8 +443,8 @@ class Generator:
         or None: a "global" tokenizer (nothing is coded around a person's mean) or ``sampling.mean_anchor_s`` None."""
         if rows is None or sampling.mean_anchor_s is None:
             return None
-        return MeanAnchor(rows.detach().cpu().numpy(), self.tok.reference_mask.cpu().numpy(),
-                          [p for p in (0, 1) if p != given], sampling.mean_anchor_s * self.tok.fps)
+        return MeanAnchor(rows, self.tok.reference_mask, [p for p in (0, 1) if p != given],
+                          sampling.mean_anchor_s * self.tok.fps)
 
     def _check_audio(self, audio) -> int:
         """Frames of one dialog's audio features (2, T, F) (any array that slices: numpy, memmap, WavFeatures)."""
@@ -507,9 +507,10 @@ class Generator:
                 if jaw is not None:
                     motion = self.with_jaw(motion, jaw[j * N:(j + 1) * N], given)
                 m = min((k1 - k0) * d, T - k0 * d)
-                motion = motion[:, :, :m].cpu().numpy().astype(np.float32)
-                if anchors[j] is not None:
+                motion = motion[:, :, :m]
+                if anchors[j] is not None:                      # on the device, before the copy to the host
                     motion = anchors[j](motion)
+                motion = motion.to(torch.float32).cpu().numpy()
                 yield GenerationChunk(i, k0 * d, motion, cj.cpu().numpy(),
                                       states[:, j].permute(1, 0, 2).reshape(2, -1)[:, :m].cpu().numpy(), k1 == steps[i],
                                       mixes[j](motion))
@@ -631,22 +632,37 @@ class MeanAnchor:
     the whole sequence: streaming == offline. Short-term motion is untouched (the shift changes by at most
     ``|x_t - mean| / (t + prior)`` per frame)."""
 
-    def __init__(self, center: np.ndarray, mask: np.ndarray, participants: list[int], prior_frames: float):
+    def __init__(self, center, mask, participants: list[int], prior_frames: float):
         if prior_frames < 0:
             raise ValueError(f"the mean anchor's prior must be >= 0 frames, got {prior_frames}")
-        self.parts, self.mask = list(participants), np.asarray(mask, bool)
-        self.center = np.asarray(center, np.float64)[:, self.mask]          # (2, Dm)
+        self.parts = list(participants)
+        mask = torch.as_tensor(mask).detach().cpu().to(torch.bool)
+        self.dims = mask.nonzero().reshape(-1)                               # the anchored dims, as indices
+        center = torch.as_tensor(center).detach().cpu().to(torch.float64)[:, self.dims][self.parts]   # (P, Dm)
+        self.index = {torch.device("cpu"): (torch.tensor(self.parts), self.dims, center[None, :, None])}
         self.mean = RunningMean(prior_frames)
 
-    def __call__(self, motion: np.ndarray) -> np.ndarray:
-        """motion (N, 2, m, D) raw frames (N samples) -> the same, anchored (a new array)."""
-        if not self.parts or not self.mask.any() or motion.shape[2] == 0:
+    def _index(self, device):
+        """(participants, dims, center) on ``device``, copied there once (a copy from the host waits for it)."""
+        device = torch.device(device)
+        if device not in self.index:
+            self.index[device] = tuple(t.to(device) for t in self.index[torch.device("cpu")])
+        return self.index[device]
+
+    def __call__(self, motion) -> torch.Tensor:
+        """motion (N, 2, m, D) raw frames (N samples; a tensor on any device, or an array) -> the same, anchored
+        (a new tensor on motion's device: offline runs it where the tokenizer decoded, before the copy to the
+        host; on the host 512 samples' float64 sums took longer than the GPU's whole step). Index ops only: no
+        boolean indexing, nothing waits for the device."""
+        motion = torch.as_tensor(motion)
+        if not self.parts or not len(self.dims) or motion.shape[2] == 0:
             return motion
-        x = motion[:, self.parts][..., self.mask].astype(np.float64) - self.center[self.parts][None, :, None]
-        shift = self.mean.push(x)
-        out = motion.copy()
+        parts, dims, center = self._index(motion.device)
+        x = motion.index_select(1, parts).index_select(-1, dims).to(torch.float64) - center
+        shift = self.mean.push(x)                                            # (N, parts, m, Dm)
+        out = motion.clone()
         for i, p in enumerate(self.parts):
-            out[:, p][..., self.mask] -= shift[:, i].astype(out.dtype)
+            out[:, p].index_add_(-1, dims, shift[:, i].to(out.dtype), alpha=-1)
         return out
 
 
@@ -767,23 +783,24 @@ class RunningMean:
     def __init__(self, prior: float = 0.0):
         self.prior, self.sum, self.count = float(prior), None, 0
 
-    def push(self, x) -> np.ndarray:
-        x = np.asarray(x, np.float64)
+    def push(self, x) -> torch.Tensor:
+        """x (..., m, D) (a tensor on any device, or an array) -> (..., m, D) float64 on x's device."""
+        x = torch.as_tensor(x).to(torch.float64)
         if self.sum is None:
-            self.sum = np.zeros(x.shape[:-2] + (1, x.shape[-1]))
+            self.sum = x.new_zeros(x.shape[:-2] + (1, x.shape[-1]))
         if x.shape[-2] == 0:                                   # an empty chunk: no frame, the state unchanged
-            return x.copy()
-        cs = np.cumsum(np.concatenate([self.sum, x], -2), -2)[..., 1:, :]      # sequential sums, as frame by frame
-        t = self.count + np.arange(1, x.shape[-2] + 1, dtype=np.float64)
+            return x.clone()
+        cs = torch.cat([self.sum.to(x.device), x], -2).cumsum(-2)[..., 1:, :]   # sequential sums, as frame by frame
+        t = self.count + torch.arange(1, x.shape[-2] + 1, dtype=torch.float64, device=x.device)
         self.sum, self.count = cs[..., -1:, :], self.count + x.shape[-2]
         return cs / (t + self.prior)[:, None]
 
 
 def running_reference(motion) -> torch.Tensor:
-    """(T, D) observed motion -> (T, D) float32: at each frame the mean of the frames so far, the causal estimate
-    of an observed person's reference (:class:`RunningMean`: streaming computes the same numbers)."""
-    x = np.asarray(torch.as_tensor(motion).detach().cpu(), np.float64)
-    return torch.from_numpy(RunningMean().push(x).astype(np.float32))
+    """(T, D) observed motion -> (T, D) float32 on motion's device: at each frame the mean of the frames so far,
+    the causal estimate of an observed person's reference (:class:`RunningMean`: streaming computes the same
+    numbers)."""
+    return RunningMean().push(torch.as_tensor(motion).detach()).to(torch.float32)
 
 
 def pad_to(x: torch.Tensor, n: int) -> torch.Tensor:

@@ -23,6 +23,8 @@ device) at its start. On a CPU the same fixed-shape step runs uncaptured.
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from .decode_step import RingKVCache
@@ -46,11 +48,50 @@ def graphed_step(gen, st, sampling) -> "GraphedStep":
     return st.graph
 
 
+class CapturedCall:
+    """A function of no arguments (it reads fixed buffers its owner fills) replayed from a captured CUDA graph:
+    the first ``WARMUP`` calls run it uncaptured on a side stream (as CUDA graphs need), the next one captures it
+    (on its own stream, under ``device``), every call after replays it; returns the function's outputs (buffers
+    the replay overwrites: copy what must outlive the next call). A failed capture raises and is tried again at
+    the next call, never replayed empty. The function is passed at each call, not kept: an owner that passes its
+    own method makes no reference cycle, so its graph and the graph's memory go when the owner does."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.graph, self.out, self.calls = None, None, 0
+
+    def __call__(self, fn):
+        dev = self.device
+        with torch.cuda.device(dev):                                # cuda:1 captures on cuda:1, not the current one
+            if self.calls < WARMUP:
+                main, side = torch.cuda.current_stream(dev), torch.cuda.Stream(device=dev)
+                side.wait_stream(main)
+                with torch.cuda.stream(side):
+                    out = fn()
+                main.wait_stream(side)
+            else:
+                if self.graph is None:
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, stream=torch.cuda.Stream(device=dev)):
+                        out = fn()
+                    self.graph, self.out = graph, out
+                self.graph.replay()
+                out = self.out
+        self.calls += 1
+        return out
+
+    def capture(self, fn) -> None:
+        """Run until captured (the warm-up calls and the capture), so no later call pays for them."""
+        while self.graph is None:
+            self(fn)
+
+
 class GraphedStep:
     """:meth:`Generator.step` of one :class:`StepState` as a CUDA graph replay (see the module docstring)."""
 
     def __init__(self, gen, st, sampling):
-        self.gen, self.st, self.sampling = gen, st, sampling
+        self.gen, self.sampling = gen, sampling
+        self._st = weakref.ref(st)                  # the state holds its step: no cycle, freed with the state
         D, N, A, Q = st.dialogs, st.samples, len(st.active), gen.Q
         rows = D * N * A
         if not isinstance(st.cache, RingKVCache):
@@ -64,28 +105,17 @@ class GraphedStep:
         draws, r, V = gen.noise_shape(rows, sampling)
         self.levels = [q for q in range(draws) if sampling.level(q).temperature > 0]   # greedy levels draw nothing
         self.noise = torch.ones((draws, r, V), device=dev) if self.levels else None
-        self.capture = torch.device(dev).type == "cuda"
-        self.graph, self.out, self.calls = None, None, 0
+        self.captured = CapturedCall(dev) if torch.device(dev).type == "cuda" else None
+
+    @property
+    def st(self):
+        st = self._st()
+        if st is None:
+            raise RuntimeError("this captured step's StepState is gone: step through the state (Generator.step)")
+        return st
 
     def _body(self):
         return self.gen.advance(self.st, self.audio, self.given, self.sampling, self.st.cache, self.noise)
-
-    def _captured(self):
-        dev = self.gen.device
-        if self.calls < WARMUP:                                     # uncaptured, on a side stream
-            main, side = torch.cuda.current_stream(dev), torch.cuda.Stream(device=dev)
-            side.wait_stream(main)
-            with torch.cuda.stream(side):
-                out = self._body()
-            main.wait_stream(side)
-            return out
-        if self.graph is None:                                      # kept only once captured (a failed capture
-            graph = torch.cuda.CUDAGraph()                          # is tried again, not replayed empty)
-            with torch.cuda.graph(graph, stream=torch.cuda.Stream(device=dev)):
-                out = self._body()
-            self.graph, self.out = graph, out
-        self.graph.replay()
-        return self.out
 
     def __call__(self, audio_step: torch.Tensor, given: torch.Tensor | None):
         """audio_step (D, 2, d, F) normalised, given (D, 2, Q) / (2, Q) or None -> what :meth:`Generator.step` returns."""
@@ -94,11 +124,40 @@ class GraphedStep:
             self.given.copy_(given.reshape(self.given.shape))
         for q in self.levels:
             draw_noise(self.noise[q], self.st.generators)
-        if not self.capture:
-            out = self._body()
-        else:
-            with torch.cuda.device(self.gen.device):                # cuda:1 captures on cuda:1, not the current one
-                out = self._captured()
-        self.calls += 1
+        out = self._body() if self.captured is None else self.captured(self._body)
         self.st.steps += 1
         return tuple(None if o is None else o.clone() for o in out)
+
+
+class GraphedDecode:
+    """A streaming session's decode of its newest token once the decoder window is full (``decoder_context``
+    codes, a fixed shape from then on) as a CUDA graph replay: the tokenizer's decode is about 90 operator calls
+    launched from Python, more host time than the GPT step's replay (on an H200 the session's median step took
+    3.1-3.2 ms instead of 4.5-4.6: docs/BENCHMARKS.md, "Fifth session"). The same ops on the same shapes: the
+    frames of the uncaptured decode. Captured when made (:meth:`CapturedCall.capture`, on zeros), at the
+    session's creation, not during its steps; on a CPU it runs uncaptured (the same buffers).
+
+    ``rows`` (2 x samples), ``frames`` (the newest token's, ``downsample``), ``referenced``: decoded around a
+    per-row reference (a "person" tokenizer) or the train mean."""
+
+    def __init__(self, tok, rows: int, frames: int, referenced: bool, device):
+        self.tok, self.frames = tok, int(frames)
+        self.codes = torch.zeros((rows, int(tok.decoder_context), tok.num_quantizers), dtype=torch.long, device=device)
+        self.reference = torch.zeros((rows, self.frames, tok.motion_dim), device=device) if referenced else None
+        self.captured = None
+        if torch.device(device).type == "cuda":
+            self.captured = CapturedCall(device)
+            self.captured.capture(self._body)
+
+    def _body(self):
+        tok = self.tok
+        return tok.denormalize(tok.decode_normalized(self.codes, check=False)[:, -self.frames:], self.reference)
+
+    def __call__(self, codes: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
+        """codes (rows, decoder_context, Q), reference (rows, frames, D) or None -> (rows, frames, D) raw motion."""
+        if (reference is None) != (self.reference is None):
+            raise ValueError("a captured decode keeps to the reference it was made with (given or None)")
+        self.codes.copy_(codes)
+        if self.reference is not None:
+            self.reference.copy_(reference)
+        return (self._body() if self.captured is None else self.captured(self._body)).clone()

@@ -57,7 +57,9 @@ class StreamSession:
     ``flush()`` generates the last partial step (audio repeated like the offline path) and returns its frames.
     ``num_samples`` > 1 draws that many samples in one batch and combines them (generate.SampleMix), as offline.
     ``warm`` (default): at creation, run the tokenizer once on every window length the session will meet
-    (:func:`warm_tokenizer`), so its first seconds run at the speed of the rest.
+    (:func:`warm_tokenizer`), so its first seconds run at the speed of the rest. With the captured step
+    (``Generator(cuda_graph=True)``) the newest token's decode is captured too once the decoder window is full
+    (graphed_step.GraphedDecode).
     """
 
     def __init__(self, gen: Generator, sampling: Sampling, given: int | None = None, identity=None, reference=None,
@@ -91,6 +93,10 @@ class StreamSession:
         self.last_states = None
         if warm:
             warm_tokenizer(gen, 2 * self.state.samples, given is not None)
+        self.decode = None              # with the captured step, the decode of a full window captured too, now
+        if gen.cuda_graph:
+            from .graphed_step import GraphedDecode
+            self.decode = GraphedDecode(tok, 2 * self.state.samples, self.d, self.rows is not None, gen.device)
 
     def push_wav(self, samples_a, samples_b, given_motion=None) -> np.ndarray:
         """Raw audio of both participants at the GPT's sample rate (``gen.sample_rate``), any chunk size."""
@@ -136,8 +142,8 @@ class StreamSession:
         """Append the given partner's frames (and, for a "person" tokenizer, their running reference)."""
         self.motion_buf = torch.cat([self.motion_buf, frames], 0)
         if self.rows is not None:
-            refs = self.ref_mean.push(frames.detach().cpu().numpy()).astype(np.float32)
-            self.ref_buf = torch.cat([self.ref_buf, torch.from_numpy(refs).to(frames.device)], 0)
+            refs = self.ref_mean.push(frames.detach()).to(torch.float32)
+            self.ref_buf = torch.cat([self.ref_buf, refs], 0)
 
     def _given_code(self) -> torch.Tensor:
         """Code of the newest complete token of the observed participant (causal encoder: its last frames)."""
@@ -162,19 +168,23 @@ class StreamSession:
         given = self._given_code() if self.given is not None else None
         codes, probs, jaw = self.gen.step(self.state, audio_step, given, self.sampling)      # codes (N, 2, Q)
         N = self.state.samples
-        self.last_states = None if probs is None else probs.mean(0).nan_to_num(-1).argmax(-1).cpu().numpy()
+        states = None if probs is None else probs.mean(0).nan_to_num(-1).argmax(-1)   # to the host after the decode
         self.codes_hist = torch.cat([self.codes_hist, codes.reshape(2 * N, 1, -1)], 1)[:, -self.dec_ctx:]
         tok = self.gen.tok
         ref = self.gen._chunk_reference(self.rows, self.given, self.given_ref, 0, self.d, N)
-        frames = tok.denormalize(tok.decode_normalized(self.codes_hist)[:, -self.d:], ref)   # newest token's frames
+        if self.decode is not None and self.codes_hist.shape[1] == self.dec_ctx:   # the newest token's frames
+            frames = self.decode(self.codes_hist, ref)
+        else:
+            frames = tok.denormalize(tok.decode_normalized(self.codes_hist, check=False)[:, -self.d:], ref)
         frames = frames.reshape(N, 2, self.d, -1)
         if jaw is not None:                                                  # a jaw head: its jaw, as offline
             frames = self.gen.with_jaw(frames, jaw, self.given)
         self.frames_out += self.d
-        frames = frames.cpu().numpy().astype(np.float32)
+        frames = frames.to(torch.float32).cpu()                              # a few frames: the host's work
+        self.last_states = None if states is None else states.cpu().numpy()
         if self.anchor is not None:                                          # each sample anchored, as offline
             frames = self.anchor(frames)
-        return self.mix(frames)
+        return self.mix(frames.numpy())
 
 
 @torch.no_grad()

@@ -259,11 +259,15 @@ def test_row_groups_compute_each_dialog_as_alone():
 
 
 @pytest.mark.parametrize("dims", [dict(), dict(dim=64, heads=2, dim_head=64, attn_window=7)])
-def test_ring_cache_attends_as_the_trimmed_cache(dims):
+@pytest.mark.parametrize("transposed", [False, True])
+def test_ring_cache_attends_as_the_trimmed_cache(dims, transposed, monkeypatch):
     """The fixed-shape cache a CUDA graph captures (decode_step.RingKVCache: slots written over, keys rotated
     at their absolute position) gives the trimmed KVCache's hidden states to float rounding, far past the window,
-    also when it takes over a plain cache mid-dialog, and 10 million steps into a session (float64 angles)."""
+    also when it takes over a plain cache mid-dialog, and 10 million steps into a session (float64 angles); with
+    its keys laid out either way (many rows: (B, H, dh, W))."""
+    from stage2_gpt import decode_step
     from stage2_gpt.decode_step import RingKVCache
+    monkeypatch.setattr(decode_step, "TRANSPOSED_KEYS_ROWS", 3 if transposed else 512)
     m = _tiny_model(use_identity=True, identity_dim=5, **dims)
     W = m.cfg.attn_window
     g = torch.Generator().manual_seed(3)
@@ -284,6 +288,10 @@ def test_ring_cache_attends_as_the_trimmed_cache(dims):
             assert ring.length == min(k + 1, W) and int(ring.slot) == (k + 1) % W and float(ring.position) == k + 1
     assert worst < 1e-5, worst
     assert all(t.shape == (4, 2, W, m.cfg.dim_head) for t in ring.keys + ring.values)
+    assert all(k.transpose(-1, -2).is_contiguous() == transposed for k in ring.keys + late.keys)
+    assert all(v.is_contiguous() for v in ring.values + late.values)       # values (W, dh) either way
+    ring.select(torch.tensor([3, 1]))                       # rows leave: the layout of 2 rows, (W, dh)
+    assert ring.batch == 2 and all(k.is_contiguous() for k in ring.keys)
 
 
 @pytest.mark.parametrize("head", ["depth", "parallel"])
@@ -349,6 +357,19 @@ def test_cuda_graph_step_generates_the_plain_codes(gen, dialog):
     np.testing.assert_allclose(on, off.motion, atol=1e-5)
     assert isinstance(sess.state.cache, RingKVCache) and sess.state.cache.length == gen.cfg.attn_window
     assert sess.state.graph is not None and sess.state.steps == off.codes.shape[1]
+    assert off.codes.shape[1] > gen.tok.decoder_context and torch.equal(sess.decode.codes, sess.codes_hist)   # the
+    # window filled: the newest token decoded through graphed_step.GraphedDecode (its buffers; uncaptured here)
+    import gc
+    import weakref
+    gc.disable()                                     # no reference cycle: a state, its captured step, a session
+    try:                                             # and its captured decode go (with a GPU's graph memory)
+        st = graphed.new_state(0, 2)                 # as soon as their last reference does
+        graphed.step(st, graphed.normalize_audio(audio[:, :gen.d]), None, Sampling())
+        refs = [weakref.ref(st), weakref.ref(st.graph), weakref.ref(sess), weakref.ref(sess.decode)]
+        del st, sess
+        assert all(r() is None for r in refs)
+    finally:
+        gc.enable()
 
 
 # --- generation -----------------------------------------------------------------------------------------------
@@ -447,22 +468,26 @@ def person_gen(gpt_run, tokenized, tmp_path_factory):
 
 @pytest.mark.parametrize("given,samples", [(None, 1), (1, 1), (None, 2)])
 def test_person_reference_streaming_equals_offline(person_gen, dialog, given, samples):
-    from stage2_gpt.generate import Sampling
+    from stage2_gpt.generate import Generator, Sampling
     T = 121
     audio, motion = dialog["audio"][:, :T], dialog["motion"][:, :T]
     enrolled = [motion[0, :40].mean(0), None]                           # A enrolled, B unknown
     s = Sampling(seed=5)
     off = person_gen.generate(audio, given=given, given_motion=None if given is None else motion[given], sampling=s,
                               reference=enrolled, num_samples=samples)
-    sess = person_gen.stream(s, given=given, reference=enrolled, num_samples=samples)   # each sample anchored
-    outs, i = [], 0
-    for n in (0, 3, 1, 0, 4, 2, 7) * 40:                               # empty pushes too (nothing arrived yet)
-        if i >= T:
-            break
-        outs.append(sess.push(audio[:, i:i + n], None if given is None else motion[given, i:i + n]))
-        i += n
-    outs.append(sess.flush())
-    np.testing.assert_allclose(np.concatenate(outs, 1), off.motion, atol=1e-5)
+    graphed = Generator(person_gen.bundle, person_gen.tok, cuda_graph=True)    # its step and its decode captured
+    for g in (person_gen, graphed):                                     # (on this CPU: their fixed buffers)
+        sess = g.stream(s, given=given, reference=enrolled, num_samples=samples)   # each sample anchored
+        outs, i = [], 0
+        for n in (0, 3, 1, 0, 4, 2, 7) * 40:                           # empty pushes too (nothing arrived yet)
+            if i >= T:
+                break
+            outs.append(sess.push(audio[:, i:i + n], None if given is None else motion[given, i:i + n]))
+            i += n
+        outs.append(sess.flush())
+        np.testing.assert_allclose(np.concatenate(outs, 1), off.motion, atol=1e-5)
+    assert torch.equal(sess.decode.codes, sess.codes_hist) and sess.decode.reference is not None   # decoded
+    # through graphed_step.GraphedDecode around the references
 
 
 def test_person_reference_decodes_each_participant_around_its_own(person_gen, dialog):
