@@ -413,7 +413,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="torch device of every section (cpu, cuda, cuda:1...)")
     ap.add_argument("--cuda-graph", choices=["auto", "on", "off"], default="auto",
-                    help="generation steps as captured CUDA graphs (stage2_gpt/graphed_step.py); auto: on for CUDA devices")
+                    help="the fixed-shape generation step (stage2_gpt/graphed_step.py: captured as CUDA graphs on CUDA "
+                         "devices, uncaptured on a CPU); auto: on for CUDA devices and the CPU; off: the plain step")
     ap.add_argument("--only", help=f"comma-separated sections (default: all): {','.join(SECTIONS)}")
     ap.add_argument("--out", help="write the figures as JSON")
     ap.add_argument("--cache", help="preprocessed cache to use (read-only) instead of a synthetic one")

@@ -81,10 +81,11 @@ def main(argv=None) -> int:
                     help="cached dialogs generated at once in one batch (one KV cache); results do not depend on it")
     ap.add_argument("--device", type=device_arg, default="cpu", help="cpu, cuda, cuda:1, mps...")
     ap.add_argument("--cuda-graph", choices=["auto", "on", "off"], default="auto",
-                    help="every generation step one replay of a captured CUDA graph (stage2_gpt/graphed_step.py; the "
-                         "plain step's codes up to float rounding; on an H200 1.4-4.8x faster offline, streaming p99 10x lower); "
-                         "auto: on for CUDA devices. On a CPU, on runs the same fixed-shape step uncaptured: 1.3x faster "
-                         "with 8 samples, 2.1-2.7x with 64 (docs/BENCHMARKS.md)")
+                    help="the fixed-shape generation step (stage2_gpt/graphed_step.py; the plain step's codes up to float "
+                         "rounding): on CUDA devices every step one replay of a captured CUDA graph (on an H200 1.4-4.8x "
+                         "faster offline, streaming p99 10x lower), on a CPU uncaptured (1.3x faster with 8 samples, 2.6x "
+                         "with --batch 8; docs/BENCHMARKS.md); auto: on for CUDA devices and the CPU; off: the plain step "
+                         "(exactly x-transformers' numbers)")
     ap.add_argument("--threads", type=int_arg(1, 1024), default=1,
                     help="CPU threads (1 is fastest for step-by-step generation on small CPUs)")
     ap.add_argument("--allow-download", action="store_true",

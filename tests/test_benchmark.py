@@ -78,7 +78,7 @@ def test_benchmark_runs_every_section(cache_dir, tmp_path):
     assert r["streaming"]["latency"]["algorithmic_ms"] > 0
     for key in ("machine", "date", "device", "command", "torch", "model"):
         assert key in rep
-    assert rep["cuda_graph"] is False                                   # --cuda-graph auto: on for CUDA devices only
+    assert rep["cuda_graph"] is True                                    # --cuda-graph auto: on for CUDA and the CPU
     names = {t["target"] for t in rep["targets"]}
     assert names == {"streaming, frames/s per dyad", "offline, x real time (batch 1)",
                      "end-to-end streaming latency", "memory growth, streaming", "memory growth, offline WAV -> files"}

@@ -1,5 +1,6 @@
 """Record (2026-12-04, fifth session; docs/BENCHMARKS.md "Fifth session", "On this CPU"): offline generation on the CPU
-with the plain step and the fixed-shape step (cuda_graph=True runs it uncaptured on a CPU), 1 / 8 / 64 samples, the
+with the plain step and the fixed-shape step (cuda_graph=True runs it uncaptured on a CPU), 1 / 8 / 64 samples and 8
+dialogs x 8 samples, the
 quality bench's default-size GPT (run 6 seed 0 under /work/runs/quality5; point R at any GPT + tokenizer + cache)."""
 import sys, time, json, numpy as np, torch
 sys.path.insert(0, '.')
@@ -24,3 +25,10 @@ for N in (1, 8, 64):
     res['equal_steps'] = [int(same.sum()), int(same.size)]
     out[N] = res
     print(N, res, flush=True)
+# 8 dialogs x 8 samples at once (generate_many, as sample.py --batch 8), 15 s each
+dialogs = [B.tile_audio(np.roll(audio, 37 * i, axis=1), 450) for i in range(8)]
+for graph in (False, True, False, True):
+    gen = Generator.load(f'{R}/seed0/stage2/gpt.pt', f'{R}/seed0/stage1/tokenizer.pt', 'cpu', cuda_graph=graph)
+    gen.generate_many([d[:, :16] for d in dialogs], num_samples=8)
+    t = time.perf_counter(); gen.generate_many(dialogs, num_samples=8); el = time.perf_counter() - t
+    print('ring' if graph else 'plain', '8 dialogs x 8 samples', round(1e3 * el / 225, 2), 'ms/step', flush=True)
