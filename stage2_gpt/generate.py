@@ -716,6 +716,8 @@ class OnePole:
     float64 state (scipy's ``lfilter``), so chunks of any size, empty ones included, give the numbers of one call."""
 
     def __init__(self, tau_s: float, fps: float, start_at_first: bool = False):
+        from scipy.signal import lfilter      # imported when made (a session's creation), not in its first step:
+        self.lfilter = lfilter                # the first import costs about a second on a small CPU
         self.a, self.start_at_first, self.zi = float(np.exp(-1.0 / (tau_s * fps))), start_at_first, None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -723,10 +725,9 @@ class OnePole:
         x = np.asarray(x, np.float64)
         if x.shape[-2] == 0:                                    # nothing to filter; lfilter's state would be junk
             return x
-        from scipy.signal import lfilter
         if self.zi is None:
             self.zi = self.a * x[..., :1, :] if self.start_at_first else np.zeros(x.shape[:-2] + (1, x.shape[-1]))
-        y, self.zi = lfilter([1.0 - self.a], [1.0, -self.a], x, axis=-2, zi=self.zi)
+        y, self.zi = self.lfilter([1.0 - self.a], [1.0, -self.a], x, axis=-2, zi=self.zi)
         return y
 
 

@@ -435,6 +435,19 @@ def test_stream_warms_the_tokenizer_windows_once(gen, monkeypatch):
     assert ctx > 0 and encoded == list(range(d, ctx + 2 * d, d))
 
 
+def test_stream_imports_at_creation_not_in_its_first_step(gpt_run, tokenized):
+    """What a session's steps import lazily (scipy's filter, about a second on a small CPU) is imported when the
+    session is made, so its first push is not a second late; checked in a fresh process."""
+    code = ("import sys; from stage2_gpt.generate import Generator, Sampling; "
+            f"gen = Generator.load({str(gpt_run['gpt'])!r}, {str(tokenized['tokenizer'])!r}); "
+            "before = 'scipy.signal' in sys.modules; gen.stream(Sampling()); "
+            "print(before, 'scipy.signal' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-2:] == ["False", "True"]
+
+
 def test_listener_mode_reproduces_given_tokens(gen, dialog):
     from stage2_gpt.generate import Sampling
     T = 150
