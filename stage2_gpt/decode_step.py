@@ -113,11 +113,6 @@ def layer_norm(norm, x):
 TRANSPOSED_KEYS_ROWS = 512     # from this many rows a RingKVCache lays its keys out as (B, H, dh, W)
 
 
-def keys_buffer(shape, device, dtype=torch.float32) -> torch.Tensor:
-    """Zeros of ``shape`` (B, H, W, dh), laid out as :func:`keys_layout` chooses."""
-    return keys_layout(torch.zeros(shape, device=device, dtype=dtype))
-
-
 def keys_layout(k: torch.Tensor) -> torch.Tensor:
     """``k`` (B, H, W, dh) in the memory layout its row count B calls for: from ``TRANSPOSED_KEYS_ROWS`` rows
     stored as (B, H, dh, W) (``k.transpose(-1, -2)`` contiguous: ``q @ k^T`` a plain matrix-vector product),
@@ -143,9 +138,10 @@ class RingKVCache:
 
     def __init__(self, window: int, layers: int, batch: int, heads: int, dim_head: int, device, dtype=torch.float32):
         self.window = int(window)
-        self.keys = [keys_buffer((batch, heads, window, dim_head), device, dtype) for _ in range(layers)]
-        self.values = [torch.zeros((batch, heads, window, dim_head), device=device, dtype=dtype)   # (W, dh) always:
-                       for _ in range(layers)]                               # a @ v reads them row by row
+        shape = (batch, heads, window, dim_head)
+        self.keys = [keys_layout(torch.zeros(shape, device=device, dtype=dtype)) for _ in range(layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]   # (W, dh) always:
+        # a @ v reads them row by row
         self.empty = torch.ones(window, dtype=torch.bool, device=device)      # slots not written yet
         self.slot = torch.zeros(1, dtype=torch.long, device=device)
         self.position = torch.zeros(1, dtype=torch.float64, device=device)   # of the next step

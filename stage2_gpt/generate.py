@@ -776,6 +776,12 @@ class WindowDecoder:
         return out
 
 
+def decode_newest(tok, codes: torch.Tensor, frames: int, reference=None) -> torch.Tensor:
+    """The last ``frames`` raw frames of codes (B, n, Q) made by a model (no codebook check, which waits for the
+    device), around ``reference`` (B, frames, D) or the train mean: a streaming session's newest token."""
+    return tok.denormalize(tok.decode_normalized(codes, check=False)[:, -frames:], reference)
+
+
 class RunningMean:
     """The causal mean of frames pushed in chunks: ``push(x (..., m, D))`` returns, for each new frame,
     ``S_t / (t + prior)`` (``S_t`` the float64 sum of the frames so far, ``t`` their count), so chunks of any size

@@ -28,7 +28,7 @@ import weakref
 import torch
 
 from .decode_step import RingKVCache
-from .generate import draw_noise
+from .generate import decode_newest, draw_noise
 
 WARMUP = 2          # uncaptured steps (side stream) before the capture
 
@@ -57,13 +57,17 @@ class CapturedCall:
     (on its own stream, under ``device``), every call after replays it; returns the function's outputs (buffers
     the replay overwrites: copy what must outlive the next call). A failed capture raises and is tried again at
     the next call, never replayed empty. The function is passed at each call, not kept: an owner that passes its
-    own method makes no reference cycle, so its graph and the graph's memory go when the owner does."""
+    own method makes no reference cycle, so its graph and the graph's memory go when the owner does. On a device
+    other than CUDA it just calls the function (the same buffers, uncaptured)."""
 
     def __init__(self, device):
         self.device = torch.device(device)
+        self.capturing = self.device.type == "cuda"
         self.graph, self.out, self.calls = None, None, 0
 
     def __call__(self, fn):
+        if not self.capturing:
+            return fn()
         dev = self.device
         with torch.cuda.device(dev):                                # cuda:1 captures on cuda:1, not the current one
             if self.calls < WARMUP:
@@ -85,7 +89,7 @@ class CapturedCall:
 
     def capture(self, fn) -> None:
         """Run until captured (the warm-up calls and the capture), so no later call pays for them."""
-        while self.graph is None:
+        while self.capturing and self.graph is None:
             self(fn)
 
 
@@ -108,7 +112,7 @@ class GraphedStep:
         draws, r, V = gen.noise_shape(rows, sampling)
         self.levels = [q for q in range(draws) if sampling.level(q).temperature > 0]   # greedy levels draw nothing
         self.noise = torch.ones((draws, r, V), device=dev) if self.levels else None
-        self.captured = CapturedCall(dev) if torch.device(dev).type == "cuda" else None
+        self.captured = CapturedCall(dev)
 
     @property
     def st(self):
@@ -127,7 +131,7 @@ class GraphedStep:
             self.given.copy_(given.reshape(self.given.shape))
         for q in self.levels:
             draw_noise(self.noise[q], self.st.generators)
-        out = self._body() if self.captured is None else self.captured(self._body)
+        out = self.captured(self._body)
         self.st.steps += 1
         return tuple(None if o is None else o.clone() for o in out)
 
@@ -147,14 +151,11 @@ class GraphedDecode:
         self.tok, self.frames = tok, int(frames)
         self.codes = torch.zeros((rows, int(tok.decoder_context), tok.num_quantizers), dtype=torch.long, device=device)
         self.reference = torch.zeros((rows, self.frames, tok.motion_dim), device=device) if referenced else None
-        self.captured = None
-        if torch.device(device).type == "cuda":
-            self.captured = CapturedCall(device)
-            self.captured.capture(self._body)
+        self.captured = CapturedCall(device)
+        self.captured.capture(self._body)
 
     def _body(self):
-        tok = self.tok
-        return tok.denormalize(tok.decode_normalized(self.codes, check=False)[:, -self.frames:], self.reference)
+        return decode_newest(self.tok, self.codes, self.frames, self.reference)
 
     def __call__(self, codes: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
         """codes (rows, decoder_context, Q), reference (rows, frames, D) or None -> (rows, frames, D) raw motion."""
@@ -163,4 +164,4 @@ class GraphedDecode:
         self.codes.copy_(codes)
         if self.reference is not None:
             self.reference.copy_(reference)
-        return (self._body() if self.captured is None else self.captured(self._body)).clone()
+        return self.captured(self._body).clone()

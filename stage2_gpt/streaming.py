@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .generate import Generator, RunningMean, SampleMix, Sampling, pad_to
+from .generate import Generator, RunningMean, SampleMix, Sampling, decode_newest, pad_to
 
 
 class StreamingFeatures:
@@ -175,7 +175,7 @@ class StreamSession:
         if self.decode is not None and self.codes_hist.shape[1] == self.dec_ctx:   # the newest token's frames
             frames = self.decode(self.codes_hist, ref)
         else:
-            frames = tok.denormalize(tok.decode_normalized(self.codes_hist, check=False)[:, -self.d:], ref)
+            frames = decode_newest(tok, self.codes_hist, self.d, ref)
         frames = frames.reshape(N, 2, self.d, -1)
         if jaw is not None:                                                  # a jaw head: its jaw, as offline
             frames = self.gen.with_jaw(frames, jaw, self.given)
