@@ -66,14 +66,19 @@ def main(argv=None) -> int:
     ap.add_argument("--no-mean-anchor", action="store_true", help="turn the mean anchor off")
     ap.add_argument("--samples", type=int_arg(1, 4096), default=8,
                     help="samples drawn at once (batched) and combined (default 8; 1: one raw sample). Dyad mode: their "
-                         "mean plus sample 0's slow deviation from it (--slow-s); listener mode: their plain mean "
-                         "(measured there: FD as the mix's, P-FD and MSE lower; docs/STAGE2.md, 'Quality levers')")
+                         "mean plus sample 0's slow deviation from it (--slow-s) less its drift (--drift-s); listener "
+                         "mode: their plain mean (measured there: FD as the mix's, P-FD and MSE lower; docs/STAGE2.md, "
+                         "'Quality levers')")
     ap.add_argument("--smooth-s", type=float_arg(0, 1e6), default=None,
                     help="time constant (s) of the causal one-pole low-pass on the output's expression, after the samples "
                          "are combined (default 0.0145; 0: off; docs/STAGE2.md, 'Quality levers')")
     ap.add_argument("--slow-s", type=float_arg(1e-6, 1e6), default=None,
                     help="time constant of sample 0's deviation kept in the output (default 0.2 s in dyad mode; "
                          "given in listener mode, it replaces the plain mean there)")
+    ap.add_argument("--drift-s", type=float_arg(0, 1e6), default=None,
+                    help="time constant (s) of sample 0's drift removed from the mix's deviation, so the output keeps "
+                         "that sample's motion but not a level of its own (default 5; 0: kept; docs/STAGE2.md, "
+                         "'Quality levers')")
     ap.add_argument("--plain-mean", action="store_true",
                     help="output the plain mean of the samples in either mode (the conditional-mean estimate: lowest "
                          "MSE, calmest; listener mode's default)")
@@ -101,7 +106,7 @@ def main(argv=None) -> int:
     from common.data.cache import Cache, CacheError
     from common.eval.predictions import check_participants
     from common.train.artifact import CheckpointError
-    from stage2_gpt.generate import (MEAN_ANCHOR_S, SMOOTH_S, DialogInput, Generator, Sampling, default_slow_s,
+    from stage2_gpt.generate import (DRIFT_S, MEAN_ANCHOR_S, SMOOTH_S, DialogInput, Generator, Sampling, default_slow_s,
                                      generate_dialog, generate_dialogs, read_given_motion, read_shape, resolve_given)
     from stage2_gpt.graphed_step import use_cuda_graph
 
@@ -119,7 +124,9 @@ def main(argv=None) -> int:
         ap.error("--plain-mean and --slow-s exclude each other")
     slow = None if args.plain_mean else (default_slow_s(args.mode) if args.slow_s is None else args.slow_s)
     smooth = SMOOTH_S if args.smooth_s is None else (args.smooth_s or None)
-    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor, slow, smooth)
+    drift = DRIFT_S if args.drift_s is None else (args.drift_s or None)
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor, slow, smooth,
+                        drift)
     out = Path(args.out)
     try:
         if wav_mode:

@@ -53,6 +53,7 @@ CHUNK_STEPS = 256       # token steps (17 s at 15 steps/s) generated, then decod
 MEAN_ANCHOR_S = 5.0     # default prior of the mean anchor, seconds (docs/STAGE2.md, "Mean anchor")
 SLOW_S = 0.2            # default time constant of :class:`SampleMix`, seconds (docs/STAGE2.md, "Quality levers")
 SMOOTH_S = 0.0145       # default time constant of the output's expression low-pass, seconds (:class:`LowPass`; same section)
+DRIFT_S = 5.0           # default time constant of the drift removed from :class:`SampleMix`'s deviation, seconds (same section)
 
 
 def default_slow_s(mode: str) -> float | None:
@@ -76,6 +77,8 @@ class Sampling:
     slow_s: float | None = SLOW_S   # several samples: :class:`SampleMix`'s time constant (s); None: their plain mean
     smooth_s: float | None = SMOOTH_S   # the output's expression dims low-passed, causally (:class:`LowPass`'s time
                                         # constant, s); None: off
+    drift_s: float | None = DRIFT_S     # :class:`SampleMix` (slow_s set): the deviation's running mean over this time
+                                        # constant (s) removed; None: kept
 
     def level(self, q: int) -> "Sampling":
         """The sampling of RVQ level ``q``."""
@@ -668,24 +671,30 @@ class MeanAnchor:
 
 class SampleMix:
     """Combines the ``N`` samples of one dialog into the output, causally: their mean, plus sample 0's deviation
-    from it low-passed (one pole, time constant ``sampling.slow_s`` seconds):
+    from it low-passed (one pole, time constant ``sampling.slow_s`` seconds), less that deviation's drift (its
+    running mean, one pole, ``sampling.drift_s`` seconds):
 
-        out_t = mean_t + L_t,    L_t = a L_{t-1} + (1 - a) (x0_t - mean_t),    a = exp(-1 / (slow_s * fps))
+        out_t = mean_t + L_t - S_t,    L_t = a L_{t-1} + (1 - a) (x0_t - mean_t),    S_t = b S_{t-1} + (1 - b) L_t,
+        a = exp(-1 / (slow_s * fps)),  b = exp(-1 / (drift_s * fps))
 
-    so the output moves slowly as one sample does (its own expressions, their spread) while the fast part, where
-    independently sampled fine RVQ levels flicker, is the samples' average (measured: docs/STAGE2.md, "Quality
-    levers"). One sample: that sample; ``slow_s`` None: the plain mean (the conditional-mean estimate, lowest
-    MSE). Then, with ``sampling.smooth_s``, the expression dims ``smooth_dims`` (a layout's ``exp`` range) of the
-    generated participants (not ``given``: their row stays the tokenizer's reconstruction of what was observed) go
-    through :class:`LowPass`. Stateful (float64 state), so chunks of any size give the numbers of one call:
-    streaming == offline."""
+    so the output moves as one sample does between ``slow_s`` and ``drift_s`` (its own expressions, their spread)
+    while the fast part, where independently sampled fine RVQ levels flicker, is the samples' average, and the slow
+    part, where sample 0 drifts to a level of its own (a guess of the person's offset the samples' mean and the mean
+    anchor already make better), is theirs too (measured: docs/STAGE2.md, "Quality levers"). One sample: that sample;
+    ``slow_s`` None: the plain mean (the conditional-mean estimate, lowest MSE). Then, with ``sampling.smooth_s``,
+    the expression dims ``smooth_dims`` (a layout's ``exp`` range) of the generated participants (not ``given``:
+    their row stays the tokenizer's reconstruction of what was observed) go through :class:`LowPass`. Stateful
+    (float64 state), so chunks of any size give the numbers of one call: streaming == offline."""
 
     def __init__(self, sampling: "Sampling", fps: float, smooth_dims: tuple[int, int] | None = None,
                  given: int | None = None):
-        s = sampling.slow_s
+        s, d = sampling.slow_s, sampling.drift_s
         if s is not None and s <= 0:
             raise ValueError(f"slow_s must be > 0 seconds (or None: the plain mean), got {s}")
+        if d is not None and d <= 0:
+            raise ValueError(f"drift_s must be > 0 seconds (or None: the deviation's drift kept), got {d}")
         self.slow = None if s is None else OnePole(s, fps)              # sample 0's deviation, from zero
+        self.drift = None if s is None or d is None else OnePole(d, fps)   # its running mean, from zero
         self.smooth, self.rows = None, [p for p in (0, 1) if p != given]
         if sampling.smooth_s is not None and smooth_dims is not None:
             self.smooth = LowPass(sampling.smooth_s, fps, smooth_dims)
@@ -705,7 +714,10 @@ class SampleMix:
         mean = motion.mean(0)
         if self.slow is None:
             return mean
-        return mean + self.slow(motion[0] - mean).astype(mean.dtype)    # (2, m, D)
+        dev = self.slow(motion[0] - mean)
+        if self.drift is not None:
+            dev = dev - self.drift(dev)
+        return mean + dev.astype(mean.dtype)                           # (2, m, D)
 
 
 class OnePole:

@@ -645,13 +645,16 @@ def test_determinism_and_sampling_controls(gen, dialog):
     assert avg.samples.shape == (3, 2, 90, 51)
     np.testing.assert_allclose(avg.motion, avg.samples.mean(0), atol=1e-6)
     assert not np.allclose(avg.samples[0], avg.samples[1])
-    mix = gen.generate(audio, sampling=Sampling(seed=3, smooth_s=None), num_samples=3)   # SampleMix, unsmoothed
+    mix = gen.generate(audio, sampling=Sampling(seed=3, smooth_s=None, drift_s=None), num_samples=3)  # SampleMix
     np.testing.assert_array_equal(mix.samples, avg.samples)                         # the same draws, combined
     dev = (mix.samples[0] - mix.samples.mean(0)).astype(np.float64)
     a = np.exp(-1 / (Sampling().slow_s * gen.tok.fps))
     from scipy.signal import lfilter
     low = lfilter([1 - a], [1, -a], dev, axis=1)                                   # sample 0's deviation, low-passed
     np.testing.assert_allclose(mix.motion, avg.motion + low, atol=1e-5)
+    b = np.exp(-1 / (Sampling().drift_s * gen.tok.fps))                            # the default: less its drift
+    nodrift = gen.generate(audio, sampling=Sampling(seed=3, smooth_s=None), num_samples=3)
+    np.testing.assert_allclose(nodrift.motion, avg.motion + low - lfilter([1 - b], [1, -b], low, axis=1), atol=1e-5)
     v = lambda m: np.abs(np.diff(m[..., :50], axis=1)).mean()
     assert v(mix.motion) < v(mix.samples[0])                            # calmer than one sample ...
     d = lambda m: np.abs(m - mix.samples[0]).mean()
@@ -660,13 +663,13 @@ def test_determinism_and_sampling_controls(gen, dialog):
     from stage2_gpt.generate import SMOOTH_S
     out = gen.generate(audio, sampling=Sampling(seed=3), num_samples=3)
     c = 1 - np.exp(-1 / (SMOOTH_S * gen.tok.fps))
-    y = mix.motion[..., :50].astype(np.float64).copy()
+    y = nodrift.motion[..., :50].astype(np.float64).copy()
     for t in range(1, y.shape[1]):
         y[:, t] = y[:, t - 1] + c * (y[:, t] - y[:, t - 1])
     np.testing.assert_allclose(out.motion[..., :50], y, atol=1e-5)
-    np.testing.assert_array_equal(out.motion[..., 50:], mix.motion[..., 50:])
+    np.testing.assert_array_equal(out.motion[..., 50:], nodrift.motion[..., 50:])
     acc = lambda m: np.abs(np.diff(m[..., :50], 2, axis=1)).mean()
-    assert acc(out.motion) < acc(mix.motion)                           # calmer: less acceleration
+    assert acc(out.motion) < acc(nodrift.motion)                       # calmer: less acceleration
     logits = torch.tensor([[0.0, 1.0, 2.0, 5.0]])
     gen_ = torch.Generator().manual_seed(0)
     draws = {int(sample_logits(logits, Sampling(top_p=0.5), gen_)) for _ in range(50)}
@@ -702,6 +705,34 @@ def test_lowpass_mix_and_running_mean_are_chunk_invariant_empty_chunks_included(
     mix = SampleMix(Sampling(), 30.0, (0, 50))
     parts = [mix(samples[:, :, a:b]) for a, b in ((0, 0), (0, 5), (5, 5), (5, 61))]
     np.testing.assert_allclose(np.concatenate(parts, 1), one, atol=1e-6)
+
+
+def test_sample_mix_drops_sample_zeros_own_level_and_keeps_its_motion():
+    """SampleMix's drift removal (``drift_s``): a level sample 0 keeps apart from the other samples (its own guess
+    of the person's offset) leaves the output, its motion between ``slow_s`` and ``drift_s`` stays; off (None) the
+    level stays as well."""
+    from stage2_gpt.generate import Sampling, SampleMix
+    fps, T = 30.0, 3000
+    t = np.arange(T) / fps
+    mean = np.zeros((2, T, 51))
+    wave = 0.5 * np.sin(2 * np.pi * 1.0 * t)[None, :, None]             # 1 Hz: motion, inside the band kept
+    x0 = mean + 0.3 + wave                                               # sample 0: its own level, and motion
+    samples = np.stack([x0, mean - 0.3 - wave])                          # the samples' mean is zero
+    kw = dict(slow_s=0.2, smooth_s=None)
+    kept = SampleMix(Sampling(drift_s=None, **kw), fps)(samples)
+    gone = SampleMix(Sampling(drift_s=5.0, **kw), fps)(samples)
+    late = slice(T // 2, None)                                           # after both filters settled (50 s)
+    assert abs(kept[:, late].mean() - 0.3) < 0.01                       # without it the level stays ...
+    assert abs(gone[:, late].mean()) < 0.01                              # ... with it the level leaves
+    amp = lambda y: y[:, late].std() * np.sqrt(2)
+    gain = 1 / np.sqrt(1 + (2 * np.pi * 1.0 * 0.2) ** 2)                 # the 0.2 s one-pole's gain at 1 Hz
+    assert abs(amp(kept) - 0.5 * gain) < 0.01 and abs(amp(gone) / amp(kept) - 1) < 0.02   # the motion stays
+    one = SampleMix(Sampling(drift_s=5.0, **kw), fps)                    # chunks == one call
+    parts = np.concatenate([one(samples[:, :, a:b]) for a, b in ((0, 7), (7, 7), (7, 1000), (1000, T))], 1)
+    np.testing.assert_allclose(parts, gone, atol=1e-9)
+    with pytest.raises(ValueError, match="drift_s"):
+        SampleMix(Sampling(drift_s=0.0), fps)
+    np.testing.assert_array_equal(SampleMix(Sampling(slow_s=None), fps)(samples), samples.mean(0))  # plain mean
 
 
 @pytest.mark.parametrize("given,samples", [(None, 1), (1, 2)])
