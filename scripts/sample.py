@@ -124,6 +124,9 @@ def main(argv=None) -> int:
         ap.error("--plain-mean and --slow-s exclude each other")
     slow = None if args.plain_mean else (default_slow_s(args.mode) if args.slow_s is None else args.slow_s)
     smooth = SMOOTH_S if args.smooth_s is None else (args.smooth_s or None)
+    if args.drift_s is not None and slow is None:
+        ap.error("--drift-s applies to the sample mix (dyad mode, or --slow-s in listener mode); the plain mean has no "
+                 "deviation to remove a drift from")
     drift = DRIFT_S if args.drift_s is None else (args.drift_s or None)
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor, slow, smooth,
                         drift)

@@ -596,8 +596,8 @@ class Generator:
         motion is decoded chunk by chunk (:meth:`iter_generate`; memory beyond the inputs and the result does not
         grow with the length). ``identity`` (2, I): each participant's FLAME shape (None / a None row: unknown),
         used by models trained with ``use_identity``. ``num_samples`` > 1 draws that many samples in one batch
-        and combines them (:class:`SampleMix`: their mean plus sample 0's slow deviation from it, or with
-        ``sampling.slow_s`` None their plain mean, the conditional-mean estimate); the samples are in
+        and combines them (:class:`SampleMix`: their mean plus sample 0's deviation from it between ``slow_s`` and
+        ``drift_s``, or with ``sampling.slow_s`` None their plain mean, the conditional-mean estimate); the samples are in
         ``Generation.samples``.
 
         With a tokenizer that codes motion around each person's own mean (``model.reference=person``): a generated
@@ -689,9 +689,9 @@ class SampleMix:
     def __init__(self, sampling: "Sampling", fps: float, smooth_dims: tuple[int, int] | None = None,
                  given: int | None = None):
         s, d = sampling.slow_s, sampling.drift_s
-        if s is not None and s <= 0:
+        if s is not None and not s > 0:
             raise ValueError(f"slow_s must be > 0 seconds (or None: the plain mean), got {s}")
-        if d is not None and d <= 0:
+        if d is not None and not d > 0:
             raise ValueError(f"drift_s must be > 0 seconds (or None: the deviation's drift kept), got {d}")
         self.slow = None if s is None else OnePole(s, fps)              # sample 0's deviation, from zero
         self.drift = None if s is None or d is None else OnePole(d, fps)   # its running mean, from zero

@@ -945,6 +945,15 @@ def test_sample_cli_cached_listener(gpt_run, tokenized, dialog, tmp_path):
                      sampling=Sampling(seed=0, slow_s=0.2), num_samples=8)
     np.testing.assert_allclose(np.load(tmp_path / "mix" / dialog["id"] / f"{a}.npz")["motion"], mix.motion[0], atol=1e-5)
     assert np.abs(mix.motion[0] - res.motion[0]).max() > 1e-3
+    r = subprocess.run(cmd + ["--slow-s", "0.2", "--drift-s", "0", "--out", str(tmp_path / "drift0")],
+                       env=subprocess_env(), capture_output=True, text=True, timeout=180)   # --drift-s 0: drift kept
+    assert r.returncode == 0, r.stderr[-3000:]
+    from stage2_gpt.generate import SampleMix
+    kept = SampleMix(Sampling(slow_s=0.2, drift_s=None), g.fps, g.bundle.layout.exp, given=1)(mix.samples)
+    np.testing.assert_allclose(np.load(tmp_path / "drift0" / dialog["id"] / f"{a}.npz")["motion"], kept[0], atol=1e-5)
+    assert np.abs(kept[0] - mix.motion[0]).max() > 1e-4                # the default removes it
+    r = subprocess.run(cmd + ["--drift-s", "5"], env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--drift-s applies to the sample mix" in r.stderr   # the plain mean has no drift
     r = subprocess.run(cmd[:-6] + ["--mode", "listener", "--given", "nobody", "--out", str(out)], env=subprocess_env(),
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 2 and "nobody" in r.stderr

@@ -19,7 +19,7 @@ def mix(x, v, fps):
     x = x[:n]
     if parts[1] == "mean":
         return x.mean(0)
-    y = SampleMix(Sampling(slow_s=float(parts[1][1:])), fps)(x)
+    y = SampleMix(Sampling(slow_s=float(parts[1][1:]), drift_s=None), fps)(x)    # as run then (no drift removal)
     if len(parts) > 2:                                   # b<gain>: mean + gain * (the mix's slow deviation)
         m = x.mean(0)
         y = m + float(parts[2][1:]) * (y - m)
