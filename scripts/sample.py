@@ -71,7 +71,7 @@ def main(argv=None) -> int:
                          "'Quality levers')")
     ap.add_argument("--smooth-s", type=float_arg(0, 1e6), default=None,
                     help="time constant (s) of the causal one-pole low-pass on the output's expression, after the samples "
-                         "are combined (default 0.0145; 0: off; docs/STAGE2.md, 'Quality levers')")
+                         "are combined (default 0.0145, 0.025 with guidance on; 0: off; docs/STAGE2.md, 'Quality levers')")
     ap.add_argument("--slow-s", type=float_arg(1e-6, 1e6), default=None,
                     help="time constant of sample 0's deviation kept in the output (default 0.2 s in dyad mode; "
                          "given in listener mode, it replaces the plain mean there)")
@@ -79,6 +79,12 @@ def main(argv=None) -> int:
                     help="time constant (s) of sample 0's drift removed from the mix's deviation, so the output keeps "
                          "that sample's motion but not a level of its own (default 5; 0: kept; docs/STAGE2.md, "
                          "'Quality levers')")
+    ap.add_argument("--guidance", type=float_arg(0, 100), default=1.0,
+                    help="classifier-free guidance on audio: each step's logits uncond + g * (cond - uncond), the "
+                         "unconditional pass without audio (twice the GPT's work; GPTs trained with "
+                         "model.audio_dropout > 0); 1: off (default; measured: docs/STAGE2.md, 'Quality levers')")
+    ap.add_argument("--fine-guidance", type=float_arg(0, 100), default=None,
+                    help="the guidance of the RVQ levels after the first (default: --guidance)")
     ap.add_argument("--plain-mean", action="store_true",
                     help="output the plain mean of the samples in either mode (the conditional-mean estimate: lowest "
                          "MSE, calmest; listener mode's default)")
@@ -106,8 +112,9 @@ def main(argv=None) -> int:
     from common.data.cache import Cache, CacheError
     from common.eval.predictions import check_participants
     from common.train.artifact import CheckpointError
-    from stage2_gpt.generate import (DRIFT_S, MEAN_ANCHOR_S, SMOOTH_S, DialogInput, Generator, Sampling, default_slow_s,
-                                     generate_dialog, generate_dialogs, read_given_motion, read_shape, resolve_given)
+    from stage2_gpt.generate import (DRIFT_S, MEAN_ANCHOR_S, DialogInput, Generator, Sampling, default_slow_s,
+                                     default_smooth_s, generate_dialog, generate_dialogs, read_given_motion, read_shape,
+                                     resolve_given)
     from stage2_gpt.graphed_step import use_cuda_graph
 
     wav_mode = bool(args.audio_a or args.audio_b)
@@ -123,18 +130,19 @@ def main(argv=None) -> int:
     if args.plain_mean and args.slow_s is not None:
         ap.error("--plain-mean and --slow-s exclude each other")
     slow = None if args.plain_mean else (default_slow_s(args.mode) if args.slow_s is None else args.slow_s)
-    smooth = SMOOTH_S if args.smooth_s is None else (args.smooth_s or None)
     if args.drift_s is not None and slow is None:
         ap.error("--drift-s applies to the sample mix (dyad mode, or --slow-s in listener mode); the plain mean has no "
                  "deviation to remove a drift from")
     drift = DRIFT_S if args.drift_s is None else (args.drift_s or None)
+    smooth = default_smooth_s(args.guidance) if args.smooth_s is None else (args.smooth_s or None)
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor, slow, smooth,
-                        drift)
+                        drift, args.guidance, args.fine_guidance)
     out = Path(args.out)
     try:
         if wav_mode:
             check_participants(args.name, args.participants)     # before any work: they become file names
         gen = Generator.load(args.gpt, args.tokenizer, args.device, cuda_graph=use_cuda_graph(args.cuda_graph, args.device))
+        gen.guided_passes(sampling)                                     # --guidance needs an audio-dropout GPT
         t0, frames, written = time.perf_counter(), 0, []
         if wav_mode:
             with downloads_allowed(args.allow_download):

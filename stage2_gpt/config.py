@@ -50,6 +50,7 @@ MODEL_BOUNDS = [("num_quantizers", 0, 64), ("codebook_size", 0, 65536), ("audio_
                 ("ff_mult", 1, 16), ("attn_window", 1, 65536), ("audio_hidden", 1, 8192), ("audio_context", 1, 1024),
                 ("partner_audio_hidden", 0, 8192), ("identity_dim", 0, 1024), ("partner_levels", 0, 64),
                 ("head_hidden", 1, 8192), ("dropout", 0, 1), ("identity_dropout", 0, 1), ("partner_dropout", 0, 1),
+                ("audio_dropout", 0, 1),
                 ("state_loss", 0, None), ("jaw_loss", 0, None), ("jaw_dims", 0, 64)]
 
 

@@ -54,6 +54,7 @@ MEAN_ANCHOR_S = 5.0     # default prior of the mean anchor, seconds (docs/STAGE2
 SLOW_S = 0.2            # default time constant of :class:`SampleMix`, seconds (docs/STAGE2.md, "Quality levers")
 SMOOTH_S = 0.0145       # default time constant of the output's expression low-pass, seconds (:class:`LowPass`; same section)
 DRIFT_S = 5.0           # default time constant of the drift removed from :class:`SampleMix`'s deviation, seconds (same section)
+GUIDED_SMOOTH_S = 0.025 # scripts/sample.py's output low-pass time constant when guidance on audio is on, seconds (same section)
 
 
 def default_slow_s(mode: str) -> float | None:
@@ -61,6 +62,13 @@ def default_slow_s(mode: str) -> float | None:
     :class:`SampleMix` with :data:`SLOW_S`, listener mode (the partner given) their plain mean (None), measured
     best there (docs/STAGE2.md, "Quality levers"). The library's :class:`Sampling` default is ``SLOW_S`` in any mode."""
     return None if mode == "listener" else SLOW_S
+
+
+def default_smooth_s(guidance: float) -> float:
+    """scripts/sample.py's output low-pass time constant: :data:`SMOOTH_S`, or :data:`GUIDED_SMOOTH_S` with guidance
+    on audio (guided draws are sharper: expression acceleration 1.30x the ground truth's at 14.5 ms with guidance 2,
+    1.05x at 25 ms; docs/STAGE2.md, "Quality levers"). The library's :class:`Sampling` default is ``SMOOTH_S``."""
+    return SMOOTH_S if guidance == 1.0 else GUIDED_SMOOTH_S
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -79,12 +87,21 @@ class Sampling:
                                         # constant, s); None: off
     drift_s: float | None = DRIFT_S     # :class:`SampleMix` (slow_s set): the deviation's running mean over this time
                                         # constant (s) removed; None: kept
+    guidance: float = 1.0       # classifier-free guidance on audio: logits uncond + guidance * (cond - uncond), the
+                                # unconditional pass seeing no audio (models trained with audio_dropout); 1: off
+    fine_guidance: float | None = None      # the guidance of the RVQ levels after the first (None: ``guidance``)
+
+    @property
+    def guided(self) -> bool:
+        """Whether a step runs the pass without audio too (some level's guidance is not 1)."""
+        return self.guidance != 1.0 or (self.fine_guidance is not None and self.fine_guidance != 1.0)
 
     def level(self, q: int) -> "Sampling":
         """The sampling of RVQ level ``q``."""
-        if q == 0 or self.fine_temperature is None:
+        if q == 0 or (self.fine_temperature is None and self.fine_guidance is None):
             return self
-        return replace(self, temperature=self.fine_temperature)
+        return replace(self, temperature=self.temperature if self.fine_temperature is None else self.fine_temperature,
+                       guidance=self.guidance if self.fine_guidance is None else self.fine_guidance)
 
 
 def top_p(logits, thres: float = 0.9):
@@ -94,6 +111,15 @@ def top_p(logits, thres: float = 0.9):
     cum_probs = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
     sorted_logits = sorted_logits.masked_fill(F.pad(cum_probs > thres, (1, -1), value=False), float("-inf"))
     return sorted_logits.scatter(1, sorted_indices, sorted_logits)
+
+
+def guided_logits(logits: torch.Tensor, guidance, dialogs: int) -> torch.Tensor:
+    """Classifier-free guidance: logits (D * 2 * R, ..., V), each dialog's R conditional rows then its R rows
+    without audio -> (D * R, ..., V) ``uncond + guidance * (cond - uncond)`` (``guidance`` a float or a tensor
+    broadcasting against (..., V))."""
+    x = logits.reshape(dialogs, 2, -1, *logits.shape[1:])
+    cond, uncond = x[:, 0], x[:, 1]
+    return (uncond + guidance * (cond - uncond)).reshape(-1, *logits.shape[1:])
 
 
 def draw_noise(noise: torch.Tensor, generators) -> torch.Tensor:
@@ -164,6 +190,7 @@ class StepState:
     active: list = field(default_factory=lambda: [0, 1])   # the generated participants (perspectives computed)
     audio_before: torch.Tensor | None = None   # (D, 2, audio_context - 1, F) the audio frames before this step
     graph: object = None                    # the captured step (stage2_gpt/graphed_step.py), with cuda_graph
+    passes: int = 0                         # rows per generated row (2: classifier-free guidance), fixed at the first step
 
     @property
     def dialogs(self) -> int:
@@ -178,6 +205,15 @@ class StepState:
             rows = self.identity[:, self.active].unsqueeze(1).expand(D, self.samples, A, -1)
             self._ident_rows = rows.reshape(D * self.samples * A, -1)
         return self._ident_rows
+
+    def no_audio_rows(self) -> torch.Tensor:
+        """(D * 2 * N * A,) bool: the rows of a guided step (:meth:`Generator.step_rows`) that see no audio (the
+        unconditional pass; made once: no host-to-device copy per step)."""
+        D, NA = self.dialogs, self.samples * len(self.active)
+        if getattr(self, "_no_audio", None) is None or self._no_audio.shape[0] != D * 2 * NA:
+            flag = torch.tensor([False, True], device=self.prev.device)
+            self._no_audio = flag[None, :, None].expand(D, 2, NA).reshape(-1)
+        return self._no_audio
 
     def perspectives(self, inputs: int) -> torch.Tensor:
         """(A, inputs) participant indices of each generated perspective: [self, partner][:inputs] (made once: no
@@ -194,11 +230,13 @@ class StepState:
         """Keep the first ``n`` dialogs (the others have ended): their rows, generators, identities, cache."""
         if n == self.dialogs:
             return
+        per = self.cache.batch // self.dialogs          # the cache's rows per dialog (x2 with guidance)
         N = self.samples
         self.prev, self.generators = self.prev[:n * N], self.generators[:n]
         self.identity = None if self.identity is None else self.identity[:n]
         self.audio_before = None if self.audio_before is None else self.audio_before[:n]
-        self.cache.select(slice(0, n * N * len(self.active)))
+        self.cache.select(slice(0, n * per))
+        self._no_audio = None
         self.graph = None                       # shapes changed: captured again at the next step
 
 
@@ -316,6 +354,13 @@ class Generator:
             audio_step = audio_step.unsqueeze(0)
         if given is None and len(st.active) < 2:
             raise ValueError("this dialog observes a participant: pass its codes (given) at every step")
+        passes = self.guided_passes(sampling)
+        if st.passes != passes:
+            if st.steps:
+                raise ValueError("classifier-free guidance cannot be turned on or off during a dialog (its KV cache "
+                                 "holds the rows without audio only when it is on): keep Sampling.guided (guidance, "
+                                 "fine_guidance) as it was at the first step")
+            st.passes = passes
         if self.cuda_graph:
             from .graphed_step import graphed_step
             return graphed_step(self, st, sampling)(audio_step, given)
@@ -343,13 +388,21 @@ class Generator:
         m, Q, P = self.model, self.Q, self.cfg.inputs
         D, N, act = st.dialogs, st.samples, st.active
         A = len(act)
+        G = self.guided_passes(sampling)                                                 # 2: with and without audio
         persp = st.perspectives(P)                                                       # (A, P): self, partner
-        prev = st.prev[:, persp]                                                         # (D*N, A, P, Q)
-        audio = audio_step[:, persp].unsqueeze(1).expand(D, N, A, P, *audio_step.shape[-2:])         # (D, N, A, P, d, F)
-        prev, audio = prev.reshape(D * N * A, P, Q), audio.reshape(D * N * A, P, *audio_step.shape[-2:])
+        prev = st.prev[:, persp].reshape(D, 1, N, A, P, Q)                               # (D, 1, N, A, P, Q)
+        fr = audio_step.shape[-2:]
+        audio = audio_step[:, persp].reshape(D, 1, 1, A, P, *fr)                         # (D, 1, 1, A, P, d, F)
+        prev = prev.expand(D, G, N, A, P, Q).reshape(D * G * N * A, P, Q)
+        audio = audio.expand(D, G, N, A, P, *fr).reshape(D * G * N * A, P, *fr)
+        ident = st.identity_rows()
+        if G == 2 and ident is not None:
+            ident = ident.reshape(D, 1, N * A, -1).expand(D, 2, N * A, ident.shape[-1]).reshape(D * 2 * N * A, -1)
         groups = D if self.row_groups else 1
-        h = m.step_hidden(prev, audio, cache, st.identity_rows(), groups=groups)
+        h = m.step_hidden(prev, audio, cache, ident, groups=groups, no_audio=st.no_audio_rows() if G == 2 else None)
         sampled = self._sample_heads(h, sampling, st.generators, groups, noise).reshape(D * N, A, Q)
+        if G == 2:
+            h = h.reshape(D, 2, N * A, -1)[:, 0].reshape(D * N * A, -1)                   # the conditional rows
         if A == 2:
             codes = sampled
         else:                                 # one generated participant (an int index: no host-to-device copy)
@@ -365,6 +418,15 @@ class Generator:
             return out
         return codes, both(m.state_probs(h, groups=groups)), both(m.jaw_values(h, groups=groups))
 
+    def guided_passes(self, sampling: Sampling) -> int:
+        """Rows of the step per generated row: 2 with classifier-free guidance (with and without audio), else 1."""
+        if not sampling.guided:
+            return 1
+        if self.model.null_audio is None:
+            raise ValueError(f"guidance {sampling.guidance} needs a GPT trained with model.audio_dropout > 0 "
+                             "(it has no 'no audio' input); use guidance 1")
+        return 2
+
     def noise_shape(self, rows: int, sampling: Sampling) -> tuple[int, int, int]:
         """(draws, rows', V) of a step's sampling noise for ``rows`` generated rows (:meth:`step_rows`): one draw
         per RVQ level, or one of every level at once (the parallel head at one temperature)."""
@@ -379,9 +441,13 @@ class Generator:
         ``noise`` (:meth:`noise_shape`): the draws made beforehand."""
         head = self.model.head
         at = (lambda q: None) if noise is None else (lambda q: noise[q])     # noqa: E731
+        D, guided = len(generators), sampling.guided
         if self.cfg.rvq_head == "parallel":
             mlp = head.proj
             logits = group_linear(mlp[2], mlp[1](group_linear(mlp[0], h, groups)), groups).unflatten(-1, (head.Q, head.V))
+            if guided:                                                   # each level's guidance
+                g = [sampling.level(q).guidance for q in range(self.Q)]
+                logits = guided_logits(logits, g[0] if len(set(g)) == 1 else logits.new_tensor(g)[:, None], D)
             if sampling.fine_temperature is None:
                 return sample_logits(logits, sampling, generators, at(0))
             return torch.stack([sample_logits(logits[:, q], sampling.level(q), generators, at(q))
@@ -389,9 +455,14 @@ class Generator:
         z = head.base(h, groups)                                             # (B, H)
         out = []
         for q in range(self.Q):
-            c = sample_logits(head.level_logits(z, q, groups), sampling.level(q), generators, at(q))      # (B,)
+            s, logits = sampling.level(q), head.level_logits(z, q, groups)
+            if guided:                                                   # (D*2*R, V) -> (D*R, V)
+                logits = guided_logits(logits, s.guidance, D)
+            c = sample_logits(logits, s, generators, at(q))                                                # (B,)
             out.append(c)
             if q + 1 < self.Q:
+                if guided:                                                   # both passes continue from the draw
+                    c = c.reshape(D, 1, -1).expand(D, 2, c.shape[0] // D).reshape(-1)
                 z = z + head.embed_level(c, q)
         return torch.stack(out, -1)
 

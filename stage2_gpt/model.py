@@ -88,6 +88,9 @@ class GPTConfig:
                                       # against memorising dialogs from the partner's fine detail); 0: all
     partner_dropout: float = 0.0      # training only: probability that the partner's codes are hidden (BOS) for a
                                       # whole window: less reliance on them (the partner's audio stays)
+    audio_dropout: float = 0.0        # training only: probability that a perspective's audio (own and partner's) is
+                                      # replaced by a learned "no audio" input for a whole window; > 0 makes the
+                                      # model usable with classifier-free guidance on audio (Sampling.guidance)
     # outputs
     rvq_head: str = "depth"           # "depth" | "parallel"
     head_hidden: int = 256
@@ -209,6 +212,9 @@ class DyadGPT(nn.Module):
                                          nn.Linear(cfg.head_hidden, d * cfg.jaw_dims))
             self.register_buffer("jaw_mean", torch.zeros(cfg.jaw_dims))
             self.register_buffer("jaw_std", torch.ones(cfg.jaw_dims))
+        self.null_audio = None                  # the "no audio" input of classifier-free guidance (audio_dropout > 0):
+        if cfg.audio_dropout > 0:               # what replaces the own and the partner's audio projections
+            self.null_audio = nn.Parameter(torch.zeros(P, cfg.dim))
         self._rotary = None                     # rotary tables of the generation step (step_hidden)
         self.apply(self._init)
         if self.partner_gate is not None:
@@ -232,11 +238,12 @@ class DyadGPT(nn.Module):
         """Audio frames one step reads: its ``downsample`` frames and the ``audio_context - 1`` before them."""
         return self.cfg.audio_context - 1 + self.cfg.downsample
 
-    def embed(self, prev_codes, audio, identity=None, groups: int = 1):
+    def embed(self, prev_codes, audio, identity=None, groups: int = 1, no_audio=None):
         """prev_codes (B, K, P, Q) long (input 0 = self, 1 = partner; -1 = BOS: no previous step / hidden);
         audio (B, K, P, audio_frames, F): each step's frames, the ``audio_context - 1`` frames before them first;
         identity (B, I) of self, or None (unknown) -> (B, K, dim). ``groups``: the B rows are that many dialogs,
-        each computed as if alone (stage2_gpt/decode_step.py, "Row groups")."""
+        each computed as if alone (stage2_gpt/decode_step.py, "Row groups"). ``no_audio`` (B,) bool or None: those
+        rows see the learned "no audio" input in place of every audio (``audio_dropout`` models only)."""
         lin = lambda layer, x: group_linear(layer, x, groups)           # noqa: E731
         d, c = self.cfg.downsample, self.cfg.audio_context
         own = audio[:, :, 0]                                           # (B, K, c - 1 + d, F)
@@ -246,7 +253,10 @@ class DyadGPT(nn.Module):
         idx = prev_codes.clamp(min=0) + self.code_offsets
         e = (self.code_emb(idx) * self.levels_seen.to(self.code_emb.weight.dtype)).sum(-2)   # (B, K, P, dim)
         e = torch.where(bos[..., None], self.code_emb(self.bos_index).expand_as(e), e)
-        x = e[:, :, 0] + lin(self.audio_step, self.audio_frame[1](lin(self.audio_frame[0], own)).flatten(2))
+        a_own = lin(self.audio_step, self.audio_frame[1](lin(self.audio_frame[0], own)).flatten(2))
+        if no_audio is not None:
+            a_own = torch.where(no_audio[:, None, None], self.null_audio[0].to(a_own.dtype), a_own)
+        x = e[:, :, 0] + a_own
         if self.identity is not None:
             if identity is None:
                 identity = x.new_zeros(x.shape[0], self.cfg.identity_dim)
@@ -256,7 +266,10 @@ class DyadGPT(nn.Module):
             pa = audio[:, :, 1, -d:]
             if self.cfg.partner_audio == "energy":
                 pa = pa.mean(-1, keepdim=True)                         # (B, K, d, 1) loudness per frame
-            xp = e[:, :, 1] + lin(self.partner_audio_step, self.partner_audio_frame[1](lin(self.partner_audio_frame[0], pa)).flatten(2))
+            a_partner = lin(self.partner_audio_step, self.partner_audio_frame[1](lin(self.partner_audio_frame[0], pa)).flatten(2))
+            if no_audio is not None:
+                a_partner = torch.where(no_audio[:, None, None], self.null_audio[1].to(a_partner.dtype), a_partner)
+            xp = e[:, :, 1] + a_partner
             x = x + lin(self.partner_gate, self.partner_norm(xp))
         return x
 
@@ -316,7 +329,10 @@ class DyadGPT(nn.Module):
             if self.training and cfg.identity_dropout > 0:
                 keep = torch.rand(ident.shape[0], device=ident.device) >= cfg.identity_dropout
                 ident = ident * keep[:, None].to(ident.dtype)
-        x = self.embed(prev_codes, a, ident)
+        no_audio = None
+        if self.training and cfg.audio_dropout > 0:
+            no_audio = torch.rand(prev_codes.shape[0], device=codes.device) < cfg.audio_dropout
+        x = self.embed(prev_codes, a, ident, no_audio=no_audio)
         h = self.decoder(x, attn_mask=self._window_mask(K, x.device))
         target = codes.flatten(0, 1)                                   # (2B, K, Q): self's codes
         logits = self.head(h, target)                                  # (2B, K, Q, V)
@@ -354,13 +370,14 @@ class DyadGPT(nn.Module):
                                       c.heads, c.dim_head, w.device, w.dtype)
 
     @torch.no_grad()
-    def step_hidden(self, prev_codes, audio_step, cache: KVCache, identity=None, groups: int = 1):
+    def step_hidden(self, prev_codes, audio_step, cache: KVCache, identity=None, groups: int = 1, no_audio=None):
         """One position of B perspectives: prev_codes (B, P, Q) long (-1: BOS), audio_step (B, P, audio_frames, F)
         (the step's frames, the ``audio_context - 1`` before them first),
         identity (B, I) or None -> hidden (B, dim); ``cache`` (:meth:`new_cache`) is updated in place.
         The decoder runs through :func:`stage2_gpt.decode_step.decoder_step` (bit-identical to x-transformers'
-        cached forward, without its per-layer Python); ``groups``: the B rows are that many dialogs."""
-        x = self.embed(prev_codes.unsqueeze(1), audio_step.unsqueeze(1), identity, groups)    # (B, 1, dim)
+        cached forward, without its per-layer Python); ``groups``: the B rows are that many dialogs; ``no_audio``
+        (B,) bool: rows without audio (:meth:`embed`; classifier-free guidance)."""
+        x = self.embed(prev_codes.unsqueeze(1), audio_step.unsqueeze(1), identity, groups, no_audio)    # (B, 1, dim)
         return decoder_step(self.decoder, x, cache, self.rotary_tables(), groups)[:, -1]
 
     def rotary_tables(self) -> RotaryTables:

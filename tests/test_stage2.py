@@ -298,10 +298,11 @@ def test_ring_cache_attends_as_the_trimmed_cache(dims, transposed, monkeypatch):
 def test_cuda_graph_step_every_head_and_sampling(head):
     """The fixed-shape step (uncaptured on a CPU) gives the plain step's codes, step by step, for both RVQ heads,
     per-level temperatures (greedy levels included), top-k + top-p, dyad and listener mode, 2 dialogs x 2 samples,
-    audio context, a Sampling changed mid-dialog and a dialog leaving the batch (exact here; on a GPU a near tie
+    audio context, classifier-free guidance, a Sampling changed mid-dialog and a dialog leaving the batch (exact here; on a GPU a near tie
     could go the other way: float rounding)."""
     from stage2_gpt.generate import Generator, Sampling
-    m = _tiny_model(rvq_head=head, audio_context=3)
+    m = _tiny_model(rvq_head=head, audio_context=3, audio_dropout=0.1)
+    torch.nn.init.normal_(m.null_audio, std=0.5)     # as trained: the rows without audio differ from those with
 
     def generator(graph):                            # the step needs the model only: no bundle, no tokenizer
         g = Generator.__new__(Generator)
@@ -310,7 +311,9 @@ def test_cuda_graph_step_every_head_and_sampling(head):
         return g
 
     samplings = [Sampling(seed=1), Sampling(seed=1, fine_temperature=0.5), Sampling(seed=1, temperature=0.0, fine_temperature=1.0),
-                 Sampling(seed=1, temperature=0.0), Sampling(seed=1, top_k=5, top_p=0.8)]
+                 Sampling(seed=1, temperature=0.0), Sampling(seed=1, top_k=5, top_p=0.8), Sampling(seed=1, guidance=2.0),
+                 Sampling(seed=1, guidance=0.5, fine_temperature=0.5), Sampling(seed=1, guidance=2.0, fine_guidance=1.0),
+                 Sampling(seed=1, fine_guidance=3.0)]
     for s in samplings:
         for given in (None, 0):
             runs = []
@@ -324,7 +327,8 @@ def test_cuda_graph_step_every_head_and_sampling(head):
                         st.keep(1)
                     if k >= 17:
                         a, gv = a[:1], None if gv is None else gv[:1]
-                    codes.append(gen.step(st, a, gv, s if k < 12 else Sampling(seed=1, temperature=0.7))[0])
+                    later = Sampling(seed=1, temperature=0.7, guidance=s.guidance, fine_guidance=s.fine_guidance)
+                    codes.append(gen.step(st, a, gv, s if k < 12 else later)[0])
                 runs.append(codes)
                 assert st.steps == 23 and (st.graph is not None) == graph
             for k, (x, y) in enumerate(zip(*runs)):
@@ -624,6 +628,97 @@ def test_jaw_head(jaw_run, dialog):
     sess = gen.stream(Sampling(seed=1, slow_s=None), identity=dialog["shape"], num_samples=2)
     outs = [sess.push(audio[:, i:i + 5]) for i in range(0, T, 5)] + [sess.flush()]
     np.testing.assert_allclose(np.concatenate(outs, 1), two.motion, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def guided_run(tokenized, tmp_path_factory):
+    from stage2_gpt.generate import Generator
+    from stage2_gpt.train import train
+    out = tmp_path_factory.mktemp("stage2_guided")
+    res = train(_cfg(tokenized, out, "model.audio_dropout=0.3", "model.use_identity=true", "train.max_steps=60",
+                     "train.val_every=60", "train.save_every=60"))
+    g = Generator.load(res["artifact"], tokenized["tokenizer"])
+    g.path = Path(res["artifact"])
+    return g
+
+
+def test_guidance_on_audio(guided_run, gen, dialog):
+    """model.audio_dropout trains a learned "no audio" input; Sampling.guidance mixes each step's logits with and
+    without audio (uncond + g * (cond - uncond)): at g = 0 the codes are the unconditional model's and do not depend
+    on the audio at all, at g = 1 (off) they do; g = 2 samples differently again. Each level's draw is exactly the
+    guided logits' argmax at temperature 0 (checked against the teacher-forced forward, both passes).
+    Streaming == offline and a batch of dialogs == each alone with guidance on; a GPT trained without audio
+    dropout refuses guidance with an error saying why, and guidance cannot change during a dialog."""
+    from stage2_gpt.generate import Sampling
+    g = guided_run
+    assert g.model.null_audio is not None and g.model.null_audio.abs().sum() > 0      # trained away from zero
+    T = 61
+    audio, motion = dialog["audio"][:, :T], dialog["motion"][:, :T]
+    other = audio[:, ::-1] * 1.3 + 0.5
+    run = lambda a, gd, **kw: g.generate(a, sampling=Sampling(seed=3, guidance=gd), identity=dialog["shape"], **kw)  # noqa: E731
+    np.testing.assert_array_equal(run(audio, 0.0).codes, run(other, 0.0).codes)      # unconditional: audio unused
+    assert not np.array_equal(run(audio, 1.0).codes, run(other, 1.0).codes)
+    assert not np.array_equal(run(audio, 2.0).codes, run(audio, 1.0).codes)
+    # greedy guided codes == argmax of uncond + g * (cond - uncond) from the teacher-forced passes over those codes
+    # (fine_guidance 1: the levels after the first from the conditional logits alone)
+    m = g.model
+    a = g.normalize_audio(np.concatenate([audio, audio[:, -1:]], 1))[None]              # the last step padded
+    ident = torch.as_tensor(dialog["shape"], dtype=torch.float32)[None, :, :m.cfg.identity_dim]
+    for fine in (None, 1.0):
+        greedy = g.generate(audio, sampling=Sampling(temperature=0.0, guidance=2.5, fine_guidance=fine),
+                            identity=dialog["shape"])
+        codes, K = torch.from_numpy(greedy.codes)[None], greedy.codes.shape[1]             # (1, 2, K, Q)
+        with torch.no_grad():
+            c = m.perspectives(codes).permute(0, 2, 1, 3)
+            prev = torch.cat([c.new_full((2, 1, 2, c.shape[-1]), -1), c[:, :-1]], 1)
+            C = m.cfg.audio_context - 1
+            full = torch.cat([a.new_zeros(1, 2, C, a.shape[-1]), a], 2).unfold(2, C + m.cfg.downsample, m.cfg.downsample)
+            au = m.perspectives(full.transpose(-1, -2)).permute(0, 2, 1, 3, 4)
+            logits = []
+            for off in (False, True):
+                x = m.embed(prev, au, ident.flatten(0, 1), no_audio=torch.full((2,), off))
+                logits.append(m.head(m.decoder(x, attn_mask=m._window_mask(K, x.device)), codes.flatten(0, 1)))
+        guided = logits[1] + 2.5 * (logits[0] - logits[1])                                # (2, K, Q, V)
+        if fine is not None:
+            guided[:, :, 1:] = logits[0][:, :, 1:]
+        np.testing.assert_array_equal(guided.argmax(-1).numpy(), greedy.codes)
+    # streaming == offline, batch == alone, listener mode with several samples
+    s = Sampling(seed=5, guidance=1.5)
+    off = g.generate(audio, given=1, given_motion=motion[1], sampling=s, num_samples=2)
+    sess = g.stream(s, given=1, num_samples=2)
+    outs = [sess.push(audio[:, i:i + 4], motion[1, i:i + 4]) for i in range(0, T, 4)] + [sess.flush()]
+    np.testing.assert_allclose(np.concatenate(outs, 1), off.motion, atol=1e-5)
+    many = [audio, audio[:, :31], other[:, :45]]
+    for b, au_ in zip(g.generate_many(many, sampling=s, num_samples=2), many):
+        np.testing.assert_array_equal(b.codes, g.generate(au_, sampling=s, num_samples=2).codes)
+    with pytest.raises(ValueError, match="audio_dropout"):
+        gen.generate(audio, sampling=Sampling(guidance=2.0))
+    st = g.new_state(0)
+    g.step(st, g.normalize_audio(audio[:, :2]), None, s)
+    with pytest.raises(ValueError, match="during a dialog"):
+        g.step(st, g.normalize_audio(audio[:, 2:4]), None, Sampling())
+
+
+def test_sample_cli_guidance(guided_run, tokenized, dialog, tmp_path):
+    """scripts/sample.py --guidance G: exactly the library's guided generation, the output low-pass at
+    GUIDED_SMOOTH_S unless --smooth-s says otherwise; without the flag no guidance, even with a GPT that has the
+    "no audio" input."""
+    from stage2_gpt.generate import GUIDED_SMOOTH_S, SMOOTH_S, Sampling, default_smooth_s
+    assert default_smooth_s(1.0) == SMOOTH_S != GUIDED_SMOOTH_S == default_smooth_s(2.0)
+    cmd = [PY, str(ROOT / "scripts" / "sample.py"), "--gpt", str(guided_run.path), "--tokenizer",
+           str(tokenized["tokenizer"]), "--cache", str(tokenized["cache"]), "--dialog", dialog["id"],
+           "--samples", "2", "--quiet", "--no-plot"]
+    kw = dict(identity=dialog["shape"], num_samples=2)
+    guided = guided_run.generate(dialog["audio"], sampling=Sampling(seed=0, guidance=2.0, smooth_s=GUIDED_SMOOTH_S), **kw)
+    plain = guided_run.generate(dialog["audio"], sampling=Sampling(seed=0), **kw)
+    for name, extra, want in (("guided", ["--guidance", "2"], guided), ("plain", [], plain)):
+        r = subprocess.run(cmd + extra + ["--out", str(tmp_path / name)], env=subprocess_env(), capture_output=True,
+                           text=True, timeout=180)
+        assert r.returncode == 0, r.stderr[-3000:]
+        for p, who in enumerate(dialog["participants"]):
+            np.testing.assert_allclose(np.load(tmp_path / name / dialog["id"] / f"{who}.npz")["motion"], want.motion[p],
+                                       atol=1e-5)
+    assert np.abs(guided.motion - plain.motion).max() > 1e-3
 
 
 def test_determinism_and_sampling_controls(gen, dialog):
@@ -959,6 +1054,9 @@ def test_sample_cli_cached_listener(gpt_run, tokenized, dialog, tmp_path):
     assert r.returncode == 2 and "nobody" in r.stderr
     r = subprocess.run(cmd + ["--plain-mean", "--slow-s", "0.2"], env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "exclude each other" in r.stderr
+    r = subprocess.run(cmd + ["--guidance", "2", "--out", str(tmp_path / "guided")], env=subprocess_env(),
+                       capture_output=True, text=True, timeout=60)          # this GPT has no "no audio" input
+    assert r.returncode == 2 and "audio_dropout" in r.stderr and not (tmp_path / "guided").exists()
 
 
 @pytest.mark.parametrize("mode", ["dyad", "listener"])
