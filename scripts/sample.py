@@ -84,7 +84,8 @@ def main(argv=None) -> int:
                          "unconditional pass without audio (twice the GPT's work; GPTs trained with "
                          "model.audio_dropout > 0); 1: off (default; measured: docs/STAGE2.md, 'Quality levers')")
     ap.add_argument("--fine-guidance", type=float_arg(0, 100), default=None,
-                    help="the guidance of the RVQ levels after the first (default: --guidance)")
+                    help="the guidance of the RVQ levels after the first (default: --guidance); any guidance other "
+                         "than 1 makes the output low-pass default 0.025 s")
     ap.add_argument("--plain-mean", action="store_true",
                     help="output the plain mean of the samples in either mode (the conditional-mean estimate: lowest "
                          "MSE, calmest; listener mode's default)")
@@ -134,7 +135,8 @@ def main(argv=None) -> int:
         ap.error("--drift-s applies to the sample mix (dyad mode, or --slow-s in listener mode); the plain mean has no "
                  "deviation to remove a drift from")
     drift = DRIFT_S if args.drift_s is None else (args.drift_s or None)
-    smooth = default_smooth_s(args.guidance) if args.smooth_s is None else (args.smooth_s or None)
+    guided = Sampling(guidance=args.guidance, fine_guidance=args.fine_guidance).guided
+    smooth = default_smooth_s(guided) if args.smooth_s is None else (args.smooth_s or None)
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor, slow, smooth,
                         drift, args.guidance, args.fine_guidance)
     out = Path(args.out)

@@ -64,11 +64,12 @@ def default_slow_s(mode: str) -> float | None:
     return None if mode == "listener" else SLOW_S
 
 
-def default_smooth_s(guidance: float) -> float:
+def default_smooth_s(guided: bool) -> float:
     """scripts/sample.py's output low-pass time constant: :data:`SMOOTH_S`, or :data:`GUIDED_SMOOTH_S` with guidance
-    on audio (guided draws are sharper: expression acceleration 1.30x the ground truth's at 14.5 ms with guidance 2,
-    1.05x at 25 ms; docs/STAGE2.md, "Quality levers"). The library's :class:`Sampling` default is ``SMOOTH_S``."""
-    return SMOOTH_S if guidance == 1.0 else GUIDED_SMOOTH_S
+    on audio (``Sampling.guided``; guided draws are sharper: expression acceleration 1.30x the ground truth's at
+    14.5 ms with guidance 2, 1.05x at 25 ms; docs/STAGE2.md, "Quality levers"). The library's :class:`Sampling`
+    default is ``SMOOTH_S``."""
+    return GUIDED_SMOOTH_S if guided else SMOOTH_S
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -113,10 +114,9 @@ def top_p(logits, thres: float = 0.9):
     return sorted_logits.scatter(1, sorted_indices, sorted_logits)
 
 
-def guided_logits(logits: torch.Tensor, guidance, dialogs: int) -> torch.Tensor:
+def guided_logits(logits: torch.Tensor, guidance: float, dialogs: int) -> torch.Tensor:
     """Classifier-free guidance: logits (D * 2 * R, ..., V), each dialog's R conditional rows then its R rows
-    without audio -> (D * R, ..., V) ``uncond + guidance * (cond - uncond)`` (``guidance`` a float or a tensor
-    broadcasting against (..., V))."""
+    without audio -> (D * R, ..., V) ``uncond + guidance * (cond - uncond)``."""
     x = logits.reshape(dialogs, 2, -1, *logits.shape[1:])
     cond, uncond = x[:, 0], x[:, 1]
     return (uncond + guidance * (cond - uncond)).reshape(-1, *logits.shape[1:])
@@ -423,8 +423,8 @@ class Generator:
         if not sampling.guided:
             return 1
         if self.model.null_audio is None:
-            raise ValueError(f"guidance {sampling.guidance} needs a GPT trained with model.audio_dropout > 0 "
-                             "(it has no 'no audio' input); use guidance 1")
+            raise ValueError(f"guidance (guidance {sampling.guidance}, fine_guidance {sampling.fine_guidance}) needs a "
+                             "GPT trained with model.audio_dropout > 0 (this one has no 'no audio' input); use 1")
         return 2
 
     def noise_shape(self, rows: int, sampling: Sampling) -> tuple[int, int, int]:
@@ -441,13 +441,15 @@ class Generator:
         ``noise`` (:meth:`noise_shape`): the draws made beforehand."""
         head = self.model.head
         at = (lambda q: None) if noise is None else (lambda q: noise[q])     # noqa: E731
-        D, guided = len(generators), sampling.guided
+        guided = sampling.guided
+        D = len(generators) if isinstance(generators, (list, tuple)) else 1    # dialogs: one generator each
         if self.cfg.rvq_head == "parallel":
             mlp = head.proj
             logits = group_linear(mlp[2], mlp[1](group_linear(mlp[0], h, groups)), groups).unflatten(-1, (head.Q, head.V))
-            if guided:                                                   # each level's guidance
-                g = [sampling.level(q).guidance for q in range(self.Q)]
-                logits = guided_logits(logits, g[0] if len(set(g)) == 1 else logits.new_tensor(g)[:, None], D)
+            if guided:                                   # the coarse level's guidance, then the finer levels' (floats:
+                g0, gf = sampling.guidance, sampling.level(1).guidance       # no host-to-device copy in a capture)
+                logits = guided_logits(logits, g0, D) if g0 == gf or self.Q == 1 else torch.cat(
+                    [guided_logits(logits[:, :1], g0, D), guided_logits(logits[:, 1:], gf, D)], 1)
             if sampling.fine_temperature is None:
                 return sample_logits(logits, sampling, generators, at(0))
             return torch.stack([sample_logits(logits[:, q], sampling.level(q), generators, at(q))

@@ -704,7 +704,7 @@ def test_sample_cli_guidance(guided_run, tokenized, dialog, tmp_path):
     GUIDED_SMOOTH_S unless --smooth-s says otherwise; without the flag no guidance, even with a GPT that has the
     "no audio" input."""
     from stage2_gpt.generate import GUIDED_SMOOTH_S, SMOOTH_S, Sampling, default_smooth_s
-    assert default_smooth_s(1.0) == SMOOTH_S != GUIDED_SMOOTH_S == default_smooth_s(2.0)
+    assert default_smooth_s(False) == SMOOTH_S != GUIDED_SMOOTH_S == default_smooth_s(True)
     cmd = [PY, str(ROOT / "scripts" / "sample.py"), "--gpt", str(guided_run.path), "--tokenizer",
            str(tokenized["tokenizer"]), "--cache", str(tokenized["cache"]), "--dialog", dialog["id"],
            "--samples", "2", "--quiet", "--no-plot"]
