@@ -689,7 +689,9 @@ class Generator:
         ``num_samples`` > 1: that many samples combined (:class:`SampleMix`), as :meth:`generate`; ``warm``: the
         tokenizer's window lengths met once at creation (:func:`stage2_gpt.streaming.warm_tokenizer`)."""
         from .streaming import StreamSession
-        return StreamSession(self, sampling or Sampling(), given, identity, reference, num_samples, warm)
+        sampling = sampling or Sampling()
+        self.guided_passes(sampling)                        # guidance without the "no audio" input: refused now
+        return StreamSession(self, sampling, given, identity, reference, num_samples, warm)
 
 
 class MeanAnchor:

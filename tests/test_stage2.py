@@ -693,6 +693,8 @@ def test_guidance_on_audio(guided_run, gen, dialog):
         np.testing.assert_array_equal(b.codes, g.generate(au_, sampling=s, num_samples=2).codes)
     with pytest.raises(ValueError, match="audio_dropout"):
         gen.generate(audio, sampling=Sampling(guidance=2.0))
+    with pytest.raises(ValueError, match="audio_dropout"):                              # a session: at creation
+        gen.stream(Sampling(fine_guidance=2.0), warm=False)
     st = g.new_state(0)
     g.step(st, g.normalize_audio(audio[:, :2]), None, s)
     with pytest.raises(ValueError, match="during a dialog"):
