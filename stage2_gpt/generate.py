@@ -190,20 +190,20 @@ class StepState:
     active: list = field(default_factory=lambda: [0, 1])   # the generated participants (perspectives computed)
     audio_before: torch.Tensor | None = None   # (D, 2, audio_context - 1, F) the audio frames before this step
     graph: object = None                    # the captured step (stage2_gpt/graphed_step.py), with cuda_graph
-    passes: int = 0                         # rows per generated row (2: classifier-free guidance), fixed at the first step
 
     @property
     def dialogs(self) -> int:
         return len(self.generators)
 
-    def identity_rows(self) -> torch.Tensor | None:
-        """(D * N * A, I) the identity of every row of the step (made once per batch of dialogs)."""
+    def identity_rows(self, passes: int = 1) -> torch.Tensor | None:
+        """(D * passes * N * A, I) the identity of every row of the step (:meth:`Generator.step_rows`; ``passes`` 2:
+        with guidance; made once per batch of dialogs)."""
         if self.identity is None:
             return None
-        D, A = self.identity.shape[0], len(self.active)
-        if getattr(self, "_ident_rows", None) is None or self._ident_rows.shape[0] != D * self.samples * A:
-            rows = self.identity[:, self.active].unsqueeze(1).expand(D, self.samples, A, -1)
-            self._ident_rows = rows.reshape(D * self.samples * A, -1)
+        D, N, A = self.identity.shape[0], self.samples, len(self.active)
+        if getattr(self, "_ident_rows", None) is None or self._ident_rows.shape[0] != D * passes * N * A:
+            rows = self.identity[:, self.active].reshape(D, 1, 1, A, -1).expand(D, passes, N, A, -1)
+            self._ident_rows = rows.reshape(D * passes * N * A, -1)
         return self._ident_rows
 
     def no_audio_rows(self) -> torch.Tensor:
@@ -236,7 +236,6 @@ class StepState:
         self.identity = None if self.identity is None else self.identity[:n]
         self.audio_before = None if self.audio_before is None else self.audio_before[:n]
         self.cache.select(slice(0, n * per))
-        self._no_audio = None
         self.graph = None                       # shapes changed: captured again at the next step
 
 
@@ -354,13 +353,11 @@ class Generator:
             audio_step = audio_step.unsqueeze(0)
         if given is None and len(st.active) < 2:
             raise ValueError("this dialog observes a participant: pass its codes (given) at every step")
-        passes = self.guided_passes(sampling)
-        if st.passes != passes:
-            if st.steps:
-                raise ValueError("classifier-free guidance cannot be turned on or off during a dialog (its KV cache "
-                                 "holds the rows without audio only when it is on): keep Sampling.guided (guidance, "
-                                 "fine_guidance) as it was at the first step")
-            st.passes = passes
+        rows = st.dialogs * st.samples * len(st.active) * self.guided_passes(sampling)
+        if st.cache.batch not in (0, rows):                 # the cache's rows were set by the first step
+            raise ValueError("classifier-free guidance cannot be turned on or off during a dialog (its KV cache "
+                             "holds the rows without audio only when it is on): keep Sampling.guided (guidance, "
+                             "fine_guidance) as it was at the first step")
         if self.cuda_graph:
             from .graphed_step import graphed_step
             return graphed_step(self, st, sampling)(audio_step, given)
@@ -395,11 +392,9 @@ class Generator:
         audio = audio_step[:, persp].reshape(D, 1, 1, A, P, *fr)                         # (D, 1, 1, A, P, d, F)
         prev = prev.expand(D, G, N, A, P, Q).reshape(D * G * N * A, P, Q)
         audio = audio.expand(D, G, N, A, P, *fr).reshape(D * G * N * A, P, *fr)
-        ident = st.identity_rows()
-        if G == 2 and ident is not None:
-            ident = ident.reshape(D, 1, N * A, -1).expand(D, 2, N * A, ident.shape[-1]).reshape(D * 2 * N * A, -1)
         groups = D if self.row_groups else 1
-        h = m.step_hidden(prev, audio, cache, ident, groups=groups, no_audio=st.no_audio_rows() if G == 2 else None)
+        h = m.step_hidden(prev, audio, cache, st.identity_rows(G), groups=groups,
+                          no_audio=st.no_audio_rows() if G == 2 else None)
         sampled = self._sample_heads(h, sampling, st.generators, groups, noise).reshape(D * N, A, Q)
         if G == 2:
             h = h.reshape(D, 2, N * A, -1)[:, 0].reshape(D * N * A, -1)                   # the conditional rows

@@ -101,14 +101,15 @@ class GraphedStep:
         self._st = weakref.ref(st)                  # the state holds its step: no cycle, freed with the state
         D, N, A, Q = st.dialogs, st.samples, len(st.active), gen.Q
         rows = D * N * A
-        cached = rows * gen.guided_passes(sampling)                 # with guidance: the rows without audio too
+        passes = gen.guided_passes(sampling)
+        cached = rows * passes                                      # with guidance: the rows without audio too
         if not isinstance(st.cache, RingKVCache):
             st.cache = gen.model.new_ring_cache(cached, st.cache)
         if st.cache.batch != cached:
             raise ValueError(f"the state's cache holds {st.cache.batch} rows, its step computes {cached}")
         dev = gen.device
-        st.perspectives(gen.cfg.inputs), st.identity_rows()        # made now: no host-to-device copy in the capture
-        if sampling.guided:
+        st.perspectives(gen.cfg.inputs), st.identity_rows(passes)  # made now: no host-to-device copy in the capture
+        if passes == 2:
             st.no_audio_rows()
         self.audio = torch.zeros((D, 2, gen.d, gen.cfg.audio_dim), device=dev)
         self.given = torch.full((D, 2, Q), -1, dtype=torch.long, device=dev) if A < 2 else None
