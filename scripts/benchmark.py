@@ -348,19 +348,22 @@ def bench_quality(wb: Workbench) -> dict:
     from common.eval.predictions import write_prediction
     from common.eval.scoring import comparison_table, evaluate_method
     from dataclasses import replace
-    from stage2_gpt.generate import Generator, Sampling, default_slow_s, generate_dialog
+    from stage2_gpt.generate import (Generator, Sampling, default_slow_s, default_smooth_s, default_temperature,
+                                     generate_dialog)
     a = wb.args
     cache = Cache(wb.cache())
     dialogs = cache.dialogs(a.split)
     if not dialogs:
         raise SystemExit(f"quality: no dialog in split {a.split!r} of {cache.root}")
-    sampling = Sampling(a.temperature, a.top_k, a.top_p, a.seed)
+    sampling = Sampling(top_k=a.top_k, top_p=a.top_p, seed=a.seed)
     out = wb.work / "quality"
     gen = wb.generator()
     models = [("gpt_dyad", gen, "dyad"), ("gpt_listener", gen, "listener")]
     if a.speaker_only_gpt:
         models.append(("gpt_speaker_only", Generator.load(a.speaker_only_gpt, wb.tokenizer(), a.device, a.graph), "dyad"))
-    used = {name: replace(sampling, slow_s=default_slow_s(mode)) for name, _, mode in models}   # sample.py's per mode
+    used = {name: replace(sampling, slow_s=default_slow_s(mode), smooth_s=default_smooth_s(False, mode),   # sample.py's
+                          temperature=default_temperature(mode, False) if a.temperature is None else a.temperature)
+            for name, _, mode in models}                                                          # per mode
     for name, g, mode in models:
         for d in dialogs:
             arr = cache.load(d["id"])
@@ -446,7 +449,8 @@ def main(argv=None):
                     help="section sizes: also time an untrained GPT of this stage-2 config, or 'default' (repeatable)")
     ap.add_argument("--split", default="test", help="quality: the split scored")
     ap.add_argument("--speaker-only-gpt", help="quality: also score this GPT (trained with model.speaker_only=true)")
-    ap.add_argument("--temperature", type=float, default=1.0, help="quality: sampling temperature")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="quality: sampling temperature (default: scripts/sample.py's per mode)")
     ap.add_argument("--top-k", type=int, default=0, help="quality: top-k (0: off)")
     ap.add_argument("--top-p", type=float, default=1.0, help="quality: nucleus (1: off)")
     ap.add_argument("--seed", type=int, default=0, help="quality: sampling seed")

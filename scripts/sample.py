@@ -54,7 +54,9 @@ def main(argv=None) -> int:
                                        "reference a person-referenced tokenizer decodes A around)")
     ap.add_argument("--enroll-b", help="WAV input: the same for participant B")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--temperature", type=float_arg(0, 100), default=1.0, help="0: greedy")
+    ap.add_argument("--temperature", type=float_arg(0, 100), default=None,
+                    help="0: greedy (default 1.35 in dyad mode, 1 in listener mode and with guidance on; docs/STAGE2.md, "
+                         "'Quality levers')")
     ap.add_argument("--top-k", type=int_arg(0), default=0, help="0: off")
     ap.add_argument("--top-p", type=float_arg(maximum=1, above=0), default=1.0, help="1: off")
     ap.add_argument("--seed", type=int_arg(0, 2 ** 63 - 1), default=0)
@@ -71,7 +73,8 @@ def main(argv=None) -> int:
                          "'Quality levers')")
     ap.add_argument("--smooth-s", type=float_arg(0, 1e6), default=None,
                     help="time constant (s) of the causal one-pole low-pass on the output's expression, after the samples "
-                         "are combined (default 0.0145, 0.025 with guidance on; 0: off; docs/STAGE2.md, 'Quality levers')")
+                         "are combined (default 0.02 in dyad mode, 0.0145 in listener mode, 0.025 with guidance on; 0: off; "
+                         "docs/STAGE2.md, 'Quality levers')")
     ap.add_argument("--slow-s", type=float_arg(1e-6, 1e6), default=None,
                     help="time constant of sample 0's deviation kept in the output (default 0.2 s in dyad mode; "
                          "given in listener mode, it replaces the plain mean there)")
@@ -114,8 +117,8 @@ def main(argv=None) -> int:
     from common.eval.predictions import check_participants
     from common.train.artifact import CheckpointError
     from stage2_gpt.generate import (DRIFT_S, MEAN_ANCHOR_S, DialogInput, Generator, Sampling, default_slow_s,
-                                     default_smooth_s, generate_dialog, generate_dialogs, read_given_motion, read_shape,
-                                     resolve_given)
+                                     default_smooth_s, default_temperature, generate_dialog, generate_dialogs,
+                                     read_given_motion, read_shape, resolve_given)
     from stage2_gpt.graphed_step import use_cuda_graph
 
     wav_mode = bool(args.audio_a or args.audio_b)
@@ -136,8 +139,9 @@ def main(argv=None) -> int:
                  "deviation to remove a drift from")
     drift = DRIFT_S if args.drift_s is None else (args.drift_s or None)
     guided = Sampling(guidance=args.guidance, fine_guidance=args.fine_guidance).guided
-    smooth = default_smooth_s(guided) if args.smooth_s is None else (args.smooth_s or None)
-    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor, slow, smooth,
+    smooth = default_smooth_s(guided, args.mode) if args.smooth_s is None else (args.smooth_s or None)
+    temperature = default_temperature(args.mode, guided) if args.temperature is None else args.temperature
+    sampling = Sampling(temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor, slow, smooth,
                         drift, args.guidance, args.fine_guidance)
     out = Path(args.out)
     try:

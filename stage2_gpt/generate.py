@@ -55,6 +55,8 @@ SLOW_S = 0.2            # default time constant of :class:`SampleMix`, seconds (
 SMOOTH_S = 0.0145       # default time constant of the output's expression low-pass, seconds (:class:`LowPass`; same section)
 DRIFT_S = 5.0           # default time constant of the drift removed from :class:`SampleMix`'s deviation, seconds (same section)
 GUIDED_SMOOTH_S = 0.025 # scripts/sample.py's output low-pass time constant when guidance on audio is on, seconds (same section)
+DYAD_TEMPERATURE = 1.35 # scripts/sample.py's sampling temperature in dyad mode without guidance (same section)
+DYAD_SMOOTH_S = 0.020   # scripts/sample.py's output low-pass time constant in dyad mode without guidance, seconds (same section)
 
 
 def default_slow_s(mode: str) -> float | None:
@@ -64,12 +66,24 @@ def default_slow_s(mode: str) -> float | None:
     return None if mode == "listener" else SLOW_S
 
 
-def default_smooth_s(guided: bool) -> float:
-    """scripts/sample.py's output low-pass time constant: :data:`SMOOTH_S`, or :data:`GUIDED_SMOOTH_S` with guidance
-    on audio (``Sampling.guided``; guided draws are sharper: expression acceleration 1.30x the ground truth's at
-    14.5 ms with guidance 2, 1.05x at 25 ms; docs/STAGE2.md, "Quality levers"). The library's :class:`Sampling`
-    default is ``SMOOTH_S``."""
-    return GUIDED_SMOOTH_S if guided else SMOOTH_S
+def default_temperature(mode: str, guided: bool) -> float:
+    """scripts/sample.py's sampling temperature (and the benchmark's): :data:`DYAD_TEMPERATURE` in dyad mode, 1 in
+    listener mode and with guidance on audio (``Sampling.guided``). Why hotter in dyad mode: at temperature 1 the
+    GPT's sampled sequences are under-dispersed, one sample keeping 0.6 of the truth's within-sequence variance of
+    expression (a perfect sampler of the synthetic process keeps 0.96-0.98), most of the shortfall in motion slower
+    than 2 s; at 1.35 the dyad output has FD-exp -3 %, FD-jaw -25 % on the bench's `default` corpus
+    (docs/STAGE2.md, "Quality levers"). The library's :class:`Sampling` default stays 1 (the model's own
+    distribution)."""
+    return 1.0 if guided or mode == "listener" else DYAD_TEMPERATURE
+
+
+def default_smooth_s(guided: bool, mode: str) -> float:
+    """scripts/sample.py's output low-pass time constant: :data:`GUIDED_SMOOTH_S` with guidance on audio
+    (``Sampling.guided``; guided draws are sharper: expression acceleration 1.30x the ground truth's at 14.5 ms with
+    guidance 2, 1.05x at 25 ms), else :data:`DYAD_SMOOTH_S` in dyad mode (the draws at :data:`DYAD_TEMPERATURE` are
+    sharper too: 1.16x at 14.5 ms, 1.04x at 20 ms) and :data:`SMOOTH_S` in listener mode (docs/STAGE2.md, "Quality
+    levers"). The library's :class:`Sampling` default is ``SMOOTH_S``."""
+    return GUIDED_SMOOTH_S if guided else (SMOOTH_S if mode == "listener" else DYAD_SMOOTH_S)
 
 
 # ----------------------------------------------------------------------------------------------------------

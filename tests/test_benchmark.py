@@ -116,6 +116,7 @@ def test_quality_section_scores_given_models_through_the_evaluation_path(cache_d
     for name in m:
         assert {"fid_exp", "p_fid_exp", "mse_exp", "mse_jaw", "jaw_speech_r"} <= set(m[name]), name
     assert "| gpt_listener |" in q["table"] and "| mean |" in q["table"]
-    from stage2_gpt.generate import SLOW_S, SMOOTH_S                    # what each mode used, as sample.py's defaults
+    from stage2_gpt.generate import DYAD_SMOOTH_S, DYAD_TEMPERATURE, SLOW_S, SMOOTH_S   # each mode: sample.py's defaults
     assert q["sampling"]["gpt_dyad"]["slow_s"] == SLOW_S and q["sampling"]["gpt_listener"]["slow_s"] is None
-    assert q["sampling"]["gpt_listener"]["smooth_s"] == SMOOTH_S
+    assert q["sampling"]["gpt_listener"]["smooth_s"] == SMOOTH_S and q["sampling"]["gpt_dyad"]["smooth_s"] == DYAD_SMOOTH_S
+    assert q["sampling"]["gpt_dyad"]["temperature"] == DYAD_TEMPERATURE and q["sampling"]["gpt_listener"]["temperature"] == 1

@@ -702,17 +702,24 @@ def test_guidance_on_audio(guided_run, gen, dialog):
 
 
 def test_sample_cli_guidance(guided_run, tokenized, dialog, tmp_path):
-    """scripts/sample.py --guidance G: exactly the library's guided generation, the output low-pass at
-    GUIDED_SMOOTH_S unless --smooth-s says otherwise; without the flag no guidance, even with a GPT that has the
-    "no audio" input."""
-    from stage2_gpt.generate import GUIDED_SMOOTH_S, SMOOTH_S, Sampling, default_smooth_s
-    assert default_smooth_s(False) == SMOOTH_S != GUIDED_SMOOTH_S == default_smooth_s(True)
+    """scripts/sample.py --guidance G: exactly the library's guided generation (temperature 1), the output low-pass
+    at GUIDED_SMOOTH_S unless --smooth-s says otherwise; without the flag no guidance, even with a GPT that has the
+    "no audio" input, and dyad mode's defaults: DYAD_TEMPERATURE, the low-pass at DYAD_SMOOTH_S."""
+    from stage2_gpt.generate import (DYAD_SMOOTH_S, DYAD_TEMPERATURE, GUIDED_SMOOTH_S, SMOOTH_S, Sampling,
+                                     default_smooth_s, default_temperature)
+    assert default_smooth_s(False, "listener") == SMOOTH_S != GUIDED_SMOOTH_S == default_smooth_s(True, "dyad")
+    assert default_smooth_s(False, "dyad") == DYAD_SMOOTH_S not in (SMOOTH_S, GUIDED_SMOOTH_S)
+    assert default_temperature("dyad", False) == DYAD_TEMPERATURE != 1.0
+    assert default_temperature("listener", False) == default_temperature("dyad", True) == 1.0
     cmd = [PY, str(ROOT / "scripts" / "sample.py"), "--gpt", str(guided_run.path), "--tokenizer",
            str(tokenized["tokenizer"]), "--cache", str(tokenized["cache"]), "--dialog", dialog["id"],
            "--samples", "2", "--quiet", "--no-plot"]
     kw = dict(identity=dialog["shape"], num_samples=2)
     guided = guided_run.generate(dialog["audio"], sampling=Sampling(seed=0, guidance=2.0, smooth_s=GUIDED_SMOOTH_S), **kw)
-    plain = guided_run.generate(dialog["audio"], sampling=Sampling(seed=0), **kw)
+    plain = guided_run.generate(dialog["audio"], sampling=Sampling(seed=0, temperature=DYAD_TEMPERATURE,
+                                                                   smooth_s=DYAD_SMOOTH_S), **kw)
+    at_one = guided_run.generate(dialog["audio"], sampling=Sampling(seed=0), **kw)
+    assert np.abs(plain.motion - at_one.motion).max() > 1e-3           # the dyad defaults are not the library's
     for name, extra, want in (("guided", ["--guidance", "2"], guided), ("plain", [], plain)):
         r = subprocess.run(cmd + extra + ["--out", str(tmp_path / name)], env=subprocess_env(), capture_output=True,
                            text=True, timeout=180)
@@ -999,10 +1006,11 @@ def test_sample_cli_raw_wavs_44k_stereo(gpt_run, tokenized, dialog, tmp_path):
         np.testing.assert_array_equal(z["jaw_params"][:, 0, 0], z["motion"][:, 50])
     assert (out / "wavdialog" / "trajectories.png").stat().st_size > 10_000
     # the same audio through the offline path in-process gives the same motion (the CLI adds nothing; by default it
-    # draws 8 samples, combined by SampleMix in dyad mode)
-    from stage2_gpt.generate import Generator, Sampling
+    # draws 8 samples at dyad mode's temperature, combined by SampleMix, its low-pass at DYAD_SMOOTH_S)
+    from stage2_gpt.generate import DYAD_SMOOTH_S, DYAD_TEMPERATURE, Generator, Sampling
     g = Generator.load(gpt_run["gpt"], tokenized["tokenizer"])
-    res = g.generate(g.features_from_wav(wavs), sampling=Sampling(seed=3), num_samples=8)
+    res = g.generate(g.features_from_wav(wavs), sampling=Sampling(seed=3, temperature=DYAD_TEMPERATURE,
+                                                                  smooth_s=DYAD_SMOOTH_S), num_samples=8)
     np.testing.assert_allclose(np.load(out / "wavdialog" / "A.npz")["motion"], res.motion[0], atol=1e-5)
 
 
