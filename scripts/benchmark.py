@@ -348,8 +348,7 @@ def bench_quality(wb: Workbench) -> dict:
     from common.eval.predictions import write_prediction
     from common.eval.scoring import comparison_table, evaluate_method
     from dataclasses import replace
-    from stage2_gpt.generate import (Generator, Sampling, default_slow_s, default_smooth_s, default_temperature,
-                                     generate_dialog)
+    from stage2_gpt.generate import Generator, Sampling, generate_dialog, mode_defaults
     a = wb.args
     cache = Cache(wb.cache())
     dialogs = cache.dialogs(a.split)
@@ -361,9 +360,9 @@ def bench_quality(wb: Workbench) -> dict:
     models = [("gpt_dyad", gen, "dyad"), ("gpt_listener", gen, "listener")]
     if a.speaker_only_gpt:
         models.append(("gpt_speaker_only", Generator.load(a.speaker_only_gpt, wb.tokenizer(), a.device, a.graph), "dyad"))
-    used = {name: replace(sampling, slow_s=default_slow_s(mode), smooth_s=default_smooth_s(False, mode),   # sample.py's
-                          temperature=default_temperature(mode, False) if a.temperature is None else a.temperature)
-            for name, _, mode in models}                                                          # per mode
+    used = {name: replace(sampling, **mode_defaults(mode)) for name, _, mode in models}      # sample.py's per mode
+    if a.temperature is not None:
+        used = {name: replace(u, temperature=a.temperature) for name, u in used.items()}
     for name, g, mode in models:
         for d in dialogs:
             arr = cache.load(d["id"])

@@ -116,9 +116,8 @@ def main(argv=None) -> int:
     from common.data.cache import Cache, CacheError
     from common.eval.predictions import check_participants
     from common.train.artifact import CheckpointError
-    from stage2_gpt.generate import (DRIFT_S, MEAN_ANCHOR_S, DialogInput, Generator, Sampling, default_slow_s,
-                                     default_smooth_s, default_temperature, generate_dialog, generate_dialogs,
-                                     read_given_motion, read_shape, resolve_given)
+    from stage2_gpt.generate import (DRIFT_S, MEAN_ANCHOR_S, DialogInput, Generator, Sampling, generate_dialog,
+                                     generate_dialogs, mode_defaults, read_given_motion, read_shape, resolve_given)
     from stage2_gpt.graphed_step import use_cuda_graph
 
     wav_mode = bool(args.audio_a or args.audio_b)
@@ -133,14 +132,15 @@ def main(argv=None) -> int:
     anchor = None if args.no_mean_anchor else (MEAN_ANCHOR_S if args.mean_anchor_s is None else args.mean_anchor_s)
     if args.plain_mean and args.slow_s is not None:
         ap.error("--plain-mean and --slow-s exclude each other")
-    slow = None if args.plain_mean else (default_slow_s(args.mode) if args.slow_s is None else args.slow_s)
+    guided = Sampling(guidance=args.guidance, fine_guidance=args.fine_guidance).guided
+    defaults = mode_defaults(args.mode, guided)
+    slow = None if args.plain_mean else (defaults["slow_s"] if args.slow_s is None else args.slow_s)
     if args.drift_s is not None and slow is None:
         ap.error("--drift-s applies to the sample mix (dyad mode, or --slow-s in listener mode); the plain mean has no "
                  "deviation to remove a drift from")
     drift = DRIFT_S if args.drift_s is None else (args.drift_s or None)
-    guided = Sampling(guidance=args.guidance, fine_guidance=args.fine_guidance).guided
-    smooth = default_smooth_s(guided, args.mode) if args.smooth_s is None else (args.smooth_s or None)
-    temperature = default_temperature(args.mode, guided) if args.temperature is None else args.temperature
+    smooth = defaults["smooth_s"] if args.smooth_s is None else (args.smooth_s or None)
+    temperature = defaults["temperature"] if args.temperature is None else args.temperature
     sampling = Sampling(temperature, args.top_k, args.top_p, args.seed, args.fine_temperature, anchor, slow, smooth,
                         drift, args.guidance, args.fine_guidance)
     out = Path(args.out)

@@ -86,6 +86,13 @@ def default_smooth_s(guided: bool, mode: str) -> float:
     return GUIDED_SMOOTH_S if guided else (SMOOTH_S if mode == "listener" else DYAD_SMOOTH_S)
 
 
+def mode_defaults(mode: str, guided: bool = False) -> dict:
+    """scripts/sample.py's sampling defaults in ``mode`` (the benchmark's quality section uses the same), as
+    :class:`Sampling` fields: ``temperature``, ``slow_s`` and ``smooth_s`` from the three rules above."""
+    return {"temperature": default_temperature(mode, guided), "slow_s": default_slow_s(mode),
+            "smooth_s": default_smooth_s(guided, mode)}
+
+
 # ----------------------------------------------------------------------------------------------------------
 # sampling
 # ----------------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ Usage: draw8.py BENCH CORPUS SEED TEMP [MODE] (MODE dyad | listener: both roles 
 import sys, time
 from pathlib import Path
 import numpy as np, torch
-sys.path.insert(0, "/work/bench")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from common.data.cache import Cache
 from stage2_gpt.generate import Generator, Sampling
 torch.set_num_threads(1)

@@ -3,7 +3,8 @@ VARIANT: TAG:base (shipped mix) | TAG:n1 (sample 0, low-passed) | TAG:mean (plai
 import sys
 from pathlib import Path
 import numpy as np
-sys.path.insert(0, "/work/bench"); sys.path.insert(0, "/work/bench/scripts")
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "scripts"))
 import quality as Q
 from common.data.cache import Cache
 from common.eval.predictions import prediction_path, write_prediction

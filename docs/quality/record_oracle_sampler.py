@@ -15,7 +15,7 @@ offset). Rows:
                  jaw and nods, the nod probability) is a random *training* person's: a perfect sampler of the
                  process for a person whose style it does not know (voice, timing and turns stay the real ones)
   anon_mean      the mean of DRAWS such draws (a fresh training person's style per draw)
-Scored by the bench's scoring together with the bench's own rows (every seed).
+Scored by the bench's scoring together with the bench's dyad model and causal regressor (every seed; paired).
 
 Usage: record_oracle_sampler.py BENCH_DIR WORK_DIR OUT.md [--draws 8] [--corpora default,hard]"""
 import argparse
@@ -37,7 +37,7 @@ SEEDS = (0, 1, 2)
 # what _motion reads of a person's style besides the offsets (recentred anyway) and what shapes the audio
 MOTION_STYLE = ("nod_prob", "nod_amp", "nod_freq", "jaw_gain", "speech_gain", "brow_gain", "smile_gain", "bc_gain",
                 "head_gain")
-BENCH_ROWS = ("model_dyad", "model_listener", "speaker_only", "dualtalk_class", "dualtalk_class_causal", "nn_audio")
+BENCH_ROWS = ("model_dyad", "dualtalk_class_causal")   # the rest are in the bench's own report: not scored again
 
 
 def regenerate(kind: str, spec: dict, tmp: Path, draws: int, train_styles: list) -> dict[str, tuple]:
@@ -82,7 +82,7 @@ def motion_of(p, T: int) -> np.ndarray:
     return np.concatenate([p.expression[:T, :50], p.jaw[:T, :1]], axis=1)
 
 
-def write_rows(cache: Cache, gen: dict, work: Path, draws: int) -> dict[str, Path]:
+def write_rows(cache: Cache, gen: dict, work: Path) -> dict[str, Path]:
     a, b = cache.layout.exp
     mean = np.asarray(cache.stats["motion_mean"], np.float64)
 
@@ -131,7 +131,7 @@ def main() -> None:
         style = syn.person_style if corpus == "default" else syn.hard_person_style
         train = sorted({p for d in cache.dialogs("train") + cache.dialogs("val") for p in d["participants"]})
         gen = regenerate(corpus, spec, work / "data", args.draws, [style(int(re.sub(r"\D", "", p))) for p in train])
-        folders = write_rows(cache, gen, work, args.draws)
+        folders = write_rows(cache, gen, work)
         methods = {}
         for s in SEEDS:
             P = args.bench / corpus / f"seed{s}" / "predictions"
