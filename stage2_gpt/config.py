@@ -66,6 +66,8 @@ def check_model_bounds(m: GPTConfig) -> GPTConfig:
         raise ConfigError(f"config key model.rvq_head must be 'depth' or 'parallel', got {m.rvq_head!r}")
     if not 0 <= m.token_noise < 1:
         raise ConfigError(f"config key model.token_noise must be in [0, 1), got {m.token_noise}")
+    if m.partner_token_noise is not None and not 0 <= m.partner_token_noise < 1:
+        raise ConfigError(f"config key model.partner_token_noise must be in [0, 1) or null, got {m.partner_token_noise}")
     return m
 
 

@@ -84,6 +84,8 @@ class GPTConfig:
     identity_dim: int = 0             # filled from the cache (shape dims) when use_identity
     identity_dropout: float = 0.2     # training only: identities hidden at random, so unknown ones work too
     token_noise: float = 0.0          # training only: fraction of input codes replaced by random codes
+    partner_token_noise: float | None = None   # training only: the same for the partner's codes (None: token_noise);
+                                      # noise on one's own codes only leans the model on the partner and the audio
     partner_levels: int = 0           # RVQ levels of the partner's codes seen (1: the coarse level only, a bottleneck
                                       # against memorising dialogs from the partner's fine detail); 0: all
     partner_dropout: float = 0.0      # training only: probability that the partner's codes are hidden (BOS) for a
@@ -277,6 +279,11 @@ class DyadGPT(nn.Module):
         """(B, 2, ...) both participants -> (2B, P, ...): row ``2b + p`` is [participant p, its partner][:P]."""
         return torch.stack([x, x.flip(1)], 1).flatten(0, 1)[:, :self.cfg.inputs]
 
+    def token_noise_rates(self) -> tuple[float, float]:
+        """Training's input-code noise (own codes, partner's codes)."""
+        cfg = self.cfg
+        return cfg.token_noise, cfg.token_noise if cfg.partner_token_noise is None else cfg.partner_token_noise
+
     def _window_mask(self, K: int, device):
         w = self.cfg.attn_window
         if K <= w:
@@ -314,8 +321,10 @@ class DyadGPT(nn.Module):
             audio = audio.unflatten(2, (K, d))
         a = self.perspectives(audio).permute(0, 2, 1, 3, 4)            # (2B, K, P, C + d, F)
         prev_codes = torch.cat([pv.unsqueeze(1), c[:, :-1]], dim=1)   # codes of step k-1 at position k
-        if self.training and cfg.token_noise > 0:
-            noise = torch.rand(prev_codes.shape, device=codes.device) < cfg.token_noise
+        rates = self.token_noise_rates()
+        if self.training and max(rates) > 0:
+            rate = prev_codes.new_tensor(rates[:prev_codes.shape[2]], dtype=torch.float32).view(1, 1, -1, 1)
+            noise = torch.rand(prev_codes.shape, device=codes.device) < rate
             rand = torch.randint_like(prev_codes, cfg.codebook_size)
             prev_codes = torch.where(noise & (prev_codes >= 0), rand, prev_codes)
         if self.training and cfg.partner_dropout > 0 and cfg.inputs == 2:

@@ -214,6 +214,27 @@ def test_speaker_only_ignores_partner():
     assert not torch.allclose(a["logits"][:, 0], b["logits"][:, 0], atol=1e-4)
 
 
+@pytest.mark.parametrize("own,partner", [(0.5, None), (0.5, 0.0), (0.0, 0.5)])
+def test_token_noise_per_perspective(own, partner, monkeypatch):
+    """Training replaces input codes at random: one's own at ``token_noise``, the partner's at
+    ``partner_token_noise`` (None: the same rate); evaluation never."""
+    m = _tiny_model(codebook_size=256, token_noise=own, partner_token_noise=partner)
+    codes, audio, _ = _batch(K=64)
+    codes = codes * 16 + 7                           # a wider codebook: a random code rarely equals the true one
+    seen = []
+    embed = m.embed
+    monkeypatch.setattr(m, "embed", lambda prev_codes, *a, **kw: seen.append(prev_codes) or embed(prev_codes, *a, **kw))
+    m(codes, audio)
+    m.train()
+    torch.manual_seed(1)
+    m(codes, audio)
+    clean, noisy = seen
+    changed = (noisy != clean).float().mean(dim=(0, 1, 3))                # per perspective: self, partner
+    rates = torch.tensor([own, own if partner is None else partner])
+    assert torch.allclose(changed, rates, atol=0.05), (changed, rates)
+    assert ((clean < 0) == (noisy < 0)).all()                             # BOS stays BOS
+
+
 def _xtransformers_step(m, prev, audio, cache, identity):
     """The reference: one cached position through x-transformers' own forward, its cache trimmed to the window."""
     from x_transformers.autoregressive_wrapper import modify_cached_kv
