@@ -228,7 +228,10 @@ def test_token_noise_per_perspective(own, partner, monkeypatch):
     m.train()
     torch.manual_seed(1)
     m(codes, audio)
-    clean, noisy = seen
+    m.eval()
+    m(codes, audio)
+    clean, noisy, again = seen
+    assert torch.equal(again, clean)                                      # evaluation: the codes as they are
     changed = (noisy != clean).float().mean(dim=(0, 1, 3))                # per perspective: self, partner
     rates = torch.tensor([own, own if partner is None else partner])
     assert torch.allclose(changed, rates, atol=0.05), (changed, rates)
