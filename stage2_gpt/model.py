@@ -83,9 +83,8 @@ class GPTConfig:
     use_identity: bool = False        # condition on each participant's identity (FLAME shape; zeros = unknown)
     identity_dim: int = 0             # filled from the cache (shape dims) when use_identity
     identity_dropout: float = 0.2     # training only: identities hidden at random, so unknown ones work too
-    token_noise: float = 0.0          # training only: fraction of input codes replaced by random codes
-    partner_token_noise: float | None = None   # training only: the same for the partner's codes (None: token_noise);
-                                      # noise on one's own codes only leans the model on the partner and the audio
+    token_noise: float = 0.0          # training only: fraction of one's own input codes replaced by random codes
+    partner_token_noise: float | None = None   # training only: the same for the partner's codes (None: token_noise)
     partner_levels: int = 0           # RVQ levels of the partner's codes seen (1: the coarse level only, a bottleneck
                                       # against memorising dialogs from the partner's fine detail); 0: all
     partner_dropout: float = 0.0      # training only: probability that the partner's codes are hidden (BOS) for a
@@ -321,10 +320,10 @@ class DyadGPT(nn.Module):
             audio = audio.unflatten(2, (K, d))
         a = self.perspectives(audio).permute(0, 2, 1, 3, 4)            # (2B, K, P, C + d, F)
         prev_codes = torch.cat([pv.unsqueeze(1), c[:, :-1]], dim=1)   # codes of step k-1 at position k
-        rates = self.token_noise_rates()
+        rates = self.token_noise_rates()[:prev_codes.shape[2]]
         if self.training and max(rates) > 0:
-            rate = prev_codes.new_tensor(rates[:prev_codes.shape[2]], dtype=torch.float32).view(1, 1, -1, 1)
-            noise = torch.rand(prev_codes.shape, device=codes.device) < rate
+            u = torch.rand(prev_codes.shape, device=codes.device)      # per perspective (self, partner) its own rate
+            noise = torch.stack([u[:, :, p] < r for p, r in enumerate(rates)], dim=2)
             rand = torch.randint_like(prev_codes, cfg.codebook_size)
             prev_codes = torch.where(noise & (prev_codes >= 0), rand, prev_codes)
         if self.training and cfg.partner_dropout > 0 and cfg.inputs == 2:

@@ -236,6 +236,10 @@ def test_token_noise_per_perspective(own, partner, monkeypatch):
     rates = torch.tensor([own, own if partner is None else partner])
     assert torch.allclose(changed, rates, atol=0.05), (changed, rates)
     assert ((clean < 0) == (noisy < 0)).all()                             # BOS stays BOS
+    if partner is None:                      # one rate for both: the draws of the single-rate noise, bit for bit
+        torch.manual_seed(1)
+        u, rand = torch.rand(clean.shape), torch.randint_like(clean, 256)
+        assert torch.equal(noisy, torch.where((u < own) & (clean >= 0), rand, clean))
 
 
 def _xtransformers_step(m, prev, audio, cache, identity):
