@@ -19,13 +19,14 @@ dotted identifier (``train.lr``): a path holding ``=`` given to a flag is never 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import math
 import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Literal, TypeVar
+from typing import Any, Iterable, Literal, Mapping, TypeVar
 
 import yaml
 
@@ -248,6 +249,26 @@ def config_differences(mine: dict, theirs: dict, ignore: Iterable[str] = (), sam
             continue
         out.append(f"{k}: {y!r} -> {x!r}")
     return out
+
+
+def with_added_keys(values: dict, added: Mapping[str, Any], section: str = "") -> tuple[dict, list[str]]:
+    """``values``, a config dict an older version wrote, with each dotted key of ``added`` it lacks set to the value
+    that reproduces that version (the key's former behaviour, not always today's default: a stage config's
+    ``ADDED_KEYS``, common/train/config.py); returns the new dict and the keys filled. ``section`` (``"model."``)
+    takes only the entries under it, for a dict that holds that section alone. A key whose section is missing is
+    left missing (the comparison then names it)."""
+    out, filled = copy.deepcopy(values), []
+    for key, value in added.items():
+        if not key.startswith(section):
+            continue
+        *parents, leaf = key[len(section):].split(".")
+        node = out
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf not in node:
+            node[leaf] = copy.deepcopy(value)
+            filled.append(key)
+    return out, filled
 
 
 def to_plain(d):

@@ -67,7 +67,7 @@ def load_tokenizer(path, device="cpu") -> MotionTokenizer:
 
 def _checked_description(path, payload) -> tuple[ModelConfig, dict]:
     """The tokenizer file's ModelConfig (bounds checked) and meta (motion layout and rate checked)."""
-    from common.config import ConfigError, from_dict
+    from common.config import ConfigError, from_dict, with_added_keys
     from common.data.config import MAX_FPS
     from common.layout import LayoutError, layout_from_json
     from common.train.artifact import CheckpointError, stored_int, stored_rate
@@ -76,7 +76,10 @@ def _checked_description(path, payload) -> tuple[ModelConfig, dict]:
     try:
         if not isinstance(config, dict) or not isinstance(meta, dict):
             raise ValueError("config and meta must be mappings")
-        model_cfg = from_dict(ModelConfig, config.get("model"), where="model.").validate()
+        model = config.get("model")
+        if isinstance(model, dict):                   # keys written before they existed: their former behaviour
+            model = with_added_keys(model, Stage1Config.ADDED_KEYS, section="model.")[0]
+        model_cfg = from_dict(ModelConfig, model, where="model.").validate()
         stored_rate(meta, "fps", MAX_FPS)
         layout_from_json(meta.get("groups"), stored_int(meta, "motion_dim"))
     except (ConfigError, LayoutError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:

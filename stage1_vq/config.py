@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, ClassVar, Iterable, Literal
 
 from common.config import ConfigError, check_range, load_config
 from common.train.config import RunConfig
@@ -75,6 +75,10 @@ class Stage1Config(RunConfig):
     export_name: str = "tokenizer.pt"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+
+    ADDED_KEYS: ClassVar[dict[str, Any]] = {          # RunConfig.ADDED_KEYS: read as these when a file lacks them
+        "model.reference": "global",                  # 2026-12-03 (6999d29); its default became "person" later
+    }
 
     def validate(self) -> "Stage1Config":
         super().validate()                  # common/train/config.py: windows, train.*, export_name

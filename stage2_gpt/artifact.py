@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.config import ConfigError, from_dict, to_dict
+from common.config import ConfigError, from_dict, to_dict, with_added_keys
 from common.data.cache import Cache
 from common.data.config import MAX_FPS, AudioConfig, DataConfig
 from common.layout import Layout, LayoutError, layout_from_json
 from common.train.artifact import (CheckpointError, build_checked, file_sha256, load_artifact,
                                    save_artifact, stored_int, stored_rate)
 
-from .config import check_model_bounds
+from .config import Stage2Config, check_model_bounds
 from .model import DyadGPT, GPTConfig
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,8 @@ def check_description(path, meta) -> GPTConfig:
         if not isinstance(meta, dict):
             raise ValueError("meta is not a mapping")
         gc = meta.get("gpt_config")
-        if isinstance(gc, dict) and "audio_context" not in gc:
-            gc = {**gc, "audio_context": 1}          # written before the key existed: each frame read alone
+        if isinstance(gc, dict):                      # keys written before they existed: their former behaviour
+            gc = with_added_keys(gc, Stage2Config.ADDED_KEYS, section="model.")[0]
         cfg = check_model_bounds(from_dict(GPTConfig, gc, where="model."))
         cfg.validate()
         tok, audio = meta["tokenizer"], meta["audio"]

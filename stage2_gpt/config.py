@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, ClassVar, Iterable
 
 from common.config import ConfigError, check_range, load_config
 from common.io import UnsafeNameError, check_name
@@ -29,6 +29,13 @@ class Stage2Config(RunConfig):
     tokenizer: str = "runs/stage1/tokenizer.pt"   # exported stage-1 tokenizer (stage1_vq.load_tokenizer)
     tokens: str = ""                  # CACHE/tokens/<name>; "": the folder whose tokens.json matches the tokenizer
     model: GPTConfig = field(default_factory=GPTConfig)
+
+    ADDED_KEYS: ClassVar[dict[str, Any]] = {          # RunConfig.ADDED_KEYS: read as these when a file lacks them
+        "model.jaw_head": False, "model.jaw_loss": 1.0, "model.jaw_dims": 0,     # 2026-12-03 (8b394fe)
+        "model.audio_context": 1,                     # 2026-12-03 (d686cf3): each frame read alone; default now 9
+        "model.audio_dropout": 0.0,                   # 2026-12-05 (5deaccb)
+        "model.partner_token_noise": None,            # 2026-12-05 (9d13464): the partner's codes as one's own
+    }
 
     def validate(self) -> "Stage2Config":
         super().validate()                  # common/train/config.py: windows, train.*, export_name

@@ -1093,6 +1093,61 @@ def test_resume_with_another_config_is_refused_naming_the_keys(tmp_path, caplog)
     assert _toy_fit(out, "hidden=16", "train.max_steps=4")["step"] == 4      # and resumes as itself
 
 
+def test_resume_of_a_checkpoint_older_than_a_key(tmp_path, monkeypatch, caplog):
+    """A checkpoint written before a config key existed resumes when the run asks for that key's former behaviour
+    (the stage config's ADDED_KEYS), exactly as an uninterrupted run; it is refused, naming the key, when the run
+    asks for another value or when the key is not in ADDED_KEYS (its former behaviour unknown)."""
+    from common.train.loop import ResumeMismatchError
+    out = tmp_path / "run"
+    assert _toy_fit(out, "stop_after=4")["step"] == 4
+    for path in (out / "checkpoints").glob("step-*"):          # as an older version wrote them: no `hidden`
+        manifest = json.loads((path / "checkpoint.json").read_text())
+        del manifest["config"]["hidden"]
+        (path / "checkpoint.json").write_text(json.dumps(manifest))
+    with pytest.raises(ResumeMismatchError, match=r"hidden: '\(unset\)' -> 8"):
+        _toy_fit(out)
+    monkeypatch.setattr(_ToyConfig, "ADDED_KEYS", {"hidden": 16})     # the older runs were 16 wide
+    with pytest.raises(ResumeMismatchError, match=r"hidden: 16 -> 8"):
+        _toy_fit(out)
+    monkeypatch.setattr(_ToyConfig, "ADDED_KEYS", {"hidden": 8, "train.nonexistent_section.key": 1})
+    with caplog.at_level("INFO", logger="common.train.loop"):
+        res = _toy_fit(out)
+    assert res["step"] == 8
+    assert any("written before hidden existed: compared as hidden=8" in r.getMessage() for r in caplog.records)
+    whole = _toy_fit(tmp_path / "whole")
+    for a, b in zip(res["model"].state_dict().values(), whole["model"].state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_added_keys_tables_name_real_keys_and_reproduce_the_older_behaviour():
+    """Each stage's ADDED_KEYS names a key its config has, with a value the config accepts; filling a dict that
+    lacks them gives those values, leaves present keys alone, and skips keys whose section is missing."""
+    from common.config import flat_dict, from_dict, to_dict, with_added_keys
+    from stage1_vq import Stage1Config
+    from stage2_gpt.config import Stage2Config
+    for cls in (Stage1Config, Stage2Config):
+        flat = flat_dict(to_dict(cls()))
+        assert cls.ADDED_KEYS and set(cls.ADDED_KEYS) <= set(flat), cls
+        older = to_dict(cls())
+        for key in cls.ADDED_KEYS:
+            *parents, leaf = key.split(".")
+            node = older
+            for name in parents:
+                node = node[name]
+            del node[leaf]
+        filled, keys = with_added_keys(older, cls.ADDED_KEYS)
+        assert sorted(keys) == sorted(cls.ADDED_KEYS)
+        cfg = from_dict(cls, filled)
+        assert {k: flat_dict(to_dict(cfg))[k] for k in keys} == cls.ADDED_KEYS
+    assert Stage2Config.ADDED_KEYS["model.audio_context"] == 1 != Stage2Config().model.audio_context
+    assert Stage1Config.ADDED_KEYS["model.reference"] == "global" != Stage1Config().model.reference
+    d = {"model": {"audio_context": 9}}
+    assert with_added_keys(d, {"model.audio_context": 1, "loss.x": 2}) == ({"model": {"audio_context": 9}}, [])
+    assert d == {"model": {"audio_context": 9}}                                     # not changed in place
+    assert with_added_keys({"dim": 8}, {"model.jaw_head": False, "train.lr": 1.0}, section="model.") == \
+        ({"dim": 8, "jaw_head": False}, ["model.jaw_head"])
+
+
 def test_resume_on_other_data_is_refused(tmp_path):
     """What a run trains on beyond its config (the cache's data config, the tokenizer's checksum: each stage's
     train.py passes them to fit) is recorded in every checkpoint: a cache rebuilt with other features under the
@@ -1407,6 +1462,33 @@ def test_gpt_file_with_absurd_sizes_is_refused_before_building(tiny_models, tmp_
     bad = _tampered(tiny_models["gpt"], tmp_path / "g.pt", _set(*keys, _to_storable(value)))
     with time_limit(20), pytest.raises(CheckpointError, match=message):
         load_gpt(bad)
+
+
+def test_files_older_than_a_key_load_with_its_former_behaviour(tiny_models, tmp_path):
+    """A tokenizer file written before model.reference existed decodes around the train mean ("global", as it was
+    trained), not today's default; a GPT file written before audio_context / audio_dropout / partner_token_noise /
+    the jaw head existed loads with each one's former value (and one whose weights do not fit those is refused)."""
+    from stage1_vq import load_tokenizer
+    from stage2_gpt.artifact import load_gpt
+
+    def drop(*path_keys):
+        def change(payload):
+            for keys in path_keys:
+                node = payload
+                for k in keys[:-1]:
+                    node = node[k]
+                del node[keys[-1]]
+        return change
+    assert load_tokenizer(tiny_models["tokenizer"]).reference == "person"
+    old = _tampered(tiny_models["tokenizer"], tmp_path / "t.pt", drop(("config", "model", "reference")))
+    assert load_tokenizer(old).reference == "global"
+    keys = ("audio_dropout", "partner_token_noise", "jaw_head", "jaw_loss", "jaw_dims")
+    old = _tampered(tiny_models["gpt"], tmp_path / "g.pt", drop(*[("meta", "gpt_config", k) for k in keys]))
+    cfg = load_gpt(old).model.cfg
+    assert (cfg.audio_dropout, cfg.partner_token_noise, cfg.jaw_head, cfg.audio_context) == (0.0, None, False, 9)
+    old = _tampered(tiny_models["gpt"], tmp_path / "g1.pt", drop(("meta", "gpt_config", "audio_context")))
+    with pytest.raises(CheckpointError, match="stored config and its weights disagree"):
+        load_gpt(old)                       # read as 1 frame of audio context; its weights read 9
 
 
 @pytest.fixture(scope="module")

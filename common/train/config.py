@@ -6,7 +6,7 @@ files say only what differs from these defaults (common/config.py loads them wit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from common.config import ConfigError, check_range
 from common.io import UnsafeNameError, check_name
@@ -62,6 +62,13 @@ class RunConfig:
                                       # to the end. The schedule still follows train.max_steps: rerun without it to resume
     export_name: str = "model.pt"     # exported artifact, in out_dir
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    # Keys added after this stage's checkpoints were first written, each with the value that reproduces a run
+    # written before the key existed (its former behaviour, which is not always today's default): a checkpoint
+    # or an exported file that lacks the key is read as holding that value (resuming: common/train/loop.py's
+    # check_same_run; loading: each stage's artifact reader). A new key goes here when adding it kept older runs
+    # reproducible; one that came with an architecture change stays out, so such checkpoints are refused by name.
+    ADDED_KEYS: ClassVar[dict[str, Any]] = {}
 
     def validate(self):
         """Checks shared by every stage (each stage's ``validate`` adds its own and calls this)."""

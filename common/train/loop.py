@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from common.config import ConfigError, config_differences, parse_args_and_overrides, to_dict
+from common.config import ConfigError, config_differences, parse_args_and_overrides, to_dict, with_added_keys
 from common.io import atomic_path
 from common.train.accelerator import DistributedLaunchError
 from common.train.checkpoints import CheckpointManager
@@ -59,6 +59,10 @@ def check_same_run(cfg: RunConfig, checkpoint: Path, manifest: dict, data: dict 
     if not isinstance(stored, dict):
         log.warning("%s records no config (an older version): resuming without checking it", checkpoint)
         return
+    stored, added = with_added_keys(stored, type(cfg).ADDED_KEYS)
+    if added:
+        log.info("%s was written before %s existed: compared as %s", checkpoint, ", ".join(added),
+                 ", ".join(f"{k}={type(cfg).ADDED_KEYS[k]!r}" for k in added))
     diff = config_differences(to_dict(cfg), stored, ignore=RESUMABLE_KEYS, same=_same_path)
     if data is not None and isinstance(manifest.get("data"), dict):
         diff += [f"data.{d}" for d in config_differences(data, manifest["data"])]
