@@ -148,9 +148,8 @@ class Workbench:
         given = self.tokenizer_path if stage == 1 else self.gpt_path
         config = TINY[stage]
         if given is not None:                                  # measure the given model's own configuration
-            from common.train.artifact import load_artifact
             config = self.work / f"stage{stage}-config.json"
-            config.write_text(json.dumps(load_artifact(given)["config"], default=str))
+            config.write_text(json.dumps(given_config(given, stage), default=str))
         common = [f"out_dir={out}", f"train.max_steps={a.train_steps}", f"train.log_every={a.log_every}",
                   "train.val_every=0", f"train.save_every={a.train_steps}", "train.progress=false",
                   "train.tracker=none", "resume=false", "stop_after=0", "train.num_workers=0"]
@@ -171,6 +170,18 @@ class Workbench:
                        check=True, env=env, cwd=ROOT)
         self.trained[stage] = json.loads((out / "bench.json").read_text())
         return self.trained[stage]
+
+
+def given_config(path, stage: int) -> dict:
+    """The run config stored in a given tokenizer / GPT file, keys it predates read as their former behaviour
+    (the stage config's ADDED_KEYS): the config its training ran with."""
+    from common.config import with_added_keys
+    from common.train.artifact import load_artifact
+    if stage == 1:
+        from stage1_vq import Stage1Config as cls
+    else:
+        from stage2_gpt.config import Stage2Config as cls
+    return with_added_keys(load_artifact(path)["config"], cls.ADDED_KEYS)[0]
 
 
 def train_child(spec: dict) -> None:

@@ -50,6 +50,11 @@ def tokenize_cache(tokenizer: str | Path, cache_root: str | Path, name: str | No
         if old.get("tokenizer_sha256") != sha:
             raise ValueError(f"{out} holds tokens of another tokenizer ({old.get('tokenizer')}); "
                              "pass --overwrite or another --name")
+        if recorded_reference(old) != tok.reference:
+            log.warning("%s holds codes made around the %s reference, but %s codes around the %s one (a reader "
+                        "before 0ba08ee read older tokenizers wrongly): tokenizing again", out,
+                        recorded_reference(old), tokenizer, tok.reference)
+            overwrite = True
     elif out.is_dir() and not overwrite:
         # an interrupted run: files without tokens.json may come from another tokenizer; redo them
         overwrite = True
@@ -75,6 +80,11 @@ def tokenize_cache(tokenizer: str | Path, cache_root: str | Path, name: str | No
         "dialogs": {d["id"]: d["num_frames"] // tok.downsample for d in dialogs},
     })
     return out
+
+
+def recorded_reference(info: dict) -> str:
+    """The reference a tokens folder's codes were made around (``global`` before tokens.json recorded it)."""
+    return str(info.get("reference", "global")).split(" ")[0]
 
 
 def read_info(path: Path) -> dict:
@@ -113,6 +123,13 @@ def find_tokens(cache, tokenizer_path: str | Path, name: str = "") -> tuple[str,
                 from common.data.cache import CacheError
                 raise CacheError(f"{info_path} has no integer downsample: rerun `python -m stage1_vq.tokens "
                                  "... --overwrite` for this cache")
+            from . import load_tokenizer
+            reference = load_tokenizer(tokenizer_path).reference
+            if recorded_reference(info) != reference:
+                from common.data.cache import CacheError
+                raise CacheError(f"{info_path}: its codes were made around the {recorded_reference(info)} reference, "
+                                 f"but {tokenizer_path} codes around the {reference} one (a reader before 0ba08ee "
+                                 "read older tokenizers wrongly): rerun `python -m stage1_vq.tokens ... --overwrite`")
             return folder.name, info
         if name:
             raise ValueError(f"{folder} holds tokens of another tokenizer ({info.get('tokenizer')}), not of "

@@ -1489,6 +1489,36 @@ def test_files_older_than_a_key_load_with_its_former_behaviour(tiny_models, tmp_
     old = _tampered(tiny_models["gpt"], tmp_path / "g1.pt", drop(("meta", "gpt_config", "audio_context")))
     with pytest.raises(CheckpointError, match="stored config and its weights disagree"):
         load_gpt(old)                       # read as 1 frame of audio context; its weights read 9
+    # the benchmark retrains a given file's own config: the older behaviour too, not today's defaults
+    from scripts.benchmark import given_config
+    old = _tampered(tiny_models["tokenizer"], tmp_path / "t2.pt", drop(("config", "model", "reference")))
+    assert given_config(old, 1)["model"]["reference"] == "global"
+    old = _tampered(tiny_models["gpt"], tmp_path / "g2.pt", drop(("config", "model", "audio_context")))
+    assert given_config(old, 2)["model"]["audio_context"] == 1
+    assert given_config(tiny_models["gpt"], 2)["model"]["audio_context"] == 9
+
+
+def test_tokens_made_around_another_reference_are_not_reused(tiny_models, cache_dir, tmp_path, caplog):
+    """A tokens folder whose tokens.json records codes around another reference than its tokenizer's (codes a
+    reader before 0ba08ee made from an older tokenizer) is refused by stage 2's lookup and redone by the tokenizer."""
+    from common.data.cache import Cache, CacheError
+    from common.io import read_json, write_json
+    from stage1_vq.tokens import find_tokens, tokenize_cache
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir, cache, ignore=shutil.ignore_patterns("tokens"))
+    out = tokenize_cache(tiny_models["tokenizer"], cache, name="t", progress=False)
+    info = read_json(out / "tokens.json")
+    assert info["reference"].startswith("person") and find_tokens(Cache(cache), tiny_models["tokenizer"])[0] == "t"
+    write_json(out / "tokens.json", {**info, "reference": "global"})
+    with pytest.raises(CacheError, match="made around the global reference, but .* codes around the person one"):
+        find_tokens(Cache(cache), tiny_models["tokenizer"])
+    first = next(out.glob("*.npy"))
+    np.save(first, np.zeros_like(np.load(first)))                  # a code the older reader made differently
+    with caplog.at_level("WARNING", logger="stage1_vq.tokens"):
+        tokenize_cache(tiny_models["tokenizer"], cache, name="t", progress=False)
+    assert any("tokenizing again" in r.getMessage() for r in caplog.records)
+    assert read_json(out / "tokens.json")["reference"].startswith("person") and np.load(first).any()
+    assert find_tokens(Cache(cache), tiny_models["tokenizer"])[0] == "t"
 
 
 @pytest.fixture(scope="module")
