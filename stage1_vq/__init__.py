@@ -24,7 +24,7 @@ Tokenizer = MotionTokenizer
 ARTIFACT_KIND = "stage1_tokenizer"
 
 __all__ = ["load_tokenizer", "export_tokenizer", "Tokenizer", "MotionTokenizer", "StreamingDecoder",
-           "Stage1Config", "ModelConfig", "LossConfig", "load_stage1_config", "ARTIFACT_KIND"]
+           "Stage1Config", "ModelConfig", "LossConfig", "load_stage1_config", "ARTIFACT_KIND", "tokenizer_config"]
 
 
 def export_tokenizer(path, tokenizer: MotionTokenizer, run_config: dict, extra_meta: dict | None = None,
@@ -63,6 +63,14 @@ def load_tokenizer(path, device="cpu") -> MotionTokenizer:
     tok.artifact_meta = {k: v for k, v in meta.items() if k not in ("motion_mean", "motion_std")}
     tok.artifact_path = str(path)
     return tok.to(device).eval()
+
+
+def tokenizer_config(path) -> ModelConfig:
+    """The model config of an exported tokenizer file, checked as :func:`load_tokenizer` checks it, without building
+    the module (no random initialisation: a lookup such as stage1_vq.tokens.find_tokens leaves torch's RNG, and so
+    the training that follows it, as it was)."""
+    from common.train.artifact import load_artifact
+    return _checked_description(path, load_artifact(path, kind=ARTIFACT_KIND))[0]
 
 
 def _checked_description(path, payload) -> tuple[ModelConfig, dict]:

@@ -123,8 +123,8 @@ def find_tokens(cache, tokenizer_path: str | Path, name: str = "") -> tuple[str,
                 from common.data.cache import CacheError
                 raise CacheError(f"{info_path} has no integer downsample: rerun `python -m stage1_vq.tokens "
                                  "... --overwrite` for this cache")
-            from . import load_tokenizer
-            reference = load_tokenizer(tokenizer_path).reference
+            from . import tokenizer_config
+            reference = tokenizer_config(tokenizer_path).reference        # not built: torch's RNG untouched
             if recorded_reference(info) != reference:
                 from common.data.cache import CacheError
                 raise CacheError(f"{info_path}: its codes were made around the {recorded_reference(info)} reference, "

@@ -1509,6 +1509,11 @@ def test_tokens_made_around_another_reference_are_not_reused(tiny_models, cache_
     out = tokenize_cache(tiny_models["tokenizer"], cache, name="t", progress=False)
     info = read_json(out / "tokens.json")
     assert info["reference"].startswith("person") and find_tokens(Cache(cache), tiny_models["tokenizer"])[0] == "t"
+    torch.manual_seed(0)
+    before = torch.rand(3)
+    torch.manual_seed(0)
+    find_tokens(Cache(cache), tiny_models["tokenizer"])     # stage 2 looks its tokens up after seeding, before its
+    assert torch.equal(torch.rand(3), before)               # GPT is built: the lookup must not move torch's RNG
     write_json(out / "tokens.json", {**info, "reference": "global"})
     with pytest.raises(CacheError, match="made around the global reference, but .* codes around the person one"):
         find_tokens(Cache(cache), tiny_models["tokenizer"])
