@@ -256,7 +256,10 @@ def with_added_keys(values: dict, added: Mapping[str, Any], section: str = "") -
     that reproduces that version (the key's former behaviour, not always today's default: a stage config's
     ``ADDED_KEYS``, common/train/config.py); returns the new dict and the keys filled. ``section`` (``"model."``)
     takes only the entries under it, for a dict that holds that section alone. A key whose section is missing is
-    left missing (the comparison then names it)."""
+    left missing (the comparison then names it); a ``values`` that is no dict is returned as it is (the reader's
+    own checks refuse it)."""
+    if not isinstance(values, dict):
+        return values, []
     out, filled = copy.deepcopy(values), []
     for key, value in added.items():
         if not key.startswith(section):

@@ -84,9 +84,8 @@ def _checked_description(path, payload) -> tuple[ModelConfig, dict]:
     try:
         if not isinstance(config, dict) or not isinstance(meta, dict):
             raise ValueError("config and meta must be mappings")
-        model = config.get("model")
-        if isinstance(model, dict):                   # keys written before they existed: their former behaviour
-            model = with_added_keys(model, Stage1Config.ADDED_KEYS, section="model.")[0]
+        # keys written before they existed: their former behaviour
+        model = with_added_keys(config.get("model"), Stage1Config.ADDED_KEYS, section="model.")[0]
         model_cfg = from_dict(ModelConfig, model, where="model.").validate()
         stored_rate(meta, "fps", MAX_FPS)
         layout_from_json(meta.get("groups"), stored_int(meta, "motion_dim"))

@@ -89,9 +89,8 @@ def check_description(path, meta) -> GPTConfig:
     try:
         if not isinstance(meta, dict):
             raise ValueError("meta is not a mapping")
-        gc = meta.get("gpt_config")
-        if isinstance(gc, dict):                      # keys written before they existed: their former behaviour
-            gc = with_added_keys(gc, Stage2Config.ADDED_KEYS, section="model.")[0]
+        # keys written before they existed: their former behaviour
+        gc = with_added_keys(meta.get("gpt_config"), Stage2Config.ADDED_KEYS, section="model.")[0]
         cfg = check_model_bounds(from_dict(GPTConfig, gc, where="model."))
         cfg.validate()
         tok, audio = meta["tokenizer"], meta["audio"]
