@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baselines.config import RegressorModelConfig
+from baselines.config import RegressorConfig, RegressorModelConfig
 from baselines.model import DualTalkRegressor
-from common.config import ConfigError, from_dict, to_dict
+from common.config import ConfigError, from_dict, to_dict, with_added_keys
 from common.data.cache import Cache
 from common.data.config import MAX_FPS
 from common.layout import Layout, LayoutError, layout_from_json
@@ -95,7 +95,8 @@ def _checked_description(path, meta) -> RegressorModelConfig:
     try:
         if not isinstance(meta, dict):
             raise ValueError("meta is not a mapping")
-        cfg = from_dict(RegressorModelConfig, meta.get("model_config"), where="model.").check_bounds()
+        stored = with_added_keys(meta.get("model_config"), RegressorConfig.ADDED_KEYS, section="model.")[0]
+        cfg = from_dict(RegressorModelConfig, stored, where="model.").check_bounds()
         stored_rate(meta, "fps", MAX_FPS)
         if not 1 <= stored_int(meta, "window") <= 1_000_000:
             raise ValueError(f"window {meta['window']} is not in 1..1000000 frames")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, ClassVar, Iterable
 
 from common.config import ConfigError, check_range, load_config
 from common.train.config import RunConfig
@@ -23,6 +23,10 @@ class RegressorModelConfig:
     audio_dim: int = 0
     # the one switch between the two baselines
     causal: bool = False              # true: every output frame depends only on inputs up to that frame
+    # what it reads of the partner: true, DualTalk's listener protocol (the partner's ground-truth motion, the
+    # counterpart of the model's listener mode); false, the dyad protocol (both audio tracks only, the counterpart
+    # of dyad mode, which generates both people): the temporal enhancer then attends over the partner's audio
+    partner_motion: bool = True
     # sizes (defaults: DualTalk's feature_dim 256, 4 heads, 3 interaction layers, 1 synthesis layer, FF 2048)
     dim: int = 256                    # audio / motion features; the interaction and synthesis run at 2 * dim
     heads: int = 4
@@ -66,6 +70,10 @@ class RegressorConfig(RunConfig):
     export_name: str = "regressor.pt"
     model: RegressorModelConfig = field(default_factory=RegressorModelConfig)
     loss: RegressorLossConfig = field(default_factory=RegressorLossConfig)
+
+    ADDED_KEYS: ClassVar[dict[str, Any]] = {          # RunConfig.ADDED_KEYS: read as these when a file lacks them
+        "model.partner_motion": True,                 # 2026-12-05: every regressor before read the partner's motion
+    }
 
     def validate(self) -> "RegressorConfig":
         m = self.model.check_bounds()

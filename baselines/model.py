@@ -20,6 +20,11 @@ Transformer layers are post-norm with ReLU feed-forwards, as PyTorch's ``nn.Tran
 input frames ``<= t``. Nothing else reads positions: order reaches the attention layers through the LSTM (and
 the convolutions), as in DualTalk.
 
+``partner_motion=False`` is the **dyad protocol**: the same network without the partner's motion (no motion MLP;
+the enhancer's attention runs over the partner's audio features instead), for comparison with the model's dyad
+mode, which generates both people from their audio; DualTalk's own protocol (the default) is the counterpart of
+the model's listener mode.
+
 Inputs and outputs are normalised (the cache's train statistics). :meth:`DualTalkRegressor.regress` is one role
 (own motion from own audio, partner audio and partner motion); ``forward`` runs both roles of a training window.
 """
@@ -138,7 +143,8 @@ class DualTalkRegressor(nn.Module):
         # 1. joint encoder
         self.own_audio = AudioEncoder(cfg.audio_dim, d, cfg.audio_layers, cfg.audio_kernel, c)
         self.partner_audio = AudioEncoder(cfg.audio_dim, d, cfg.audio_layers, cfg.audio_kernel, c)
-        self.partner_motion = nn.Sequential(nn.Linear(cfg.motion_dim, d // 2), nn.ReLU(), nn.Linear(d // 2, d), nn.ReLU())
+        self.partner_motion = (nn.Sequential(nn.Linear(cfg.motion_dim, d // 2), nn.ReLU(), nn.Linear(d // 2, d), nn.ReLU())
+                               if cfg.partner_motion else None)        # None: the dyad protocol (audio only)
         # 2. cross-modal temporal enhancer
         self.cross_attn = Attention(d, cfg.heads, c)
         self.lstm = nn.LSTM(d, d if c else d // 2, num_layers=cfg.lstm_layers, bidirectional=not c, batch_first=True)
@@ -155,15 +161,23 @@ class DualTalkRegressor(nn.Module):
 
     def forward(self, motion, audio):
         """A window of both participants, motion (B, 2, T, D) and audio (B, 2, T, F) -> predictions (B, 2, T, D):
-        participant ``p`` from its own audio, the partner's audio and the partner's motion (a batch of 2B)."""
+        participant ``p`` from its own audio, the partner's audio and (listener protocol) the partner's motion (a
+        batch of 2B); in the dyad protocol (``partner_motion=False``) the motion is the target's shape only."""
         partner = [1, 0]
-        pred = self.regress(audio.flatten(0, 1), audio[:, partner].flatten(0, 1), motion[:, partner].flatten(0, 1))
+        seen = motion[:, partner].flatten(0, 1) if self.partner_motion is not None else None
+        pred = self.regress(audio.flatten(0, 1), audio[:, partner].flatten(0, 1), seen)
         return pred.view(motion.shape)
 
-    def regress(self, own_audio, partner_audio, partner_motion):
-        """(B, T, audio_dim), (B, T, audio_dim), (B, T, motion_dim) normalised -> own motion (B, T, motion_dim)."""
+    def regress(self, own_audio, partner_audio, partner_motion=None):
+        """(B, T, audio_dim), (B, T, audio_dim), (B, T, motion_dim) normalised -> own motion (B, T, motion_dim).
+        ``partner_motion`` is required in the listener protocol and must be None in the dyad protocol."""
+        if (partner_motion is None) != (self.partner_motion is None):
+            raise ValueError("this regressor reads the partner's motion (model.partner_motion=true): give it"
+                             if self.partner_motion is not None else
+                             "this regressor reads audio only (model.partner_motion=false): give no partner motion")
         own = self.own_audio(own_audio)
-        partner = self.cross_attn(self.partner_audio(partner_audio), self.partner_motion(partner_motion))
+        partner = self.partner_audio(partner_audio)
+        partner = self.cross_attn(partner, None if partner_motion is None else self.partner_motion(partner_motion))
         partner, _ = self.lstm(partner)
         h = torch.cat([own, partner], dim=-1)
         for layer in self.interaction:

@@ -1,7 +1,8 @@
 """Sample an exported regressor (``regressor.pt``) over whole dialogs into the prediction layout.
 
-Listener protocol (DualTalk's ``test.py``): each participant is predicted from both audio tracks and the
-partner's ground-truth motion, and written as ``OUT/<dialog>/<participant>.npz`` (common/eval/predictions.py).
+Each participant is predicted from both audio tracks and, in the listener protocol (DualTalk's ``test.py``, the
+default), the partner's ground-truth motion; a regressor trained with ``model.partner_motion=false`` (the dyad
+protocol) reads the audio only. Written as ``OUT/<dialog>/<participant>.npz`` (common/eval/predictions.py).
 
 Whole dialogs run in **overlapping windows** of the training window ``W`` (the length the model learned; a
 dialog shorter than ``W`` runs as one window of its length), every ``W // 2`` frames, the last one aligned to
@@ -45,8 +46,9 @@ def crossfade_weights(window: int) -> np.ndarray:
 @torch.no_grad()
 def predict_dialog(bundle: RegressorBundle, motion: np.ndarray, audio: np.ndarray, batch_size: int = 64,
                    device: str | torch.device = "cpu") -> np.ndarray:
-    """Both participants of one dialog in the listener protocol: raw motion (2, T, D) and audio features (2, T, F)
-    -> raw predicted motion (2, T, D) float32; participant ``p`` sees both audio tracks and motion[1 - p] only."""
+    """Both participants of one dialog: raw motion (2, T, D) and audio features (2, T, F) -> raw predicted motion
+    (2, T, D) float32; participant ``p`` sees both audio tracks and, in the listener protocol, motion[1 - p] (never
+    its own; in the dyad protocol no motion at all: ``motion`` then gives only the shape)."""
     motion, audio = np.asarray(motion, np.float32), np.asarray(audio, np.float32)
     T = motion.shape[1]
     W = min(bundle.window, T)
@@ -60,7 +62,8 @@ def predict_dialog(bundle: RegressorBundle, motion: np.ndarray, audio: np.ndarra
         chunk = roles[k:k + batch_size]
         own_audio = torch.stack([a[p, s:s + W] for p, s in chunk]).to(device)
         partner_audio = torch.stack([a[1 - p, s:s + W] for p, s in chunk]).to(device)
-        partner_motion = torch.stack([m[1 - p, s:s + W] for p, s in chunk]).to(device)
+        partner_motion = (torch.stack([m[1 - p, s:s + W] for p, s in chunk]).to(device)
+                          if bundle.model.cfg.partner_motion else None)
         outputs.append(model.regress(own_audio, partner_audio, partner_motion).float().cpu().numpy())
     y = np.concatenate(outputs).reshape(2, len(starts), W, -1).astype(np.float64)
     out = np.zeros((2, T, y.shape[-1]))
@@ -81,7 +84,7 @@ def predict_dialog(bundle: RegressorBundle, motion: np.ndarray, audio: np.ndarra
 def predict_split(regressor: str | Path | RegressorBundle, cache_root: str | Path, out_dir: str | Path,
                   split: str = "test", batch_size: int = 64, device: str | torch.device = "cpu",
                   progress: bool = True) -> Path:
-    """Every dialog of ``split``, both participants (listener protocol), as ``out_dir/<dialog>/<participant>.npz``
+    """Every dialog of ``split``, both participants (the regressor's protocol), as ``out_dir/<dialog>/<participant>.npz``
     with the cache's identity as ``shape_params``; returns ``out_dir``."""
     bundle = regressor if isinstance(regressor, RegressorBundle) else load_regressor(regressor, device)
     cache = Cache(cache_root)

@@ -4,11 +4,14 @@ causal (the streaming regression alternative).
     python baselines/train.py --config configs/baseline_regressor_tiny.yaml cache=CACHE out_dir=runs/dualtalk_class
     python baselines/train.py --config configs/baseline_regressor_tiny.yaml cache=CACHE \
         out_dir=runs/dualtalk_class_causal model.causal=true
+    python baselines/train.py --config configs/baseline_regressor_tiny.yaml cache=CACHE \
+        out_dir=runs/dualtalk_class_causal_dyad model.causal=true model.partner_motion=false   # dyad protocol
     accelerate launch baselines/train.py --config configs/baseline_regressor.yaml cache=CACHE out_dir=RUN   # GPUs
 
 Each training window holds both participants (``MotionWindows``: motion (2, W, D) and audio (2, W, F),
 normalised); both roles are trained: participant ``p`` is predicted from its own audio, the partner's audio and
-the partner's true motion (the DualTalk protocol), for p = 0 and 1. Loss: DualTalk's (``main.py``), MSE of exp,
+the partner's true motion (the DualTalk protocol; with ``model.partner_motion=false``, the dyad protocol, from
+the two audio tracks only), for p = 0 and 1. Loss: DualTalk's (``main.py``), MSE of exp,
 jaw (and neck pose) plus MSE of the velocity, on normalised motion. Keys: baselines/config.py. The loop (lr
 schedule, NaN guard, logging, checkpoints, exact resume, progress) is common/train/loop.py's ``fit``; rerunning
 the same command resumes. At the end the model is exported to ``out_dir/regressor.pt`` (baselines/artifact.py),

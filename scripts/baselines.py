@@ -8,9 +8,10 @@ truth of another test dialog), mirror (the partner's motion), nn_audio (nearest 
 
 ``--regressor FILE`` (repeatable) adds a learned baseline trained by ``baselines/train.py``: DIR/<name>/... with
 each participant predicted from both audio tracks and the partner's ground-truth motion (the listener
-protocol, as DualTalk is evaluated). ``--name`` (one per ``--regressor``, in order) names its folder; default
-``dualtalk_class`` or ``dualtalk_class_causal`` by the model's causality. ``--only none`` writes the learned
-baselines alone.
+protocol, as DualTalk is evaluated), or from the audio tracks alone for a regressor trained with
+``model.partner_motion=false`` (the dyad protocol). ``--name`` (one per ``--regressor``, in order) names its
+folder; default ``dualtalk_class``, with ``_causal`` for a causal model and ``_dyad`` for the dyad protocol.
+``--only none`` writes the learned baselines alone.
 """
 from __future__ import annotations
 
@@ -29,8 +30,11 @@ from common.train.artifact import CheckpointError
 
 
 def regressor_names(paths: list[str], names: list[str]) -> list[str]:
-    """The folder name of each ``--regressor``: its ``--name``, else by causality; duplicates are an error."""
+    """The folder name of each ``--regressor``: its ``--name``, else by causality and protocol; duplicates are an
+    error."""
     from baselines.artifact import ARTIFACT_KIND
+    from baselines.config import RegressorConfig
+    from common.config import with_added_keys
     from common.train.artifact import load_artifact
     if len(names) > len(paths):
         raise ValueError(f"{len(names)} --name for {len(paths)} --regressor")
@@ -39,8 +43,10 @@ def regressor_names(paths: list[str], names: list[str]) -> list[str]:
         if i < len(names):
             out.append(names[i])
             continue
-        causal = bool(load_artifact(path, kind=ARTIFACT_KIND)["meta"]["model_config"].get("causal"))
-        out.append("dualtalk_class_causal" if causal else "dualtalk_class")
+        model = with_added_keys(load_artifact(path, kind=ARTIFACT_KIND)["meta"]["model_config"],
+                                RegressorConfig.ADDED_KEYS, section="model.")[0]
+        out.append("dualtalk_class" + ("_causal" if model.get("causal") else "")
+                   + ("" if model["partner_motion"] else "_dyad"))
     for n in out:
         check_name(n, "--name")                          # it becomes DIR/<name>/
     clash = sorted({n for n in out if out.count(n) > 1} | (set(out) & set(BASELINES)))

@@ -86,6 +86,12 @@ class Demo:
             self.log.append(f"- `OMP_NUM_THREADS={threads} {line}` (side by side with its group: {time.time() - t0:.0f} s)")
 
 
+# the learned anchor baselines (baselines/train.py keys): DualTalk's protocol (the partner's true motion given) and
+# the dyad protocol (both audio tracks only), non-causal and causal
+LEARNED_BASELINES = {"dualtalk_class": ["model.causal=false"], "dualtalk_class_causal": ["model.causal=true"],
+                     "dualtalk_class_dyad": ["model.causal=false", "model.partner_motion=false"],
+                     "dualtalk_class_causal_dyad": ["model.causal=true", "model.partner_motion=false"]}
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="full")
@@ -101,7 +107,7 @@ def main(argv=None):
     py = d.py
     data, cache = out / "data", out / "cache"
     s1, s2, s2so = out / "stage1", out / "stage2", out / "stage2_speaker_only"
-    regressors = {"dualtalk_class": out / "dualtalk_class", "dualtalk_class_causal": out / "dualtalk_class_causal"}
+    regressors = {name: out / name for name in LEARNED_BASELINES}
     preds, bases = out / "predictions", out / "baselines"
     t0 = time.time()
 
@@ -124,10 +130,11 @@ def main(argv=None):
                    ([py, "stage2_gpt/train.py", "--config", "configs/stage2_gpt_tiny.yaml", f"cache={cache}",
                      f"tokenizer={tok}", f"out_dir={s2so}", "model.speaker_only=true", *p["stage2"]], s2so / "gpt.pt"))
 
-    # the learned anchor baselines: the DualTalk-class regressor, non-causal (offline reference) and causal
+    # the learned anchor baselines: the DualTalk-class regressor, non-causal (offline reference) and causal, each
+    # given the partner's true motion (DualTalk's protocol) and from both audio tracks only (the dyad protocol)
     d.run_together(*[([py, "baselines/train.py", "--config", "configs/baseline_regressor_tiny.yaml", f"cache={cache}",
-                       f"out_dir={run}", f"model.causal={'true' if name.endswith('causal') else 'false'}", *p["regressor"]],
-                      run / "regressor.pt") for name, run in regressors.items()])
+                       f"out_dir={run}", *LEARNED_BASELINES[name], *p["regressor"]], run / "regressor.pt")
+                     for name, run in regressors.items()])
 
     # sample every test dialog: dyad mode, listener mode (each side given in turn), speaker-only ablation
     methods = {}
@@ -164,19 +171,18 @@ def _fmt(x):
     return "n/a" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))
 
 
-LEARNED_BASELINES = ("baseline_dualtalk_class", "baseline_dualtalk_class_causal")
-
-
 def verdict(compare: dict) -> list[str]:
     """Plain statements: does the model beat the mean baseline, the speaker-only ablation and the learned anchor
-    baselines? Dyad mode (both generated) against the mean and the ablation; listener mode (the partner's true
-    motion given: the DualTalk protocol) against the ablation, which never sees the partner, and against the
-    DualTalk-class regressors, which are given the partner's true motion too."""
+    baselines? Dyad mode (both generated) against the mean, the ablation and the DualTalk-class regressors of the
+    dyad protocol (both audio tracks only); listener mode (the partner's true motion given: the DualTalk protocol)
+    against the ablation, which never sees the partner, and against the regressors given the partner's true motion
+    too."""
     means = compare.get("methods", {})
     lines = []
     for name, other in (("model_dyad", "baseline_mean"), ("model_dyad", "speaker_only"),
+                        *(("model_dyad", f"baseline_{b}") for b in LEARNED_BASELINES if b.endswith("_dyad")),
                         ("model_listener", "speaker_only"),
-                        *(("model_listener", b) for b in LEARNED_BASELINES)):
+                        *(("model_listener", f"baseline_{b}") for b in LEARNED_BASELINES if not b.endswith("_dyad"))):
         model = means.get(name, {}).get("metrics", {})
         o = means.get(other, {}).get("metrics", {})
         if not o or not model:
@@ -218,7 +224,8 @@ def write_report(out: Path, log: list[str], seconds: float, clip: Path | None) -
           "The learned baselines (`baseline_dualtalk_class`: DualTalk's architecture and losses, non-causal, the "
           "offline accuracy reference; `baseline_dualtalk_class_causal`: the same regressor, causal, the streaming "
           "regression alternative) regress each participant's motion from both audio tracks and the partner's "
-          "true motion, so they are compared with the model's listener mode (docs/BASELINES.md).", "",
+          "true motion, so they are compared with the model's listener mode; their `_dyad` variants read both audio "
+          "tracks only, as the model's dyad mode does, and are compared with it (docs/BASELINES.md).", "",
           "## Comparison on the test split (mean over dialogs, bootstrap 95% CI)", "",
           (out / "compare.md").read_text().strip(), "",
           "## Tokenizer reconstruction (test split)", "", *recon_section(recon), ""]

@@ -10,7 +10,8 @@ For each corpus preset (``default``: the demo's generator with a test set of per
 docs/SYNTHETIC.md) it builds the corpus and its cache (a fixed split file: the test dialogs are the unseen
 persons'), then for each seed trains every method with the commands a user would type — the tokenizer, the GPT
 (sampled in dyad mode and in listener mode, the DualTalk protocol), its speaker-only ablation, the DualTalk-class
-regressors (non-causal and causal) when ``baselines/`` is installed — and writes the simple baselines (mean,
+regressors (non-causal and causal, each in DualTalk's protocol and in the dyad protocol) when ``baselines/`` is
+installed — and writes the simple baselines (mean,
 random_other, mirror, nn_audio). Every prediction folder is scored like ``scripts/evaluate.py`` scores it
 (common/eval/scoring.py); the figures are means over seeds and test dialogs with a two-level bootstrap CI
 (common/eval/compare.py), the model is compared with every method by a paired CI of the difference, and every
@@ -57,6 +58,12 @@ PRESETS = {
         "threads": 0, "out": "runs/quality-full"},
 }
 MODEL_MODES = ("model_dyad", "model_listener")
+# the DualTalk-class regressors (baselines/): DualTalk's protocol reads the partner's true motion (listener mode's
+# counterpart); the dyad protocol reads both audio tracks only (dyad mode's counterpart: it generates both people)
+REGRESSORS = {"dualtalk_class": [], "dualtalk_class_causal": ["model.causal=true"],
+              "dualtalk_class_dyad": ["model.partner_motion=false"],
+              "dualtalk_class_causal_dyad": ["model.causal=true", "model.partner_motion=false"]}
+AUDIO_ONLY = {name for name, keys in REGRESSORS.items() if "model.partner_motion=false" in keys}
 BOUND = "truth_recentered"   # the truth with each sequence's mean expression replaced by the train mean: a bound
 SIMPLE = ("mean", "random_other", "mirror", "nn_audio")
 TABLE_KEYS = ["fid_exp", "p_fid_exp", "mse_exp", "sid_exp", "rpcc_exp", "fid_jaw", "p_fid_jaw", "mse_jaw", "sid_jaw",
@@ -199,7 +206,7 @@ def plan(runner: Runner, p: dict, corpus: str, cache: Path, seed: int, work: Pat
                preds / ".simple-done", mark=True)
     methods.update({m: preds / m for m in SIMPLE})
     if with_regressors:
-        for name, extra in (("dualtalk_class", []), ("dualtalk_class_causal", ["model.causal=true"])):
+        for name, extra in REGRESSORS.items():
             run = s / name
             runner.add(f"{tag}/{name}", [PY, "baselines/train.py", *p["regressor"], *common, f"out_dir={run}", *extra],
                        run / "regressor.pt")
@@ -279,9 +286,15 @@ def corpus_report(corpus: str, results: dict[str, list], recon: list[dict], n_bo
     lines = []
     for model in MODEL_MODES:
         for other in methods:
-            if other not in MODEL_MODES and other != BOUND:
+            if other not in MODEL_MODES and other != BOUND and not (model == "model_listener" and other in AUDIO_ONLY):
                 lines.append(C.verdict(model, other, results, n_boot=n_boot))
     md += lines + [""]
+    if AUDIO_ONLY & set(methods):
+        md += ["The DualTalk-class regressors `dualtalk_class` and `dualtalk_class_causal` read the partner's true motion "
+               "(DualTalk's protocol: listener mode's counterpart; dyad mode, which generates both people, is judged "
+               "against them at an information disadvantage); the `*_dyad` ones read both audio tracks only (dyad "
+               "mode's counterpart; listener mode, which reads the partner's true motion, is not judged against them).",
+               ""]
     if BOUND in methods:
         md += [f"`{BOUND}` is a bound, not a method: the truth with each sequence's mean expression replaced by the "
                "train mean (what a method scores that gets everything right but an unseen person's own mean "

@@ -25,7 +25,8 @@ from conftest import subprocess_env
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "baseline_regressor_tiny.yaml"
 PY = sys.executable
-VARIANTS = {"dualtalk_class": [], "dualtalk_class_causal": ["model.causal=true"]}
+VARIANTS = {"dualtalk_class": [], "dualtalk_class_causal": ["model.causal=true"],
+            "dualtalk_class_causal_dyad": ["model.causal=true", "model.partner_motion=false"]}
 # small and fast: 2 s windows, a narrow model; on the test cache (6 train dialogs x 12 s) 8 batches per epoch
 FAST = ["window=60", "model.dim=32", "model.ff_dim=64", "model.interaction_layers=1", "train.batch_size=8",
         "train.warmup_steps=5", "train.progress=false", "train.val_every=0", "val_windows=8"]
@@ -35,11 +36,12 @@ def _cfg(cache_dir, out_dir, *overrides):
     return load_regressor_config(TINY, [f"cache={cache_dir}", f"out_dir={out_dir}", *FAST, *overrides])
 
 
-def _bundle(causal: bool, window: int = 40, motion_dim: int = 51, audio_dim: int = 80) -> RegressorBundle:
+def _bundle(causal: bool, window: int = 40, motion_dim: int = 51, audio_dim: int = 80,
+            partner_motion: bool = True) -> RegressorBundle:
     """An untrained regressor with identity normalisation (for causality and shape checks)."""
     torch.manual_seed(0)
     cfg = RegressorModelConfig(motion_dim=motion_dim, audio_dim=audio_dim, causal=causal, dim=32, ff_dim=64,
-                               interaction_layers=1)
+                               interaction_layers=1, partner_motion=partner_motion)
     meta = {"window": window, "fps": 30.0, "motion_layout": {"exp": [0, 50], "jaw": [50, 51]},
             "motion_mean": np.zeros(motion_dim), "motion_std": np.ones(motion_dim),
             "audio_mean": np.zeros(audio_dim), "audio_std": np.ones(audio_dim)}
@@ -99,6 +101,35 @@ def test_model_causality(causal):
     assert torch.equal(y1[:, 1], y3[:, 1])                  # participant 1 never sees its own motion
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["non_causal", "causal"])
+def test_dyad_protocol_reads_the_audio_only(causal):
+    """`model.partner_motion=false` (the dyad protocol): no weights read motion, whole-dialog predictions do not
+    change when every motion value does (the truth never reaches it), they follow the partner's audio, and the
+    causal one stays causal; each protocol refuses the other's inputs."""
+    b = _bundle(causal, window=40, partner_motion=False)
+    assert not any(k.startswith("partner_motion.") for k in b.model.state_dict())
+    assert any(k.startswith("partner_motion.") for k in _bundle(causal).model.state_dict())
+    rng = np.random.default_rng(2)
+    T = 97
+    motion, audio = rng.normal(size=(2, T, 51)).astype(np.float32), rng.normal(size=(2, T, 80)).astype(np.float32)
+    y = predict_dialog(b, motion, audio, batch_size=4)
+    assert y.shape == (2, T, 51) and np.isfinite(y).all()
+    assert np.array_equal(predict_dialog(b, rng.normal(size=motion.shape).astype(np.float32), audio), y)
+    a2 = audio.copy()
+    a2[1] += 1.0                                        # participant 1's voice: participant 0's partner audio
+    y2 = predict_dialog(b, motion, a2)
+    assert not np.allclose(y2[0], y[0])
+    t0 = 60
+    a3 = audio.copy()
+    a3[:, t0:] -= 2.0
+    assert np.array_equal(predict_dialog(b, motion, a3)[:, :t0], y[:, :t0]) == causal
+    x = torch.zeros(1, 8, 80)
+    with pytest.raises(ValueError, match="audio only"):
+        b.model.regress(x, x, torch.zeros(1, 8, 51))
+    with pytest.raises(ValueError, match="give it"):
+        _bundle(causal).model.regress(x, x)
+
+
 def test_window_starts():
     assert window_starts(30, 40, 20) == [0]
     assert window_starts(40, 40, 20) == [0]
@@ -152,8 +183,8 @@ def test_trains_through_the_one_loop_and_loads_no_code():
 # --- training, export, sampling -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(cache_dir, tmp_path_factory):
-    """Both variants trained 30 steps on the test cache: the non-causal one through the command line
-    (`python baselines/train.py`), the causal one in-process."""
+    """The variants trained 30 steps on the test cache: the non-causal one through the command line
+    (`python baselines/train.py`), the causal ones (listener and dyad protocol) in-process."""
     from baselines.train import train
     runs = {}
     out = tmp_path_factory.mktemp("regressor_cli")
@@ -167,6 +198,10 @@ def trained(cache_dir, tmp_path_factory):
     res = train(_cfg(cache_dir, out, "model.causal=true", "train.max_steps=30", "train.val_every=30",
                      "train.save_every=30"))
     runs["dualtalk_class_causal"] = {"out": out, "artifact": Path(res["artifact"]), "result": res}
+    out = tmp_path_factory.mktemp("regressor_causal_dyad")
+    res = train(_cfg(cache_dir, out, *VARIANTS["dualtalk_class_causal_dyad"], "train.max_steps=30",
+                     "train.val_every=30", "train.save_every=30"))
+    runs["dualtalk_class_causal_dyad"] = {"out": out, "artifact": Path(res["artifact"]), "result": res}
     return runs
 
 
@@ -208,12 +243,13 @@ def test_export_is_self_describing(trained, cache_dir, tmp_path, variant):
     assert r.returncode == 0, r.stderr[-3000:]
     causal, window, fps, mdim, adim, step = r.stdout.split()
     assert (causal, int(window), float(fps), int(mdim), int(adim), int(step)) == (
-        str(variant.endswith("causal")), 60, 30.0, 51, cache.audio_dim, 30)
+        str("_causal" in variant), 60, 30.0, 51, cache.audio_dim, 30)
     b = load_regressor(art)
     ref = predict_dialog(b, a.motion, a.audio)
     np.testing.assert_allclose(np.load(alone / "pred.npy"), ref, rtol=0, atol=1e-5)
     np.testing.assert_allclose(b.meta["motion_std"], cache.stats["motion_std"], rtol=1e-6)
-    assert b.config["model"]["causal"] == variant.endswith("causal")
+    assert b.config["model"]["causal"] == ("_causal" in variant)
+    assert b.model.cfg.partner_motion == (not variant.endswith("_dyad"))
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -273,17 +309,16 @@ def test_resume_is_exact(cache_dir, tmp_path, variant):
 
 # --- scripts/baselines.py --------------------------------------------------------------------------------------
 def test_baselines_script_with_regressors(trained, cache_dir, tmp_path):
-    """`scripts/baselines.py --regressor` (twice, default names) beside a simple baseline, then scored."""
+    """`scripts/baselines.py --regressor` (three times, default names) beside a simple baseline, then scored."""
     out = tmp_path / "bases"
     r = subprocess.run([PY, "scripts/baselines.py", "--cache", str(cache_dir), "--out", str(out), "--only", "mean",
-                        "--quiet", "--regressor", str(trained["dualtalk_class"]["artifact"]),
-                        "--regressor", str(trained["dualtalk_class_causal"]["artifact"])],
+                        "--quiet", *[x for v in VARIANTS for x in ("--regressor", str(trained[v]["artifact"]))]],
                        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["dualtalk_class", "dualtalk_class_causal", "mean"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*VARIANTS, "mean"])
     cache = Cache(cache_dir)
     from common.eval.scoring import evaluate_method
-    for name in ("dualtalk_class", "dualtalk_class_causal"):
+    for name in VARIANTS:
         files = sorted((out / name).glob("*/*.npz"))
         assert len(files) == 2 * len(cache.dialogs("test"))
         m = evaluate_method(cache, out / name, n_boot=10).metrics
@@ -298,3 +333,18 @@ def test_baselines_script_with_regressors(trained, cache_dir, tmp_path):
                         "--regressor", str(trained["dualtalk_class"]["artifact"])],
                        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "used twice" in r.stderr
+
+
+def test_a_regressor_file_older_than_the_protocol_key_reads_the_partner(trained, cache_dir, tmp_path):
+    """A file written before `model.partner_motion` existed (RegressorConfig.ADDED_KEYS) loads as what it was
+    trained as, the listener protocol, predicts exactly as before and keeps its default folder name."""
+    from scripts.baselines import regressor_names
+    art = trained["dualtalk_class_causal"]["artifact"]
+    payload = torch.load(art, weights_only=True)
+    del payload["meta"]["model_config"]["partner_motion"], payload["config"]["model"]["partner_motion"]
+    torch.save(payload, tmp_path / "old.pt")
+    old, new = load_regressor(tmp_path / "old.pt"), load_regressor(art)
+    assert old.model.cfg.partner_motion is True
+    a = Cache(cache_dir).load(Cache(cache_dir).dialogs("test")[0]["id"])
+    assert np.array_equal(predict_dialog(old, a.motion, a.audio), predict_dialog(new, a.motion, a.audio))
+    assert regressor_names([str(tmp_path / "old.pt")], []) == ["dualtalk_class_causal"]

@@ -13,7 +13,8 @@ from common.eval.scoring import TABLE_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ["model_dyad", "model_listener", "speaker_only", "baseline_mean", "baseline_mirror", "baseline_nn_audio",
-           "baseline_random_other", "baseline_dualtalk_class", "baseline_dualtalk_class_causal"]
+           "baseline_random_other", "baseline_dualtalk_class", "baseline_dualtalk_class_causal",
+           "baseline_dualtalk_class_dyad", "baseline_dualtalk_class_causal_dyad"]
 
 
 @pytest.mark.slow
@@ -30,15 +31,17 @@ def test_smoke_demo_writes_full_report(tmp_path):
         assert f"| {m} |" in report, m
     assert "Does the model beat the baselines?" in report and "model_dyad vs baseline_mean" in report
     assert "model_listener vs speaker_only" in report
-    # the learned anchor baselines: trained, exported, sampled, judged against the listener mode
-    for name in ("dualtalk_class", "dualtalk_class_causal"):
+    # the learned anchor baselines: trained, exported, sampled, each judged against the mode that reads what it
+    # reads (the partner's true motion: listener mode; both audio tracks only: dyad mode), not against the other
+    for name in ("dualtalk_class", "dualtalk_class_causal", "dualtalk_class_dyad", "dualtalk_class_causal_dyad"):
         assert (out / name / "regressor.pt").is_file()
-        assert f"- model_listener vs baseline_{name}: " in report
+        mode, other = ("model_dyad", "model_listener") if name.endswith("_dyad") else ("model_listener", "model_dyad")
+        assert f"- {mode} vs baseline_{name}: " in report and f"- {other} vs baseline_{name}: " not in report
     # the tokenizer's table, with its measured nMSE, and each stage-1 target judged
     recon = json.loads((out / "stage1_recon.json").read_text())
     assert f"exp {recon['nmse_exp']:>14.5f}" in report
     assert report.count("(met: target") + report.count("(MISSED: target") == 4
     assert (out / "plots" / "metrics.png").is_file() and (out / "clip.mp4").stat().st_size > 10000
-    # the GPT and its ablation, and the two regressors, trained side by side (a log each; both named in the report)
-    assert len(list((out / "logs").glob("stage2_gpt_*.log"))) == 2 and len(list((out / "logs").glob("baselines_*.log"))) == 2
-    assert report.count("side by side with its group") == 4
+    # the GPT and its ablation, and the four regressors, trained side by side (a log each; each named in the report)
+    assert len(list((out / "logs").glob("stage2_gpt_*.log"))) == 2 and len(list((out / "logs").glob("baselines_*.log"))) == 4
+    assert report.count("side by side with its group") == 6

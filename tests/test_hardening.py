@@ -1123,9 +1123,10 @@ def test_added_keys_tables_name_real_keys_and_reproduce_the_older_behaviour():
     """Each stage's ADDED_KEYS names a key its config has, with a value the config accepts; filling a dict that
     lacks them gives those values, leaves present keys alone, and skips keys whose section is missing."""
     from common.config import flat_dict, from_dict, to_dict, with_added_keys
+    from baselines.config import RegressorConfig
     from stage1_vq import Stage1Config
     from stage2_gpt.config import Stage2Config
-    for cls in (Stage1Config, Stage2Config):
+    for cls in (Stage1Config, Stage2Config, RegressorConfig):
         flat = flat_dict(to_dict(cls()))
         assert cls.ADDED_KEYS and set(cls.ADDED_KEYS) <= set(flat), cls
         older = to_dict(cls())
@@ -1141,6 +1142,7 @@ def test_added_keys_tables_name_real_keys_and_reproduce_the_older_behaviour():
         assert {k: flat_dict(to_dict(cfg))[k] for k in keys} == cls.ADDED_KEYS
     assert Stage2Config.ADDED_KEYS["model.audio_context"] == 1 != Stage2Config().model.audio_context
     assert Stage1Config.ADDED_KEYS["model.reference"] == "global" != Stage1Config().model.reference
+    assert RegressorConfig.ADDED_KEYS["model.partner_motion"] is True is RegressorConfig().model.partner_motion
     d = {"model": {"audio_context": 9}}
     assert with_added_keys(d, {"model.audio_context": 1, "loss.x": 2}) == ({"model": {"audio_context": 9}}, [])
     assert d == {"model": {"audio_context": 9}}                                     # not changed in place

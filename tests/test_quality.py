@@ -92,13 +92,18 @@ def test_quality_bench_end_to_end_tiny(tmp_path):
     expected = {"model_dyad", "model_listener", "speaker_only", "mean", "random_other", "mirror", "nn_audio",
                 "truth_recentered"}
     if (ROOT / "baselines" / "train.py").is_file():
-        expected |= {"dualtalk_class", "dualtalk_class_causal"}
+        expected |= {"dualtalk_class", "dualtalk_class_causal", "dualtalk_class_dyad", "dualtalk_class_causal_dyad"}
     assert methods == expected
     for m in expected:
         assert f"| {m} |" in md
     verdicts = report["corpora"]["hard"]["verdicts"]
-    assert len(verdicts) == 2 * (len(expected) - 3)     # both model modes vs every other method, not the bound
+    # both model modes vs every other method, not the bound; listener mode not vs the audio-only regressors
+    audio_only = len(expected & {"dualtalk_class_dyad", "dualtalk_class_causal_dyad"})
+    assert len(verdicts) == 2 * (len(expected) - 3) - audio_only
     assert all(v.startswith("- model_") and "truth_recentered" not in v for v in verdicts)
+    assert not [v for v in verdicts if v.startswith("- model_listener vs ") and "_dyad:" in v]
+    assert sum(v.startswith("- model_dyad vs dualtalk_class") for v in verdicts) == (4 if audio_only else 0)
+    assert ("read both audio tracks only" in md) == bool(audio_only)
     # the bound: the truth's own motion around the train mean; its FD of exp is the mean baseline's less the truth's
     # spread, its jaw is the truth's
     summ = report["corpora"]["hard"]["summary"]
