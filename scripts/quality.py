@@ -291,9 +291,9 @@ def corpus_report(corpus: str, results: dict[str, list], recon: list[dict], n_bo
     md += lines + [""]
     if AUDIO_ONLY & set(methods):
         md += ["The DualTalk-class regressors `dualtalk_class` and `dualtalk_class_causal` read the partner's true motion "
-               "(DualTalk's protocol: listener mode's counterpart; dyad mode, which generates both people, is judged "
-               "against them at an information disadvantage); the `*_dyad` ones read both audio tracks only (dyad "
-               "mode's counterpart; listener mode, which reads the partner's true motion, is not judged against them).",
+               "(DualTalk's protocol: listener mode's counterpart; dyad mode, which generates both people, reads less "
+               "than they do); the `*_dyad` ones read both audio tracks only (dyad mode's counterpart; listener mode, "
+               "which reads the partner's true motion, is not judged against them).",
                ""]
     if BOUND in methods:
         md += [f"`{BOUND}` is a bound, not a method: the truth with each sequence's mean expression replaced by the "
