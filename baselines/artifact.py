@@ -88,7 +88,8 @@ def load_regressor(path: str | Path, device: str | torch.device = "cpu") -> Regr
     meta = payload["meta"]
     cfg = _checked_description(path, meta)
     model = build_checked(path, payload["state_dict"], lambda: DualTalkRegressor(cfg))
-    return RegressorBundle(model.to(device).eval(), payload["config"], meta, str(path))
+    config = with_added_keys(payload["config"], RegressorConfig.ADDED_KEYS)[0]      # as trained, older files too
+    return RegressorBundle(model.to(device).eval(), config, meta, str(path))
 
 
 def _checked_description(path, meta) -> RegressorModelConfig:

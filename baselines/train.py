@@ -119,7 +119,9 @@ def train(cfg: RegressorConfig) -> dict:
         export_regressor(path, state, cfg, cache, {"step": step, "cache": str(cfg.cache), "val": val,
                                                    "num_params": raw.num_params()})
 
-    kind = "causal" if cfg.model.causal else "non-causal"
+    kind = ("causal" if cfg.model.causal else "non-causal") + (
+        ", DualTalk's protocol: the partner's true motion read" if cfg.model.partner_motion else
+        ", dyad protocol: both audio tracks only")
     return fit(cfg, accelerator, model, opt, train_ds, loss_fn=loss_fn,
                validate=lambda m: validate(accelerator, m, val_ds, val_idx, tc.batch_size, groups),
                describe_val=describe_val, export=export, name="regressor",

@@ -25,7 +25,7 @@ if __package__ in (None, ""):         # `python scripts/baselines.py`: import th
 from common.config import device_arg, int_arg
 from common.data.cache import CacheError
 from common.io import check_name
-from common.eval.baselines import BASELINES, make_baselines
+from common.eval.baselines import BASELINES, make_baselines, regressor_name
 from common.train.artifact import CheckpointError
 
 
@@ -45,8 +45,7 @@ def regressor_names(paths: list[str], names: list[str]) -> list[str]:
             continue
         model = with_added_keys(load_artifact(path, kind=ARTIFACT_KIND)["meta"]["model_config"],
                                 RegressorConfig.ADDED_KEYS, section="model.")[0]
-        out.append("dualtalk_class" + ("_causal" if model.get("causal") else "")
-                   + ("" if model["partner_motion"] else "_dyad"))
+        out.append(regressor_name(bool(model.get("causal")), bool(model["partner_motion"])))
     for n in out:
         check_name(n, "--name")                          # it becomes DIR/<name>/
     clash = sorted({n for n in out if out.count(n) > 1} | (set(out) & set(BASELINES)))

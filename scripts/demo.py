@@ -1,7 +1,8 @@
 """The main job on the synthetic default, end to end: ``make demo`` (or ``make demo DEMO=smoke``).
 
 corpus -> preprocess -> stage 1 (tokenizer) -> tokenize -> stage 2 (GPT, and its speaker-only ablation)
--> the learned anchor baselines (DualTalk-class regressor, non-causal and causal) -> sample the test dialogs
+-> the learned anchor baselines (DualTalk-class regressor, non-causal and causal, each given the partner's true
+motion and from both audio tracks only) -> sample the test dialogs
 (dyad and listener modes) -> baselines -> evaluate everything -> REPORT.md (+ a short rendered clip). Each step
 runs the command a user would type, printed before it runs, so the demo doubles as a recipe. Training resumes
 and finished steps are skipped, so an interrupted demo resumes.
@@ -18,6 +19,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from common.eval.baselines import REGRESSOR_VARIANTS, regressor_overrides  # noqa: E402  (after the path set-up)
 
 PRESETS = {
     "full": {"dialogs": 40, "seconds": 60, "workers": 1, "out": "runs/demo",
@@ -86,12 +91,6 @@ class Demo:
             self.log.append(f"- `OMP_NUM_THREADS={threads} {line}` (side by side with its group: {time.time() - t0:.0f} s)")
 
 
-# the learned anchor baselines (baselines/train.py keys): DualTalk's protocol (the partner's true motion given) and
-# the dyad protocol (both audio tracks only), non-causal and causal
-LEARNED_BASELINES = {"dualtalk_class": ["model.causal=false"], "dualtalk_class_causal": ["model.causal=true"],
-                     "dualtalk_class_dyad": ["model.causal=false", "model.partner_motion=false"],
-                     "dualtalk_class_causal_dyad": ["model.causal=true", "model.partner_motion=false"]}
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="full")
@@ -107,7 +106,7 @@ def main(argv=None):
     py = d.py
     data, cache = out / "data", out / "cache"
     s1, s2, s2so = out / "stage1", out / "stage2", out / "stage2_speaker_only"
-    regressors = {name: out / name for name in LEARNED_BASELINES}
+    regressors = {name: out / name for name in REGRESSOR_VARIANTS}    # the DualTalk-class regressors, both protocols
     preds, bases = out / "predictions", out / "baselines"
     t0 = time.time()
 
@@ -133,7 +132,7 @@ def main(argv=None):
     # the learned anchor baselines: the DualTalk-class regressor, non-causal (offline reference) and causal, each
     # given the partner's true motion (DualTalk's protocol) and from both audio tracks only (the dyad protocol)
     d.run_together(*[([py, "baselines/train.py", "--config", "configs/baseline_regressor_tiny.yaml", f"cache={cache}",
-                       f"out_dir={run}", *LEARNED_BASELINES[name], *p["regressor"]], run / "regressor.pt")
+                       f"out_dir={run}", *regressor_overrides(name), *p["regressor"]], run / "regressor.pt")
                      for name, run in regressors.items()])
 
     # sample every test dialog: dyad mode, listener mode (each side given in turn), speaker-only ablation
@@ -180,9 +179,10 @@ def verdict(compare: dict) -> list[str]:
     means = compare.get("methods", {})
     lines = []
     for name, other in (("model_dyad", "baseline_mean"), ("model_dyad", "speaker_only"),
-                        *(("model_dyad", f"baseline_{b}") for b in LEARNED_BASELINES if b.endswith("_dyad")),
+                        *(("model_dyad", f"baseline_{b}") for b, v in REGRESSOR_VARIANTS.items() if not v["partner_motion"]),
                         ("model_listener", "speaker_only"),
-                        *(("model_listener", f"baseline_{b}") for b in LEARNED_BASELINES if not b.endswith("_dyad"))):
+                        *(("model_listener", f"baseline_{b}") for b, v in REGRESSOR_VARIANTS.items()
+                          if v["partner_motion"])):
         model = means.get(name, {}).get("metrics", {})
         o = means.get(other, {}).get("metrics", {})
         if not o or not model:

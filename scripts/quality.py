@@ -58,12 +58,6 @@ PRESETS = {
         "threads": 0, "out": "runs/quality-full"},
 }
 MODEL_MODES = ("model_dyad", "model_listener")
-# the DualTalk-class regressors (baselines/): DualTalk's protocol reads the partner's true motion (listener mode's
-# counterpart); the dyad protocol reads both audio tracks only (dyad mode's counterpart: it generates both people)
-REGRESSORS = {"dualtalk_class": [], "dualtalk_class_causal": ["model.causal=true"],
-              "dualtalk_class_dyad": ["model.partner_motion=false"],
-              "dualtalk_class_causal_dyad": ["model.causal=true", "model.partner_motion=false"]}
-AUDIO_ONLY = {name for name, keys in REGRESSORS.items() if "model.partner_motion=false" in keys}
 BOUND = "truth_recentered"   # the truth with each sequence's mean expression replaced by the train mean: a bound
 SIMPLE = ("mean", "random_other", "mirror", "nn_audio")
 TABLE_KEYS = ["fid_exp", "p_fid_exp", "mse_exp", "sid_exp", "rpcc_exp", "fid_jaw", "p_fid_jaw", "mse_jaw", "sid_jaw",
@@ -205,11 +199,12 @@ def plan(runner: Runner, p: dict, corpus: str, cache: Path, seed: int, work: Pat
     runner.add(f"{tag}/simple", [PY, "scripts/baselines.py", "--cache", cache, "--out", preds, "--seed", seed],
                preds / ".simple-done", mark=True)
     methods.update({m: preds / m for m in SIMPLE})
-    if with_regressors:
-        for name, extra in REGRESSORS.items():
+    if with_regressors:     # the DualTalk-class regressors, both protocols (common/eval/baselines.py)
+        from common.eval.baselines import REGRESSOR_VARIANTS, regressor_overrides
+        for name in REGRESSOR_VARIANTS:
             run = s / name
-            runner.add(f"{tag}/{name}", [PY, "baselines/train.py", *p["regressor"], *common, f"out_dir={run}", *extra],
-                       run / "regressor.pt")
+            runner.add(f"{tag}/{name}", [PY, "baselines/train.py", *p["regressor"], *common, f"out_dir={run}",
+                                         *regressor_overrides(name)], run / "regressor.pt")
             runner.add(f"{tag}/sample_{name}", [PY, "scripts/baselines.py", "--cache", cache, "--out", preds,
                                                 "--only", "none", "--regressor", run / "regressor.pt", "--name", name],
                        preds / name / ".done", [f"{tag}/{name}"], mark=True)
@@ -260,6 +255,13 @@ def fmt_ci(v) -> str:
     return "—" if v is None else f"{v[0]:.4g} [{v[1]:.3g}, {v[2]:.3g}]"
 
 
+def audio_only_regressors(methods) -> set[str]:
+    """The rows that are regressors of the dyad protocol (both audio tracks only): dyad mode's counterparts, which
+    listener mode (it reads the partner's true motion) is not judged against."""
+    from common.eval.baselines import REGRESSOR_VARIANTS
+    return {m for m in methods if m in REGRESSOR_VARIANTS and not REGRESSOR_VARIANTS[m]["partner_motion"]}
+
+
 def corpus_report(corpus: str, results: dict[str, list], recon: list[dict], n_boot: int) -> tuple[list[str], dict]:
     from common.eval import compare as C
     from common.eval.tables import markdown_table
@@ -284,12 +286,13 @@ def corpus_report(corpus: str, results: dict[str, list], recon: list[dict], n_bo
     md += [markdown_table(ref_rows, ["method"] + REFERENCE_KEYS, fmt=str), ""]
     md += ["Verdicts (paired difference over seeds and dialogs; relative difference, CI of the absolute one):", ""]
     lines = []
+    audio_only = audio_only_regressors(methods)
     for model in MODEL_MODES:
         for other in methods:
-            if other not in MODEL_MODES and other != BOUND and not (model == "model_listener" and other in AUDIO_ONLY):
+            if other not in MODEL_MODES and other != BOUND and not (model == "model_listener" and other in audio_only):
                 lines.append(C.verdict(model, other, results, n_boot=n_boot))
     md += lines + [""]
-    if AUDIO_ONLY & set(methods):
+    if audio_only:
         md += ["The DualTalk-class regressors `dualtalk_class` and `dualtalk_class_causal` read the partner's true motion "
                "(DualTalk's protocol: listener mode's counterpart; dyad mode, which generates both people, reads less "
                "than they do); the `*_dyad` ones read both audio tracks only (dyad mode's counterpart; listener mode, "
@@ -365,10 +368,7 @@ def main(argv=None) -> int:
                 job.needs.append(f"{corpus}/preprocess")
     runner.run_all()
 
-    md = ["# Quality bench", "", f"`python scripts/quality.py {' '.join(sys.argv[1:] if argv is None else argv)}`; "
-          f"{time.strftime('%Y-%m-%d')}; {(time.time() - t0) / 60:.1f} minutes; seeds {seeds}; "
-          f"configs {p['stage1'][1]}, {p['stage2'][1]}" + (f", {p['regressor'][1]}" if with_regressors else
-                                                           " (no baselines/ package: regressors not run)"), ""]
+    md = []
     report = {"preset": args.preset, "seeds": seeds, "corpora": {}, "job_seconds": runner.times}
     for corpus in corpora:
         bound = write_recentered_truth(caches[corpus], out / corpus / BOUND)
@@ -379,6 +379,10 @@ def main(argv=None) -> int:
         lines, data = corpus_report(corpus, results, recon, args.n_boot)
         md += lines
         report["corpora"][corpus] = data
+    md = ["# Quality bench", "", f"`python scripts/quality.py {' '.join(sys.argv[1:] if argv is None else argv)}`; "
+          f"{time.strftime('%Y-%m-%d')}; {(time.time() - t0) / 60:.1f} minutes with the scoring (jobs already done "
+          f"are skipped); seeds {seeds}; configs {p['stage1'][1]}, {p['stage2'][1]}"
+          + (f", {p['regressor'][1]}" if with_regressors else " (no baselines/ package: regressors not run)"), "", *md]
     (out / "QUALITY.md").write_text("\n".join(md) + "\n")
     (out / "quality.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     print("\n".join(md))

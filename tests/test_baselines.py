@@ -19,14 +19,14 @@ from baselines.model import DualTalkRegressor
 from baselines.predict import predict_dialog, predict_split, window_starts
 from common.config import ConfigError
 from common.data.cache import Cache
+from common.eval.baselines import REGRESSOR_VARIANTS, regressor_name, regressor_overrides
 from common.eval.predictions import read_prediction
 from conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "baseline_regressor_tiny.yaml"
 PY = sys.executable
-VARIANTS = {"dualtalk_class": [], "dualtalk_class_causal": ["model.causal=true"],
-            "dualtalk_class_causal_dyad": ["model.causal=true", "model.partner_motion=false"]}
+VARIANTS = {name: regressor_overrides(name) for name in REGRESSOR_VARIANTS}   # both protocols, (non-)causal
 # small and fast: 2 s windows, a narrow model; on the test cache (6 train dialogs x 12 s) 8 batches per epoch
 FAST = ["window=60", "model.dim=32", "model.ff_dim=64", "model.interaction_layers=1", "train.batch_size=8",
         "train.warmup_steps=5", "train.progress=false", "train.val_every=0", "val_windows=8"]
@@ -123,6 +123,16 @@ def test_dyad_protocol_reads_the_audio_only(causal):
     a3 = audio.copy()
     a3[:, t0:] -= 2.0
     assert np.array_equal(predict_dialog(b, motion, a3)[:, :t0], y[:, :t0]) == causal
+    # the training path (forward over a window of both participants): the motion is only the target's shape
+    listener = _bundle(causal).model
+    g = torch.Generator().manual_seed(3)
+    mo, other, au = (torch.randn(2, 2, 40, d, generator=g) for d in (51, 51, 80))
+    with torch.no_grad():
+        assert torch.equal(b.model(mo, au), b.model(other, au))
+        assert not torch.equal(listener(mo, au), listener(other, au))
+    assert [regressor_name(v["causal"], v["partner_motion"]) for v in REGRESSOR_VARIANTS.values()] == \
+        list(REGRESSOR_VARIANTS) == ["dualtalk_class", "dualtalk_class_causal", "dualtalk_class_dyad",
+                                     "dualtalk_class_causal_dyad"]
     x = torch.zeros(1, 8, 80)
     with pytest.raises(ValueError, match="audio only"):
         b.model.regress(x, x, torch.zeros(1, 8, 51))
@@ -183,8 +193,8 @@ def test_trains_through_the_one_loop_and_loads_no_code():
 # --- training, export, sampling -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(cache_dir, tmp_path_factory):
-    """The variants trained 30 steps on the test cache: the non-causal one through the command line
-    (`python baselines/train.py`), the causal ones (listener and dyad protocol) in-process."""
+    """The four variants trained 30 steps on the test cache: the non-causal one of DualTalk's protocol through the
+    command line (`python baselines/train.py`), the others in-process."""
     from baselines.train import train
     runs = {}
     out = tmp_path_factory.mktemp("regressor_cli")
@@ -198,10 +208,11 @@ def trained(cache_dir, tmp_path_factory):
     res = train(_cfg(cache_dir, out, "model.causal=true", "train.max_steps=30", "train.val_every=30",
                      "train.save_every=30"))
     runs["dualtalk_class_causal"] = {"out": out, "artifact": Path(res["artifact"]), "result": res}
-    out = tmp_path_factory.mktemp("regressor_causal_dyad")
-    res = train(_cfg(cache_dir, out, *VARIANTS["dualtalk_class_causal_dyad"], "train.max_steps=30",
-                     "train.val_every=30", "train.save_every=30"))
-    runs["dualtalk_class_causal_dyad"] = {"out": out, "artifact": Path(res["artifact"]), "result": res}
+    for name in ("dualtalk_class_dyad", "dualtalk_class_causal_dyad"):
+        out = tmp_path_factory.mktemp(name)
+        res = train(_cfg(cache_dir, out, *VARIANTS[name], "train.max_steps=30", "train.val_every=30",
+                         "train.save_every=30"))
+        runs[name] = {"out": out, "artifact": Path(res["artifact"]), "result": res}
     return runs
 
 
@@ -344,7 +355,7 @@ def test_a_regressor_file_older_than_the_protocol_key_reads_the_partner(trained,
     del payload["meta"]["model_config"]["partner_motion"], payload["config"]["model"]["partner_motion"]
     torch.save(payload, tmp_path / "old.pt")
     old, new = load_regressor(tmp_path / "old.pt"), load_regressor(art)
-    assert old.model.cfg.partner_motion is True
+    assert old.model.cfg.partner_motion is True and old.config["model"]["partner_motion"] is True
     a = Cache(cache_dir).load(Cache(cache_dir).dialogs("test")[0]["id"])
     assert np.array_equal(predict_dialog(old, a.motion, a.audio), predict_dialog(new, a.motion, a.audio))
     assert regressor_names([str(tmp_path / "old.pt")], []) == ["dualtalk_class_causal"]

@@ -6,6 +6,9 @@
 - ``mirror``: the partner's own motion copied;
 - ``nn_audio``: nearest-neighbour retrieval — for each block of frames, the train motion whose audio features
   (own and partner's, pooled) are closest.
+
+The learned baselines (``baselines/``, trained) are named here too: :data:`REGRESSOR_VARIANTS`, the four
+DualTalk-class regressors the quality bench and the demo train, and their folder names (:func:`regressor_name`).
 """
 from __future__ import annotations
 
@@ -18,6 +21,23 @@ from common.data.cache import Cache
 from common.eval.predictions import prediction_path, write_prediction
 
 BASELINES = ("mean", "random_other", "mirror", "nn_audio")
+
+
+def regressor_name(causal: bool, partner_motion: bool) -> str:
+    """A DualTalk-class regressor's default folder name: ``dualtalk_class``, ``_causal`` when causal, ``_dyad`` in the
+    dyad protocol (``partner_motion`` false: both audio tracks only, no partner motion)."""
+    return "dualtalk_class" + ("_causal" if causal else "") + ("" if partner_motion else "_dyad")
+
+
+# name -> the regressor's model keys (baselines/config.py): DualTalk's protocol (the partner's true motion given:
+# listener mode's counterpart) and the dyad protocol (audio only: dyad mode's counterpart), non-causal and causal
+REGRESSOR_VARIANTS = {regressor_name(causal, partner): {"causal": causal, "partner_motion": partner}
+                      for partner in (True, False) for causal in (False, True)}
+
+
+def regressor_overrides(name: str) -> list[str]:
+    """The ``key=value`` overrides of ``baselines/train.py`` that train the regressor variant ``name``."""
+    return [f"model.{key}={str(value).lower()}" for key, value in REGRESSOR_VARIANTS[name].items()]
 
 
 def _fit_length(x: np.ndarray, T: int) -> np.ndarray:
