@@ -92,6 +92,12 @@ def load_regressor(path: str | Path, device: str | torch.device = "cpu") -> Regr
     return RegressorBundle(model.to(device).eval(), config, meta, str(path))
 
 
+def regressor_model_config(path: str | Path) -> RegressorModelConfig:
+    """The model config of a regressor file, checked as :func:`load_regressor` checks it (keys written before they
+    existed read with their former behaviour), without building the model."""
+    return _checked_description(path, load_artifact(path, kind=ARTIFACT_KIND)["meta"])
+
+
 def _checked_description(path, meta) -> RegressorModelConfig:
     try:
         if not isinstance(meta, dict):

@@ -32,10 +32,7 @@ from common.train.artifact import CheckpointError
 def regressor_names(paths: list[str], names: list[str]) -> list[str]:
     """The folder name of each ``--regressor``: its ``--name``, else by causality and protocol; duplicates are an
     error."""
-    from baselines.artifact import ARTIFACT_KIND
-    from baselines.config import RegressorConfig
-    from common.config import with_added_keys
-    from common.train.artifact import load_artifact
+    from baselines.artifact import regressor_model_config
     if len(names) > len(paths):
         raise ValueError(f"{len(names)} --name for {len(paths)} --regressor")
     out = []
@@ -43,9 +40,8 @@ def regressor_names(paths: list[str], names: list[str]) -> list[str]:
         if i < len(names):
             out.append(names[i])
             continue
-        model = with_added_keys(load_artifact(path, kind=ARTIFACT_KIND)["meta"]["model_config"],
-                                RegressorConfig.ADDED_KEYS, section="model.")[0]
-        out.append(regressor_name(bool(model.get("causal")), bool(model["partner_motion"])))
+        model = regressor_model_config(path)
+        out.append(regressor_name(model.causal, model.partner_motion))
     for n in out:
         check_name(n, "--name")                          # it becomes DIR/<name>/
     clash = sorted({n for n in out if out.count(n) > 1} | (set(out) & set(BASELINES)))
