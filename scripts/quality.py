@@ -15,7 +15,10 @@ installed — and writes the simple baselines (mean,
 random_other, mirror, nn_audio). Every prediction folder is scored like ``scripts/evaluate.py`` scores it
 (common/eval/scoring.py); the figures are means over seeds and test dialogs with a two-level bootstrap CI
 (common/eval/compare.py), the model is compared with every method by a paired CI of the difference, and every
-line says **not better** where it is not. Output: ``OUT/QUALITY.md`` and ``OUT/quality.json``.
+line says **not better** where it is not. Each corpus is reported twice: as the issue's protocol (no method knows an
+unseen person's own mean expression) and as the enrollment protocol (``--enroll-s``, default 30 s: every method is
+given a clip of each test person from another conversation; ``write_enrolled``). Output: ``OUT/QUALITY.md`` and
+``OUT/quality.json``.
 
 Jobs run as subprocesses, ``--workers`` at a time (one torch thread each), in dependency order; a finished job
 is skipped when the bench is rerun (its output exists), so an interrupted bench resumes.
@@ -59,6 +62,9 @@ PRESETS = {
 }
 MODEL_MODES = ("model_dyad", "model_listener")
 BOUND = "truth_recentered"   # the truth with each sequence's mean expression replaced by the train mean: a bound
+ENROLLED_BOUND = "truth_enrolled"   # the same with the person's enrollment-clip mean in place of the train mean
+BOUNDS = (BOUND, ENROLLED_BOUND)
+ENROLL_S = 30.0                     # seconds of each test person's enrollment clip (the enrollment protocol)
 SIMPLE = ("mean", "random_other", "mirror", "nn_audio")
 TABLE_KEYS = ["fid_exp", "p_fid_exp", "mse_exp", "sid_exp", "rpcc_exp", "fid_jaw", "p_fid_jaw", "mse_jaw", "sid_jaw",
               "rpcc_jaw", "p_fid_exp@listen", "mse_exp@listen", "mse_jaw@speak", "jaw_speech_r"]
@@ -212,6 +218,59 @@ def plan(runner: Runner, p: dict, corpus: str, cache: Path, seed: int, work: Pat
     return methods
 
 
+def enrollment_means(kind: str, cache: Path, clip_dir: Path, seconds: float) -> dict:
+    """The enrollment protocol's input: each test person's enrollment clip (another conversation of that person,
+    ``common.data.synthetic.write_enrollment_clips``; written once), read back by the corpus reader, and its mean
+    motion ``{pid: (D,)}``: what ``scripts/sample.py --enroll-dir`` gives the model."""
+    import numpy as np
+
+    from common.config import from_dict
+    from common.data.cache import Cache
+    from common.data.config import DataConfig
+    from common.data.corpus import read_flame
+    from common.data.synthetic import write_enrollment_clips
+    c = Cache(cache)
+    pids = [pid for d in c.dialogs("test") for pid in d["participants"]]
+    cfg = from_dict(DataConfig, c.manifest["data_config"])
+    clips = write_enrollment_clips(clip_dir, pids, kind, seconds, fps=int(round(c.fps)))
+    return {pid: read_flame(path, cfg, "enrollment", pid)[0].astype(np.float64).mean(0) for pid, path in clips.items()}
+
+
+def write_enrolled(cache: Path, src: Path | None, out: Path, means: dict, center=None) -> Path:
+    """A method's test predictions under the enrollment protocol: each person's expression moved by (their
+    enrollment clip's mean - the train mean), the jaw untouched. For this system's GPT (a person-reference
+    tokenizer) that is exactly what the clip as ``reference`` gives, in both modes and with sample.py's defaults
+    (tests/test_stage2.py::test_enrollment_moves_sample_py_output_by_the_reference, ::test_sample_cli_enroll_dir);
+    for a point estimate around the average face it is the clip's natural use. ``src`` None: the bound
+    ``truth_enrolled``, the truth with each sequence's mean expression replaced by the enrollment clip's.
+    ``center``: the mean the methods' output is centred on without enrollment (default: the cache's train mean,
+    which the bench's methods trained on)."""
+    import numpy as np
+
+    from common.data.cache import Cache
+    from common.eval.predictions import find_prediction, prediction_path, read_prediction, write_prediction
+    if (out / ".done").exists():
+        return out
+    c = Cache(cache)
+    a, b = c.layout.exp
+    mean = np.asarray(c.stats["motion_mean"] if center is None else center, np.float64)
+    for d in c.dialogs("test"):
+        truth = np.asarray(c.load(d["id"]).motion, np.float64)
+        for i, pid in enumerate(d["participants"]):
+            if src is None:
+                m = truth[i].copy()
+                m[:, a:b] += means[pid][a:b] - m[:, a:b].mean(0)
+            else:
+                path = find_prediction(src, d["id"], pid, side=i)
+                if path is None:
+                    raise FileNotFoundError(f"{src}: no prediction of {d['id']}/{pid} to enroll")
+                m = read_prediction(path, c.layout, target_fps=c.fps)
+                m[:, a:b] += means[pid][a:b] - mean[a:b]
+            write_prediction(prediction_path(out, d["id"], pid), m.astype(np.float32), c.layout)
+    (out / ".done").touch()
+    return out
+
+
 def write_recentered_truth(cache: Path, out: Path) -> Path:
     """The bound row ``truth_recentered``: each test sequence's true motion with its mean expression replaced by
     the train mean. It is what a method scores that gets everything right except the one thing no method can know
@@ -262,7 +321,9 @@ def audio_only_regressors(methods) -> set[str]:
     return {m for m in methods if m in REGRESSOR_VARIANTS and not REGRESSOR_VARIANTS[m]["partner_motion"]}
 
 
-def corpus_report(corpus: str, results: dict[str, list], recon: list[dict], n_boot: int) -> tuple[list[str], dict]:
+def corpus_report(corpus: str, results: dict[str, list], recon: list[dict], n_boot: int,
+                  enroll_s: float = 0.0) -> tuple[list[str], dict]:
+    """One corpus' tables and verdict lines; ``enroll_s`` > 0: those of the enrollment protocol."""
     from common.eval import compare as C
     from common.eval.tables import markdown_table
     summary = C.summarize(results, sorted({k for rs in results.values() for r in rs for k in r.metrics}
@@ -273,6 +334,12 @@ def corpus_report(corpus: str, results: dict[str, list], recon: list[dict], n_bo
     md = [f"## Corpus `{corpus}` ({dialogs} test dialogs of unseen persons, {seeds} seeds)", "",
           "Mean over seeds and test dialogs [95% CI over seeds and dialogs]; lower is better but for sid and "
           "jaw_speech_r.", ""]
+    if enroll_s:
+        md[0] = f"## Corpus `{corpus}`, enrollment protocol ({dialogs} test dialogs of unseen persons, {seeds} seeds)"
+        md[2:2] = [f"Every method is given each test person's {enroll_s:g}-second enrollment clip (another "
+                   "conversation of that person): its expression is moved by the clip's mean less the train mean "
+                   "(for the model exactly what `scripts/sample.py --enroll-dir` gives). The corpus' section before "
+                   "this one is the protocol without enrollment.", ""]
     rows = [{"method": m, **{k: fmt_ci(summary[m].get(k)) for k in TABLE_KEYS}} for m in methods]
     md += [markdown_table(rows, ["method"] + TABLE_KEYS, fmt=str), ""]
     md += ["References a realistic method matches (value / ground truth's):", ""]
@@ -289,7 +356,7 @@ def corpus_report(corpus: str, results: dict[str, list], recon: list[dict], n_bo
     audio_only = audio_only_regressors(methods)
     for model in MODEL_MODES:
         for other in methods:
-            if other not in MODEL_MODES and other != BOUND and not (model == "model_listener" and other in audio_only):
+            if other not in MODEL_MODES and other not in BOUNDS and not (model == "model_listener" and other in audio_only):
                 lines.append(C.verdict(model, other, results, n_boot=n_boot))
     md += lines + [""]
     if audio_only:
@@ -302,6 +369,10 @@ def corpus_report(corpus: str, results: dict[str, list], recon: list[dict], n_bo
         md += [f"`{BOUND}` is a bound, not a method: the truth with each sequence's mean expression replaced by the "
                "train mean (what a method scores that gets everything right but an unseen person's own mean "
                "expression, which no method knows without an enrollment clip).", ""]
+    if ENROLLED_BOUND in methods:
+        md += [f"`{ENROLLED_BOUND}` is a bound, not a method: the truth with each sequence's mean expression replaced "
+               "by the person's enrollment-clip mean (everything right but what the clip does not tell of the "
+               "person's mean in this dialog).", ""]
     if recon:
         keys = ["nmse_exp", "nmse_jaw", "corr_jaw"]
         mean = {k: sum(r[k] for r in recon) / len(recon) for k in keys}
@@ -326,6 +397,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-seconds", type=float_arg(1), help="override the hard corpus' longest dialog")
     ap.add_argument("--set", action="append", default=[], metavar="STAGE:KEY=VALUE",
                     help="config override for one trained method: stage1:, stage2: or regressor: (repeatable)")
+    ap.add_argument("--enroll-s", type=float_arg(0), default=ENROLL_S,
+                    help=f"seconds of each test person's enrollment clip for the enrollment protocol's tables "
+                         f"(default {ENROLL_S:g}; 0: no enrollment protocol)")
     ap.add_argument("--n-boot", type=int_arg(1, 10 ** 6), default=2000)
     args = ap.parse_args(argv)
     p = json.loads(json.dumps(PRESETS[args.preset]))
@@ -379,6 +453,18 @@ def main(argv=None) -> int:
         lines, data = corpus_report(corpus, results, recon, args.n_boot)
         md += lines
         report["corpora"][corpus] = data
+        if args.enroll_s:
+            means = enrollment_means(corpus, caches[corpus], out / corpus / f"enrollment_{args.enroll_s:g}s",
+                                     args.enroll_s)
+            enrolled = {}
+            for seed in seeds:
+                enrolled[seed] = {m: write_enrolled(caches[corpus], f, out / corpus / f"seed{seed}" / "enrolled" / m,
+                                                    means) for m, f in methods[corpus][seed].items() if m != BOUND}
+                enrolled[seed][ENROLLED_BOUND] = write_enrolled(caches[corpus], None, out / corpus / ENROLLED_BOUND,
+                                                                means)
+            lines, data = corpus_report(corpus, score(caches[corpus], enrolled), [], args.n_boot, args.enroll_s)
+            md += lines
+            report["corpora"][corpus]["enrolled"] = data
     md = ["# Quality bench", "", f"`python scripts/quality.py {' '.join(sys.argv[1:] if argv is None else argv)}`; "
           f"{time.strftime('%Y-%m-%d')}; {(time.time() - t0) / 60:.1f} minutes with the scoring (jobs already done "
           f"are skipped); seeds {seeds}; configs {p['stage1'][1]}, {p['stage2'][1]}"

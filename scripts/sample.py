@@ -4,6 +4,8 @@
     python scripts/sample.py --gpt runs/stage2/gpt.pt --tokenizer runs/stage1/tokenizer.pt \
         --cache CACHE --dialog ID [--dialog ID2 ...] --out OUT
     python scripts/sample.py --gpt G --tokenizer T --cache CACHE --split test --batch 16 --out OUT
+    # enrollment (a person-reference tokenizer decodes a participant around the mean of a clip of them):
+    python scripts/sample.py ... --cache CACHE --split test --enroll-dir CLIPS     # CLIPS/<participant id>.npz
     # raw WAVs (any rate / channel count: common/data/audio.py's path)
     python scripts/sample.py --gpt G --tokenizer T --audio-a A.wav --audio-b B.wav --out OUT [--name dialog]
     # listener (partner given) mode: the partner's motion is given, teacher-forced as the dialog unfolds
@@ -53,6 +55,8 @@ def main(argv=None) -> int:
     ap.add_argument("--enroll-a", help="WAV input: FLAME npz of a clip of participant A (their mean motion is the "
                                        "reference a person-referenced tokenizer decodes A around)")
     ap.add_argument("--enroll-b", help="WAV input: the same for participant B")
+    ap.add_argument("--enroll-dir", help="cached input: a folder of enrollment clips, DIR/<participant id>.npz (FLAME "
+                                         "npz; participants without one are decoded around the train mean)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--temperature", type=float_arg(0, 100), default=None,
                     help="0: greedy (default 1.35 in dyad mode, 1 in listener mode and with guidance on; docs/STAGE2.md, "
@@ -127,6 +131,11 @@ def main(argv=None) -> int:
         ap.error("WAV input needs both --audio-a and --audio-b (each participant's own microphone)")
     if args.cache and not (args.dialog or args.split):
         ap.error("--cache needs --dialog ID or --split NAME")
+    if args.cache and (args.enroll_a or args.enroll_b or args.shape_a or args.shape_b):
+        ap.error("--enroll-a/-b and --shape-a/-b are for WAV input; with --cache give --enroll-dir (the cache holds "
+                 "each participant's identity)")
+    if wav_mode and args.enroll_dir:
+        ap.error("--enroll-dir is for --cache input; with WAVs give --enroll-a/--enroll-b")
     if args.mode != "listener" and (args.given or args.given_motion):
         ap.error("--given and --given-motion are for --mode listener")
     anchor = None if args.no_mean_anchor else (MEAN_ANCHOR_S if args.mean_anchor_s is None else args.mean_anchor_s)
@@ -180,10 +189,14 @@ def main(argv=None) -> int:
             ids = list(dict.fromkeys(ids))                          # each dialog once
             if not ids:
                 raise CacheError(f"no dialog in split {args.split!r} of {args.cache}")
+            clips = enrollment_clips(args.enroll_dir, [p for did in ids for p in cache.dialog(did)["participants"]])
             items = []
             for did in ids:
                 entry, a = cache.dialog(did), cache.load(did)             # memory-mapped
-                items.append(DialogInput(did, entry["participants"], a.audio, a.motion, a.states, np.asarray(a.shape)))
+                ref = None if clips is None else [read_given_motion(gen.bundle, clips[p]).mean(0) if p in clips
+                                                  else None for p in entry["participants"]]
+                items.append(DialogInput(did, entry["participants"], a.audio, a.motion, a.states, np.asarray(a.shape),
+                                         ref))
                 frames += a.motion.shape[1] * (2 if args.mode == "listener" and args.given is None else 1)
             written += generate_dialogs(gen, items, out, mode=args.mode, given=args.given, sampling=sampling,
                                         num_samples=args.samples, batch=args.batch, plot=not args.no_plot,
@@ -196,6 +209,22 @@ def main(argv=None) -> int:
     print(f"wrote {n_files} prediction files for {len(written)} dialog(s) to {out} in {el:.1f} s "
           f"({frames / gen.fps / max(el, 1e-9):.1f}x real time)")
     return 0
+
+
+def enrollment_clips(folder, participants) -> dict | None:
+    """``{participant: DIR/<participant>.npz}`` of those with a clip in ``folder`` (None: no folder given); an error
+    when the folder is missing or holds a clip of none of them."""
+    if folder is None:
+        return None
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise OSError(f"--enroll-dir {folder}: not a folder")
+    clips = {p: folder / f"{p}.npz" for p in dict.fromkeys(participants) if (folder / f"{p}.npz").is_file()}
+    if not clips:
+        raise OSError(f"--enroll-dir {folder}: no clip of any participant of these dialogs (expected "
+                      f"{folder}/<participant id>.npz, e.g. {participants[0]}.npz)")
+    logging.info("enrollment clips for %d of %d participants from %s", len(clips), len(set(participants)), folder)
+    return clips
 
 
 if __name__ == "__main__":

@@ -113,8 +113,34 @@ def test_quality_bench_end_to_end_tiny(tmp_path):
     s = report["corpora"]["hard"]["summary"]["model_dyad"]
     assert {"fid_exp", "p_fid_exp", "mse_exp", "jaw_speech_r", "jaw_speech_r_gt", "vel_pred_exp", "vel_gt_exp",
             "sid_gt_exp"} <= set(s)
+    # the enrollment protocol (default 30 s clips): every method again, each person's expression moved by their
+    # clip's mean less the train mean (jaw untouched), the bound `truth_enrolled` in place of `truth_recentered`
+    assert "## Corpus `hard`, enrollment protocol" in md and "`truth_enrolled` is a bound, not a method" in md
+    enrolled = report["corpora"]["hard"]["enrolled"]
+    assert set(enrolled["summary"]) == expected - {"truth_recentered"} | {"truth_enrolled"}
+    assert len(enrolled["verdicts"]) == len(verdicts) and not [v for v in enrolled["verdicts"] if "truth_" in v]
+    es = enrolled["summary"]
+    assert es["mean"]["fid_exp"][0] < summ["mean"]["fid_exp"][0]          # the clip tells the person's offset
+    assert es["truth_enrolled"]["mse_jaw"][0] == 0 and es["truth_enrolled"]["fid_exp"][0] < es["mean"]["fid_exp"][0]
+    from common.config import from_dict
+    from common.data.cache import Cache
+    from common.data.config import DataConfig
+    from common.data.corpus import read_flame
+    from common.eval.predictions import find_prediction, read_prediction
+    cache = Cache(out / "hard" / "cache")
+    d = cache.dialogs("test")[0]
+    pid = d["participants"][1]
+    clip, _ = read_flame(out / "hard" / "enrollment_30s" / f"{pid}.npz", from_dict(DataConfig, cache.manifest["data_config"]),
+                         "enrollment", pid)
+    assert clip.shape[0] == 900
+    before, after = (read_prediction(find_prediction(out / "hard" / "seed0" / sub / "model_dyad", d["id"], pid, side=1),
+                                     cache.layout) for sub in ("predictions", "enrolled"))
+    shift = clip.mean(0) - np.asarray(cache.stats["motion_mean"])
+    np.testing.assert_allclose(after[:, :50] - before[:, :50], np.broadcast_to(shift[:50], before[:, :50].shape), atol=1e-5)
+    np.testing.assert_array_equal(after[:, 50:], before[:, 50:])
     # a rerun skips every finished job and rewrites the same figures
     r2 = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0 and "already done" in r2.stdout
-    assert json.loads((out / "quality.json").read_text())["corpora"]["hard"]["summary"] == \
-        report["corpora"]["hard"]["summary"]
+    again = json.loads((out / "quality.json").read_text())["corpora"]["hard"]
+    assert again["summary"] == report["corpora"]["hard"]["summary"]
+    assert again["enrolled"]["summary"] == enrolled["summary"]

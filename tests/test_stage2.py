@@ -496,19 +496,25 @@ def test_listener_mode_reproduces_given_tokens(gen, dialog):
 
 
 @pytest.fixture(scope="module")
-def person_gen(gpt_run, tokenized, tmp_path_factory):
-    """The same GPT with a tokenizer that codes expression around each person's mean (model.reference=person;
-    same geometry, so the GPT runs with it: these tests check the reference bookkeeping, not quality)."""
-    from stage1_vq import load_stage1_config, load_tokenizer
+def person_tokenizer(tokenized, tmp_path_factory) -> Path:
+    """A tokenizer file that codes expression around each person's mean (model.reference=person; the test GPT's
+    geometry, so the GPT runs with it: these tests check the reference bookkeeping, not quality)."""
+    from stage1_vq import load_stage1_config
     from stage1_vq.train import train as train_stage1
-    from stage2_gpt.artifact import load_gpt
-    from stage2_gpt.generate import Generator
     out = tmp_path_factory.mktemp("person_tok")
     cfg = load_stage1_config(ROOT / "configs" / "stage1_vq_tiny.yaml",
                              [f"cache={tokenized['cache']}", f"out_dir={out}", "model.reference=person",
                               "train.max_steps=20", "train.val_every=0", "train.save_every=20", "train.progress=false"])
-    tok = load_tokenizer(train_stage1(cfg)["artifact"])
-    return Generator(load_gpt(gpt_run["gpt"]), tok)
+    return Path(train_stage1(cfg)["artifact"])
+
+
+@pytest.fixture(scope="module")
+def person_gen(gpt_run, person_tokenizer):
+    """The test GPT with the person-reference tokenizer."""
+    from stage1_vq import load_tokenizer
+    from stage2_gpt.artifact import load_gpt
+    from stage2_gpt.generate import Generator
+    return Generator(load_gpt(gpt_run["gpt"]), load_tokenizer(person_tokenizer))
 
 
 @pytest.mark.parametrize("given,samples", [(None, 1), (1, 1), (None, 2)])
@@ -533,6 +539,72 @@ def test_person_reference_streaming_equals_offline(person_gen, dialog, given, sa
         np.testing.assert_allclose(np.concatenate(outs, 1), off.motion, atol=1e-5)
     assert torch.equal(sess.decode.codes, sess.codes_hist) and sess.decode.reference is not None   # decoded
     # through graphed_step.GraphedDecode around the references
+
+
+@pytest.mark.parametrize("mode", ["dyad", "listener"])
+def test_enrollment_moves_sample_py_output_by_the_reference(person_gen, dialog, mode):
+    """What the quality bench's enrollment protocol relies on (scripts/quality.py ``write_enrolled``): with
+    sample.py's defaults of either mode (several samples mixed or averaged, the mean anchor, the output low-pass)
+    an enrollment clip's mean as ``reference`` moves a generated participant's expression by exactly (reference -
+    train mean) and changes nothing else: not the codes, not the jaw, not a given partner."""
+    from stage2_gpt.generate import Sampling, mode_defaults
+    T = 96
+    audio, motion = dialog["audio"][:, :T], dialog["motion"][:, :T]
+    s = Sampling(seed=4, **mode_defaults(mode))
+    given = 1 if mode == "listener" else None
+    kw = dict(given=given, given_motion=None if given is None else motion[given], sampling=s, num_samples=3)
+    ref = [motion[0].mean(0) + 0.4, None if given is not None else motion[1].mean(0) - 0.2]
+    a = person_gen.generate(audio, **kw)
+    b = person_gen.generate(audio, reference=ref, **kw)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    mean = person_gen.tok.motion_mean.numpy()
+    for p in (0, 1):
+        moved = b.motion[p, :, :50] - a.motion[p, :, :50]
+        if ref[p] is None:
+            np.testing.assert_array_equal(moved, 0)
+        else:
+            np.testing.assert_allclose(moved, np.broadcast_to(ref[p][:50] - mean[:50], moved.shape), atol=1e-5)
+            assert np.abs(ref[p][:50] - mean[:50]).mean() > 0.1         # a visible move, not a no-op
+    np.testing.assert_array_equal(b.motion[..., 50:], a.motion[..., 50:])
+
+
+def test_sample_cli_enroll_dir(gpt_run, person_tokenizer, person_gen, tokenized, dialog, tmp_path):
+    """scripts/sample.py on cached dialogs with --enroll-dir: a participant with a clip DIR/<id>.npz is decoded
+    around the clip's mean (expression moved by exactly clip mean - train mean, jaw untouched), one without keeps
+    the train mean (the move the quality bench's enrollment protocol applies to every method's files,
+    tests/test_quality.py); a folder with no clip of them and the WAV-only flags with --cache are refused."""
+    a, b = dialog["participants"]
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    T, m = 150, dialog["motion"]
+    exp = np.zeros((T, 1, 100), np.float32)
+    exp[:, 0, :50] = m[0, :T, :50] + 0.3                            # participant a in another clip, offset
+    jaw = np.zeros((T, 1, 3), np.float32)
+    jaw[:, 0, 0] = m[0, :T, 50]
+    np.savez(clips / f"{a}.npz", expression_params=exp, jaw_params=jaw, pose_params=np.zeros((T, 1, 3), np.float32),
+             shape_params=np.zeros((T, 1, 300), np.float32), cam=np.zeros((T, 1, 3), np.float32))
+    cmd = [PY, str(ROOT / "scripts" / "sample.py"), "--gpt", str(gpt_run["gpt"]), "--tokenizer", str(person_tokenizer),
+           "--cache", str(tokenized["cache"]), "--dialog", dialog["id"], "--samples", "2", "--quiet", "--no-plot"]
+    for name, extra in (("plain", []), ("enrolled", ["--enroll-dir", str(clips)])):
+        r = subprocess.run(cmd + extra + ["--out", str(tmp_path / name)], env=subprocess_env(), capture_output=True,
+                           text=True, timeout=180)
+        assert r.returncode == 0, r.stderr[-3000:]
+    out = {n: {p: np.load(tmp_path / n / dialog["id"] / f"{p}.npz")["motion"] for p in (a, b)}
+           for n in ("plain", "enrolled")}
+    move = (m[0, :T, :50] + 0.3).mean(0) - person_gen.tok.motion_mean.numpy()[:50]
+    assert np.abs(move).mean() > 0.1
+    np.testing.assert_allclose(out["enrolled"][a][:, :50] - out["plain"][a][:, :50],
+                               np.broadcast_to(move, out["plain"][a][:, :50].shape), atol=1e-5)
+    np.testing.assert_array_equal(out["enrolled"][a][:, 50:], out["plain"][a][:, 50:])
+    np.testing.assert_array_equal(out["enrolled"][b], out["plain"][b])
+    # refused: no clip of these participants; the WAV-only flags with --cache
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run(cmd + ["--enroll-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "x")],
+                       env=subprocess_env(), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 2 and "no clip of any participant" in r.stderr and f"{a}.npz" in r.stderr
+    r = subprocess.run(cmd + ["--enroll-a", str(clips / f"{a}.npz"), "--out", str(tmp_path / "x")],
+                       env=subprocess_env(), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 2 and "give --enroll-dir" in r.stderr
 
 
 def test_person_reference_decodes_each_participant_around_its_own(person_gen, dialog):

@@ -770,3 +770,34 @@ def test_person_base_gives_persons_never_seen_in_another_corpus(tmp_path):
     assert all(2000 <= int(p[1:]) < 3000 for p in persons(b))
     with pytest.raises(ValueError, match="person_base"):
         syn.make_corpus(tmp_path / "c", num_dialogs=2, seconds=2, person_base=4500)
+
+
+def test_enrollment_clips_show_the_person_from_another_conversation(tmp_path):
+    """An enrollment clip (the quality bench's enrollment protocol) is a FLAME npz the corpus reader takes; its
+    mean expression follows that person's own offset (not another person's), from fresh turns and drift; the
+    same person gives the same bytes, and a bad id or preset is refused by name."""
+    from common.data.config import DataConfig
+    from common.data.corpus import read_flame
+    pids = ["P5001", "P5002", "P5003"]
+    paths = syn.write_enrollment_clips(tmp_path / "a", pids, "hard", seconds=20)
+    assert sorted(paths) == pids and all(p.name == f"{pid}.npz" for pid, p in paths.items())
+    cfg = DataConfig()
+    means = {}
+    for pid, path in paths.items():
+        motion, shape = read_flame(path, cfg, "enrollment", pid)
+        assert motion.shape == (600, 51) and np.isfinite(motion).all()
+        np.testing.assert_allclose(shape, syn.style_of(pid, "hard").shape[:100], rtol=1e-6)
+        means[pid] = motion[:, :50].mean(0)
+    offsets = {pid: syn.style_of(pid, "hard").exp_offset[:50] for pid in pids}
+    for pid in pids:       # squared distance of the clip's mean to each person's offset (and to the average face)
+        dist = {other: float(((means[pid] - off) ** 2).sum()) for other, off in offsets.items()}
+        assert dist[pid] < 0.5 * float((offsets[pid] ** 2).sum()), dist
+        assert dist[pid] < 0.5 * min(v for o, v in dist.items() if o != pid), dist
+    again = syn.write_enrollment_clips(tmp_path / "b", pids[:1], "hard", seconds=20)
+    assert again[pids[0]].read_bytes() == paths[pids[0]].read_bytes()
+    default = syn.write_enrollment_clips(tmp_path / "c", pids[:1], "default", seconds=20)   # the other preset's person
+    assert default[pids[0]].read_bytes() != paths[pids[0]].read_bytes()
+    with pytest.raises(ValueError, match="'X12' is not a synthetic person id"):
+        syn.write_enrollment_clips(tmp_path / "d", ["X12"], "hard")
+    with pytest.raises(ValueError, match="preset must be one of"):
+        syn.style_of("P0001", "easy")

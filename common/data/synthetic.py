@@ -1233,16 +1233,21 @@ def _write_participant(out: Path, did: str, p: _Participant, drng: np.random.Gen
     (out / rec["flame_coeff_save_path"]).parent.mkdir(parents=True, exist_ok=True)
     _write_wav(out / rec["audio_path"], p.audio[:n_audio], sample_rate)
     np.save(out / rec["state_path"], p.states[:n_states])
+    _write_flame(out / rec["flame_coeff_save_path"], p, T)
+    return rec
+
+
+def _write_flame(path: Path, p: _Participant, T: int) -> None:
+    """The EMICA FLAME npz of a participant's first ``T`` frames (the users' keys and (T, 1, K) shapes)."""
     shape = np.broadcast_to(p.style.shape.astype(np.float32)[None, None, :], (T, 1, SHAPE_DIMS))
     _savez_deterministic(
-        out / rec["flame_coeff_save_path"],
+        path,
         shape_params=shape,
         expression_params=p.expression[:T, None, :].astype(np.float32),
         pose_params=p.pose[:T, None, :].astype(np.float32),
         jaw_params=p.jaw[:T, None, :].astype(np.float32),
         cam=p.cam[:T, None, :].astype(np.float32),
     )
-    return rec
 
 
 def _write_json_atomic(path: Path, content: dict) -> Path:
@@ -1251,3 +1256,46 @@ def _write_json_atomic(path: Path, content: dict) -> Path:
     tmp.write_text(json.dumps(content, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Enrollment clips: another conversation of a corpus person (the enrollment protocol of the quality bench)
+# ---------------------------------------------------------------------------------------------------------
+ENROLL_STREAM = 0xE4011              # separates enrollment clips' random streams from every corpus'
+ENROLL_PARTNER_BASE = 100_000        # enrollment partners' person numbers: no corpus person has them
+
+
+def style_of(pid: str, preset: str = "default") -> PersonStyle:
+    """The style of corpus person ``pid`` ("P2034") of ``preset`` (styles depend on the person alone)."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    if not (isinstance(pid, str) and len(pid) > 1 and pid[0] == "P" and pid[1:].isdigit()):
+        raise ValueError(f"{pid!r} is not a synthetic person id (P followed by digits, e.g. P2034)")
+    return hard_person_style(int(pid[1:])) if preset == "hard" else person_style(int(pid[1:]))
+
+
+def write_enrollment_clips(out_dir: str | Path, pids, preset: str = "default", seconds: float = 30.0,
+                           fps: int = 30, sample_rate: int = 48000) -> dict[str, Path]:
+    """An enrollment clip of each person in ``pids``: ``seconds`` of that person's face in another conversation
+    (fresh turns and drift, a partner of their own, harmonic voices), written as ``out_dir/<pid>.npz`` in the
+    corpus' FLAME layout (what ``scripts/sample.py --enroll-a`` reads); returns ``{pid: path}``. Its mean
+    expression is the person's offset plus that clip's own idle drift and speech: a real enrollment's estimate,
+    not the offset itself. Deterministic per person; existing files are kept (a rerun resumes)."""
+    if seconds <= 0 or fps <= 0:
+        raise ValueError(f"seconds and fps must be positive, got {seconds}, {fps}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_frames = int(round(seconds * fps))
+    paths = {}
+    for pid in dict.fromkeys(pids):
+        style = style_of(pid, preset)
+        path = paths[pid] = out_dir / f"{pid}.npz"
+        if path.is_file():
+            continue
+        partner = style_of(f"P{ENROLL_PARTNER_BASE + style.person}", preset)
+        rng = np.random.default_rng([ENROLL_STREAM, PRESETS.index(preset), style.person])
+        person = generate_dialog(rng, (style, partner), n_frames, fps, sample_rate)[0]
+        tmp = path.with_name(f".{path.name}.tmp")
+        _write_flame(tmp, person, n_frames)
+        os.replace(tmp, path)
+    return paths
