@@ -158,6 +158,9 @@ def main(argv=None) -> int:
             check_participants(args.name, args.participants)     # before any work: they become file names
         gen = Generator.load(args.gpt, args.tokenizer, args.device, cuda_graph=use_cuda_graph(args.cuda_graph, args.device))
         gen.guided_passes(sampling)                                     # --guidance needs an audio-dropout GPT
+        if (args.enroll_a or args.enroll_b or args.enroll_dir) and not gen.person_reference:
+            raise ValueError(f"{args.tokenizer} codes motion around the train mean (model.reference=global): an "
+                             "enrollment clip would change nothing; use a tokenizer trained with model.reference=person")
         t0, frames, written = time.perf_counter(), 0, []
         if wav_mode:
             with downloads_allowed(args.allow_download):

@@ -605,6 +605,17 @@ def test_sample_cli_enroll_dir(gpt_run, person_tokenizer, person_gen, tokenized,
     r = subprocess.run(cmd + ["--enroll-a", str(clips / f"{a}.npz"), "--out", str(tmp_path / "x")],
                        env=subprocess_env(), capture_output=True, text=True, timeout=180)
     assert r.returncode == 2 and "give --enroll-dir" in r.stderr
+    # a tokenizer that codes around the train mean cannot use a clip: refused, not silently ignored
+    from stage1_vq import load_stage1_config
+    from stage1_vq.train import train as train_stage1
+    cfg = load_stage1_config(ROOT / "configs" / "stage1_vq_tiny.yaml",
+                             [f"cache={tokenized['cache']}", f"out_dir={tmp_path / 'global_tok'}", "model.reference=global",
+                              "train.max_steps=2", "train.val_every=0", "train.save_every=2", "train.progress=false"])
+    global_tok = train_stage1(cfg)["artifact"]
+    glob = [str(global_tok) if c == str(person_tokenizer) else c for c in cmd]
+    r = subprocess.run(glob + ["--enroll-dir", str(clips), "--out", str(tmp_path / "x")], env=subprocess_env(),
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 2 and "model.reference=global" in r.stderr and "enrollment clip" in r.stderr, r.stderr[-2000:]
 
 
 def test_person_reference_decodes_each_participant_around_its_own(person_gen, dialog):
