@@ -241,7 +241,8 @@ def write_enrolled(cache: Path, src: Path | None, out: Path, means: dict, center
     enrollment clip's mean - the train mean), the jaw untouched. For this system's GPT (a person-reference
     tokenizer) that is exactly what the clip as ``reference`` gives, in both modes and with sample.py's defaults
     (tests/test_stage2.py::test_enrollment_moves_sample_py_output_by_the_reference, ::test_sample_cli_enroll_dir);
-    for a point estimate around the average face it is the clip's natural use. ``src`` None: the bound
+    for a point estimate around the average face (and a model run with ``--set stage1:model.reference=global``,
+    which cannot take a clip) it is the clip's natural use. ``src`` None: the bound
     ``truth_enrolled``, the truth with each sequence's mean expression replaced by the enrollment clip's.
     ``center``: the mean the methods' output is centred on without enrollment (default: the cache's train mean,
     which the bench's methods trained on)."""
