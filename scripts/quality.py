@@ -236,39 +236,69 @@ def enrollment_means(kind: str, cache: Path, clip_dir: Path, seconds: float) -> 
     return {pid: read_flame(path, cfg, "enrollment", pid)[0].astype(np.float64).mean(0) for pid, path in clips.items()}
 
 
-def write_enrolled(cache: Path, src: Path | None, out: Path, means: dict, center=None) -> Path:
+def write_enrolled(cache: Path, src: Path, out: Path, means: dict, sources: dict | None = None, center=None) -> Path:
     """A method's test predictions under the enrollment protocol: each person's expression moved by (their
-    enrollment clip's mean - the train mean), the jaw untouched. For this system's GPT (a person-reference
-    tokenizer) that is exactly what the clip as ``reference`` gives, in both modes and with sample.py's defaults
-    (tests/test_stage2.py::test_enrollment_moves_sample_py_output_by_the_reference, ::test_sample_cli_enroll_dir);
-    for a point estimate around the average face (and a model run with ``--set stage1:model.reference=global``,
-    which cannot take a clip) it is the clip's natural use. ``src`` None: the bound
-    ``truth_enrolled``, the truth with each sequence's mean expression replaced by the enrollment clip's.
-    ``center``: the mean the methods' output is centred on without enrollment (default: the cache's train mean,
-    which the bench's methods trained on)."""
+    enrollment clip's mean - what the method's output is centred on), the jaw untouched. What it is centred on:
+    ``center`` (default: the cache's train mean, which the bench's methods trained on), or for a method that copies
+    another person's motion (``sources``: ``{(dialog, participant): source participant}``, e.g. mirror's partner,
+    from ``common.eval.baselines.copy_sources``) that person's clip mean. For this system's GPT (a person-reference
+    tokenizer) the move is exactly what the clip as ``reference`` gives, in both modes and with sample.py's
+    defaults (tests/test_stage2.py::test_enrollment_moves_sample_py_output_by_the_reference,
+    ::test_sample_cli_enroll_dir); for a point estimate around the average face (and a model run with
+    ``--set stage1:model.reference=global``, which cannot take a clip) it is the clip's natural use. Written again
+    on every call (atomically): a rerun never shows another clip length's or an older prediction's figures."""
     import numpy as np
 
     from common.data.cache import Cache
     from common.eval.predictions import find_prediction, prediction_path, read_prediction, write_prediction
-    if (out / ".done").exists():
-        return out
+    from common.io import atomic_dir
     c = Cache(cache)
     a, b = c.layout.exp
     mean = np.asarray(c.stats["motion_mean"] if center is None else center, np.float64)
-    for d in c.dialogs("test"):
-        truth = np.asarray(c.load(d["id"]).motion, np.float64)
-        for i, pid in enumerate(d["participants"]):
-            if src is None:
-                m = truth[i].copy()
-                m[:, a:b] += means[pid][a:b] - m[:, a:b].mean(0)
-            else:
+    with atomic_dir(out) as tmp:
+        for d in c.dialogs("test"):
+            for i, pid in enumerate(d["participants"]):
                 path = find_prediction(src, d["id"], pid, side=i)
                 if path is None:
                     raise FileNotFoundError(f"{src}: no prediction of {d['id']}/{pid} to enroll")
                 m = read_prediction(path, c.layout, target_fps=c.fps)
-                m[:, a:b] += means[pid][a:b] - mean[a:b]
-            write_prediction(prediction_path(out, d["id"], pid), m.astype(np.float32), c.layout)
-    (out / ".done").touch()
+                centre = mean if sources is None else means[sources[(d["id"], pid)]]
+                m[:, a:b] += means[pid][a:b] - centre[a:b]
+                write_prediction(prediction_path(tmp, d["id"], pid), m.astype(np.float32), c.layout)
+    return out
+
+
+def enrolled_copy_sources(cache: Path, seeds) -> dict:
+    """``{seed: {method: {(dialog, participant): source participant}}}`` for the baselines that copy another
+    person's motion (mirror, random_other; scripts/baselines.py draws random_other with the bench's seed)."""
+    from common.data.cache import Cache
+    from common.eval.baselines import copy_sources
+    c = Cache(cache)
+    out = {}
+    for seed in seeds:
+        srcs = copy_sources(c, "test", seed)
+        out[seed] = {m: {k: c.dialog(sd)["participants"][slot] for k, (sd, slot) in by.items()} for m, by in srcs.items()}
+    return out
+
+
+def write_truth_around(cache: Path, out: Path, centre) -> Path:
+    """Each test sequence's true motion with its mean expression replaced by ``centre(participant)`` (D,): the
+    bound rows (``write_recentered_truth``; ``truth_enrolled``, centred on each person's enrollment clip). Not a
+    method: no verdict is drawn against them. Written atomically."""
+    import numpy as np
+
+    from common.data.cache import Cache
+    from common.eval.predictions import prediction_path, write_prediction
+    from common.io import atomic_dir
+    c = Cache(cache)
+    a, b = c.layout.exp
+    with atomic_dir(out) as tmp:
+        for d in c.dialogs("test"):
+            motion = np.asarray(c.load(d["id"]).motion, np.float64)
+            for i, pid in enumerate(d["participants"]):
+                m = motion[i].copy()
+                m[:, a:b] += np.asarray(centre(pid), np.float64)[a:b] - m[:, a:b].mean(0)
+                write_prediction(prediction_path(tmp, d["id"], pid), m.astype(np.float32), c.layout)
     return out
 
 
@@ -276,22 +306,12 @@ def write_recentered_truth(cache: Path, out: Path) -> Path:
     """The bound row ``truth_recentered``: each test sequence's true motion with its mean expression replaced by
     the train mean. It is what a method scores that gets everything right except the one thing no method can know
     without an enrollment clip, an unseen person's own mean expression (their offset): the lowest FD / MSE and the
-    highest SID reachable from audio (and the partner) alone. Not a method: no verdict is drawn against it."""
-    import numpy as np
-
+    highest SID reachable from audio (and the partner) alone."""
     from common.data.cache import Cache
-    from common.eval.predictions import prediction_path, write_prediction
     if (out / ".done").exists():
         return out
-    c = Cache(cache)
-    a, b = c.layout.exp
-    mean = np.asarray(c.stats["motion_mean"], np.float64)
-    for d in c.dialogs("test"):
-        motion = np.asarray(c.load(d["id"]).motion, np.float64)
-        for i, pid in enumerate(d["participants"]):
-            m = motion[i].copy()
-            m[:, a:b] += mean[a:b] - m[:, a:b].mean(0)
-            write_prediction(prediction_path(out, d["id"], pid), m.astype(np.float32), c.layout)
+    mean = Cache(cache).stats["motion_mean"]
+    write_truth_around(cache, out, lambda pid: mean)
     (out / ".done").touch()
     return out
 
@@ -338,9 +358,10 @@ def corpus_report(corpus: str, results: dict[str, list], recon: list[dict], n_bo
     if enroll_s:
         md[0] = f"## Corpus `{corpus}`, enrollment protocol ({dialogs} test dialogs of unseen persons, {seeds} seeds)"
         md[2:2] = [f"Every method is given each test person's {enroll_s:g}-second enrollment clip (another "
-                   "conversation of that person): its expression is moved by the clip's mean less the train mean "
-                   "(for the model exactly what `scripts/sample.py --enroll-dir` gives). The corpus' section before "
-                   "this one is the protocol without enrollment.", ""]
+                   "conversation of that person): its expression is moved by the clip's mean less what it is centred "
+                   "on, the train mean (for the model exactly what `scripts/sample.py --enroll-dir` gives) or, for "
+                   "mirror and random_other, which copy another person's motion, that person's clip mean. The "
+                   "corpus' section before this one is the protocol without enrollment.", ""]
     rows = [{"method": m, **{k: fmt_ci(summary[m].get(k)) for k in TABLE_KEYS}} for m in methods]
     md += [markdown_table(rows, ["method"] + TABLE_KEYS, fmt=str), ""]
     md += ["References a realistic method matches (value / ground truth's):", ""]
@@ -457,12 +478,13 @@ def main(argv=None) -> int:
         if args.enroll_s:
             means = enrollment_means(corpus, caches[corpus], out / corpus / f"enrollment_{args.enroll_s:g}s",
                                      args.enroll_s)
-            enrolled = {}
+            enrolled, copies = {}, enrolled_copy_sources(caches[corpus], seeds)
+            bound = write_truth_around(caches[corpus], out / corpus / ENROLLED_BOUND, means.__getitem__)
             for seed in seeds:
                 enrolled[seed] = {m: write_enrolled(caches[corpus], f, out / corpus / f"seed{seed}" / "enrolled" / m,
-                                                    means) for m, f in methods[corpus][seed].items() if m != BOUND}
-                enrolled[seed][ENROLLED_BOUND] = write_enrolled(caches[corpus], None, out / corpus / ENROLLED_BOUND,
-                                                                means)
+                                                    means, copies[seed].get(m))
+                                  for m, f in methods[corpus][seed].items() if m != BOUND}
+                enrolled[seed][ENROLLED_BOUND] = bound
             lines, data = corpus_report(corpus, score(caches[corpus], enrolled), [], args.n_boot, args.enroll_s)
             md += lines
             report["corpora"][corpus]["enrolled"] = data

@@ -56,7 +56,8 @@ def main(argv=None) -> int:
                                        "reference a person-referenced tokenizer decodes A around)")
     ap.add_argument("--enroll-b", help="WAV input: the same for participant B")
     ap.add_argument("--enroll-dir", help="cached input: a folder of enrollment clips, DIR/<participant id>.npz (FLAME "
-                                         "npz; participants without one are decoded around the train mean)")
+                                         "npz, used whole: trim it to well-tracked frames; participants without one "
+                                         "are decoded around the train mean, with a warning)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--temperature", type=float_arg(0, 100), default=None,
                     help="0: greedy (default 1.35 in dyad mode, 1 in listener mode and with guidance on; docs/STAGE2.md, "
@@ -131,9 +132,9 @@ def main(argv=None) -> int:
         ap.error("WAV input needs both --audio-a and --audio-b (each participant's own microphone)")
     if args.cache and not (args.dialog or args.split):
         ap.error("--cache needs --dialog ID or --split NAME")
-    if args.cache and (args.enroll_a or args.enroll_b or args.shape_a or args.shape_b):
-        ap.error("--enroll-a/-b and --shape-a/-b are for WAV input; with --cache give --enroll-dir (the cache holds "
-                 "each participant's identity)")
+    if args.cache and (args.enroll_a or args.enroll_b or args.shape_a or args.shape_b or args.given_motion):
+        ap.error("--enroll-a/-b, --shape-a/-b and --given-motion are for WAV input: a cache holds each participant's "
+                 "identity and motion (enrollment clips for cached dialogs: --enroll-dir)")
     if wav_mode and args.enroll_dir:
         ap.error("--enroll-dir is for --cache input; with WAVs give --enroll-a/--enroll-b")
     if args.mode != "listener" and (args.given or args.given_motion):
@@ -226,7 +227,11 @@ def enrollment_clips(folder, participants) -> dict | None:
     if not clips:
         raise OSError(f"--enroll-dir {folder}: no clip of any participant of these dialogs (expected "
                       f"{folder}/<participant id>.npz, e.g. {participants[0]}.npz)")
-    logging.info("enrollment clips for %d of %d participants from %s", len(clips), len(set(participants)), folder)
+    missing = [p for p in dict.fromkeys(participants) if p not in clips]
+    if missing:     # decoded around the train mean: say so, a misnamed clip must not pass unnoticed
+        logging.warning("--enroll-dir %s: no clip of %d participant(s), decoded around the train mean: %s",
+                        folder, len(missing), ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
+    logging.info("enrollment clips for %d of %d participants from %s", len(clips), len(clips) + len(missing), folder)
     return clips
 
 

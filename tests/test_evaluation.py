@@ -52,6 +52,28 @@ def test_ground_truth_scores_perfectly_in_both_layouts(cache_dir, tmp_path):
         assert r.metrics["jaw_speech_r"] == pytest.approx(r.metrics["jaw_speech_r_gt"])
 
 
+def test_copy_sources_name_what_the_copying_baselines_wrote(cache_dir, baselines_dir):
+    """common.eval.baselines.copy_sources (what the quality bench's enrollment protocol moves a copy by) names, for
+    every test participant, the motion mirror and random_other wrote: the partner's, and another dialog's same slot."""
+    from common.eval.baselines import copy_sources
+    cache = Cache(cache_dir)
+    srcs = copy_sources(cache, "test", seed=0)
+    assert set(srcs) == {"mirror", "random_other"}
+    n = 0
+    for d in cache.dialogs("test"):
+        for i, pid in enumerate(d["participants"]):
+            for name in ("mirror", "random_other"):
+                sd, slot = srcs[name][(d["id"], pid)]
+                src = np.asarray(cache.load(sd).motion[slot])
+                got = np.load(baselines_dir / name / d["id"] / f"{pid}.npz")["motion"]
+                k = min(len(got), len(src))
+                np.testing.assert_array_equal(got[:k], src[:k])
+                assert (sd, slot) == (d["id"], 1 - i) if name == "mirror" else sd != d["id"]
+                n += 1
+    assert n == 2 * 2 * len(cache.dialogs("test"))
+    assert copy_sources(cache, "test", seed=0) == srcs          # seeded
+
+
 def test_baselines_and_compare(cache_dir, baselines_dir, tmp_path):
     assert sorted(p.name for p in baselines_dir.iterdir()) == ["mean", "mirror", "nn_audio", "random_other"]
     cache = Cache(cache_dir)

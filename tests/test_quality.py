@@ -138,9 +138,24 @@ def test_quality_bench_end_to_end_tiny(tmp_path):
     shift = clip.mean(0) - np.asarray(cache.stats["motion_mean"])
     np.testing.assert_allclose(after[:, :50] - before[:, :50], np.broadcast_to(shift[:50], before[:, :50].shape), atol=1e-5)
     np.testing.assert_array_equal(after[:, 50:], before[:, 50:])
-    # a rerun skips every finished job and rewrites the same figures
+    # mirror copies the partner's motion: moved from the partner's clip mean to the person's own
+    partner = d["participants"][0]
+    pclip, _ = read_flame(out / "hard" / "enrollment_30s" / f"{partner}.npz", from_dict(DataConfig, cache.manifest["data_config"]),
+                          "enrollment", partner)
+    before, after = (read_prediction(find_prediction(out / "hard" / "seed0" / sub / "mirror", d["id"], pid, side=1),
+                                     cache.layout) for sub in ("predictions", "enrolled"))
+    np.testing.assert_allclose(after[:, :50] - before[:, :50],
+                               np.broadcast_to(clip.mean(0)[:50] - pclip.mean(0)[:50], before[:, :50].shape), atol=1e-5)
+    # a rerun skips every finished job and rewrites the same figures; another clip length gives the enrollment
+    # protocol's figures of that length (its rows are written again, never reused)
     r2 = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0 and "already done" in r2.stdout
     again = json.loads((out / "quality.json").read_text())["corpora"]["hard"]
     assert again["summary"] == report["corpora"]["hard"]["summary"]
     assert again["enrolled"]["summary"] == enrolled["summary"]
+    r3 = subprocess.run(cmd + ["--enroll-s", "10"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r3.returncode == 0, r3.stdout[-3000:] + r3.stderr[-3000:]
+    short = json.loads((out / "quality.json").read_text())["corpora"]["hard"]
+    assert short["summary"] == report["corpora"]["hard"]["summary"]
+    assert short["enrolled"]["summary"]["mean"]["fid_exp"] != enrolled["summary"]["mean"]["fid_exp"]
+    assert "10-second enrollment clip" in (out / "QUALITY.md").read_text()

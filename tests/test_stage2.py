@@ -589,6 +589,7 @@ def test_sample_cli_enroll_dir(gpt_run, person_tokenizer, person_gen, tokenized,
         r = subprocess.run(cmd + extra + ["--out", str(tmp_path / name)], env=subprocess_env(), capture_output=True,
                            text=True, timeout=180)
         assert r.returncode == 0, r.stderr[-3000:]
+    assert f"no clip of 1 participant(s), decoded around the train mean: {b}" in r.stderr     # warned even --quiet
     out = {n: {p: np.load(tmp_path / n / dialog["id"] / f"{p}.npz")["motion"] for p in (a, b)}
            for n in ("plain", "enrolled")}
     move = (m[0, :T, :50] + 0.3).mean(0) - person_gen.tok.motion_mean.numpy()[:50]
@@ -604,7 +605,7 @@ def test_sample_cli_enroll_dir(gpt_run, person_tokenizer, person_gen, tokenized,
     assert r.returncode == 2 and "no clip of any participant" in r.stderr and f"{a}.npz" in r.stderr
     r = subprocess.run(cmd + ["--enroll-a", str(clips / f"{a}.npz"), "--out", str(tmp_path / "x")],
                        env=subprocess_env(), capture_output=True, text=True, timeout=180)
-    assert r.returncode == 2 and "give --enroll-dir" in r.stderr
+    assert r.returncode == 2 and "are for WAV input" in r.stderr and "--enroll-dir" in r.stderr
     # a tokenizer that codes around the train mean cannot use a clip: refused, not silently ignored
     from stage1_vq import load_stage1_config
     from stage1_vq.train import train as train_stage1

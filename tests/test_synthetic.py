@@ -797,6 +797,12 @@ def test_enrollment_clips_show_the_person_from_another_conversation(tmp_path):
     assert again[pids[0]].read_bytes() == paths[pids[0]].read_bytes()
     default = syn.write_enrollment_clips(tmp_path / "c", pids[:1], "default", seconds=20)   # the other preset's person
     assert default[pids[0]].read_bytes() != paths[pids[0]].read_bytes()
+    kept = again[pids[0]].stat().st_mtime_ns                         # the right length: kept; another: written again
+    assert syn.write_enrollment_clips(tmp_path / "b", pids[:1], "hard", seconds=20)[pids[0]].stat().st_mtime_ns == kept
+    shorter = syn.write_enrollment_clips(tmp_path / "b", pids[:1], "hard", seconds=10)[pids[0]]
+    assert read_flame(shorter, cfg, "enrollment", pids[0])[0].shape == (300, 51)
+    with pytest.raises(ValueError, match="has no frame"):
+        syn.write_enrollment_clips(tmp_path / "e", pids[:1], "hard", seconds=0.01)
     with pytest.raises(ValueError, match="'X12' is not a synthetic person id"):
         syn.write_enrollment_clips(tmp_path / "d", ["X12"], "hard")
     with pytest.raises(ValueError, match="preset must be one of"):

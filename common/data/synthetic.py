@@ -1280,18 +1280,21 @@ def write_enrollment_clips(out_dir: str | Path, pids, preset: str = "default", s
     (fresh turns and drift, a partner of their own, harmonic voices), written as ``out_dir/<pid>.npz`` in the
     corpus' FLAME layout (what ``scripts/sample.py --enroll-a`` reads); returns ``{pid: path}``. Its mean
     expression is the person's offset plus that clip's own idle drift and speech: a real enrollment's estimate,
-    not the offset itself. Deterministic per person; existing files are kept (a rerun resumes)."""
-    if seconds <= 0 or fps <= 0:
-        raise ValueError(f"seconds and fps must be positive, got {seconds}, {fps}")
+    not the offset itself. Deterministic per person; an existing file of the right length is kept (a rerun
+    resumes), one of another length written again."""
+    n_frames = int(round(seconds * fps)) if seconds > 0 and fps > 0 else 0
+    if n_frames < 1:
+        raise ValueError(f"an enrollment clip of {seconds} s at {fps} fps has no frame: give seconds * fps >= 1")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    n_frames = int(round(seconds * fps))
     paths = {}
     for pid in dict.fromkeys(pids):
         style = style_of(pid, preset)
         path = paths[pid] = out_dir / f"{pid}.npz"
         if path.is_file():
-            continue
+            with np.load(path, allow_pickle=False) as z:
+                if z["expression_params"].shape[0] == n_frames:
+                    continue
         partner = style_of(f"P{ENROLL_PARTNER_BASE + style.person}", preset)
         rng = np.random.default_rng([ENROLL_STREAM, PRESETS.index(preset), style.person])
         person = generate_dialog(rng, (style, partner), n_frames, fps, sample_rate)[0]

@@ -53,14 +53,31 @@ def _audio_keys(cache: Cache, audio: np.ndarray, block: int, pool: int) -> np.nd
     return np.concatenate([a[0].reshape(n, -1), a[1].reshape(n, -1)], 1)
 
 
+def copy_sources(cache: Cache, split: str = "test", seed: int = 0) -> dict[str, dict[tuple[str, str], tuple[str, int]]]:
+    """Whose motion the copying baselines write for each ``(dialog, participant)`` of ``split``: ``{"mirror": ...,
+    "random_other": ...}`` -> ``(source dialog, source slot)``. The one place random_other's seeded draw is made
+    (:func:`make_baselines` writes what it says; the quality bench's enrollment protocol moves a copy by its
+    source person's clip)."""
+    dialogs = cache.dialogs(split)
+    if not dialogs:
+        raise ValueError(f"no dialog in split {split!r}")
+    rng = np.random.default_rng(seed)
+    others = [d for d in cache.dialogs(split)] if len(dialogs) > 1 else cache.dialogs()
+    out: dict[str, dict] = {"mirror": {}, "random_other": {}}
+    for d in dialogs:
+        for i, pid in enumerate(d["participants"]):
+            out["mirror"][(d["id"], pid)] = (d["id"], 1 - i)
+            cands = [o for o in others if o["id"] != d["id"]]
+            out["random_other"][(d["id"], pid)] = (cands[int(rng.integers(len(cands)))]["id"], i)
+    return out
+
+
 def make_baselines(cache_root: str | Path, out: str | Path, split: str = "test", seed: int = 0,
                    which=BASELINES, block: int = 30, pool: int = 5, progress: bool = True) -> dict[str, Path]:
     cache = Cache(cache_root)
     out = Path(out)
     dialogs = cache.dialogs(split)
-    if not dialogs:
-        raise ValueError(f"no dialog in split {split!r}")
-    rng = np.random.default_rng(seed)
+    sources = copy_sources(cache, split, seed)
     dirs = {}
     if "nn_audio" in which:
         keys, values = [], []
@@ -72,7 +89,6 @@ def make_baselines(cache_root: str | Path, out: str | Path, split: str = "test",
                 keys.append(k)
                 values.append(np.asarray(a.motion[i])[:len(k) * block].reshape(len(k), block, -1))
         keys, values = np.concatenate(keys), np.concatenate(values)
-    others = [d for d in cache.dialogs(split)] if len(dialogs) > 1 else cache.dialogs()
     for name in which:
         if name not in BASELINES:
             raise ValueError(f"unknown baseline {name!r}; known: {BASELINES}")
@@ -90,9 +106,8 @@ def make_baselines(cache_root: str | Path, out: str | Path, split: str = "test",
             if "mirror" in which:
                 write(dirs["mirror"], d["id"], pid, motion[1 - i])
             if "random_other" in which:
-                cands = [o for o in others if o["id"] != d["id"]]
-                o = cands[int(rng.integers(len(cands)))]
-                write(dirs["random_other"], d["id"], pid, _fit_length(np.asarray(cache.load(o["id"]).motion[i]), T))
+                src, slot = sources["random_other"][(d["id"], pid)]
+                write(dirs["random_other"], d["id"], pid, _fit_length(np.asarray(cache.load(src).motion[slot]), T))
             if "nn_audio" in which:
                 aa = np.asarray(a.audio)[[i, 1 - i]]
                 q = _audio_keys(cache, np.pad(aa, ((0, 0), (0, -T % block), (0, 0)), mode="edge"), block, pool)

@@ -49,7 +49,7 @@ for corpus in corpora:
             m = {r: root / f"seed{s}" / "enrolled" / r for r in ("dualtalk_class_causal", "dualtalk_class_causal_dyad")}
         else:
             m = {"dualtalk_class_causal": Q.write_enrolled(cdir, root / f"seed{s}" / "predictions" / "dualtalk_class_causal",
-                                                           WORK / where / corpus / f"seed{s}" / "dualtalk_class_causal", means, center)}
+                                                           WORK / where / corpus / f"seed{s}" / "dualtalk_class_causal", means, center=center)}
         for v in variants:
             raw = WORK / where / corpus / f"seed{s}" / "raw" / v
             if not (raw / ".done").exists():
@@ -61,7 +61,7 @@ for corpus in corpora:
                         write_prediction(prediction_path(raw, f.stem, entry["participants"][p]), y[p].astype(np.float32),
                                          cache.layout, np.asarray(a.shape)[p])
                 (raw / ".done").touch()
-            m[f"dyad_{v}"] = Q.write_enrolled(cdir, raw, WORK / where / corpus / f"seed{s}" / "enrolled" / v, means, center)
+            m[f"dyad_{v}"] = Q.write_enrolled(cdir, raw, WORK / where / corpus / f"seed{s}" / "enrolled" / v, means, center=center)
         methods[s] = m
     res = Q.score(cdir, methods)
     Q.MODEL_MODES = tuple(f"dyad_{v}" for v in variants)
