@@ -194,11 +194,11 @@ def main(argv=None) -> int:
             if not ids:
                 raise CacheError(f"no dialog in split {args.split!r} of {args.cache}")
             clips = enrollment_clips(args.enroll_dir, [p for did in ids for p in cache.dialog(did)["participants"]])
+            enrolled = None if clips is None else {p: read_given_motion(gen.bundle, f).mean(0) for p, f in clips.items()}
             items = []
             for did in ids:
                 entry, a = cache.dialog(did), cache.load(did)             # memory-mapped
-                ref = None if clips is None else [read_given_motion(gen.bundle, clips[p]).mean(0) if p in clips
-                                                  else None for p in entry["participants"]]
+                ref = None if enrolled is None else [enrolled.get(p) for p in entry["participants"]]
                 items.append(DialogInput(did, entry["participants"], a.audio, a.motion, a.states, np.asarray(a.shape),
                                          ref))
                 frames += a.motion.shape[1] * (2 if args.mode == "listener" and args.given is None else 1)

@@ -103,11 +103,11 @@ def make_baselines(cache_root: str | Path, out: str | Path, split: str = "test",
         for i, pid in enumerate(d["participants"]):
             if "mean" in which:
                 write(dirs["mean"], d["id"], pid, np.tile(cache.stats["motion_mean"], (T, 1)))
-            if "mirror" in which:
-                write(dirs["mirror"], d["id"], pid, motion[1 - i])
-            if "random_other" in which:
-                src, slot = sources["random_other"][(d["id"], pid)]
-                write(dirs["random_other"], d["id"], pid, _fit_length(np.asarray(cache.load(src).motion[slot]), T))
+            for name in ("mirror", "random_other"):         # copies of another person's motion: copy_sources
+                if name in which:
+                    src, slot = sources[name][(d["id"], pid)]
+                    copied = motion if src == d["id"] else np.asarray(cache.load(src).motion)
+                    write(dirs[name], d["id"], pid, _fit_length(copied[slot], T))
             if "nn_audio" in which:
                 aa = np.asarray(a.audio)[[i, 1 - i]]
                 q = _audio_keys(cache, np.pad(aa, ((0, 0), (0, -T % block), (0, 0)), mode="edge"), block, pool)
